@@ -1,0 +1,36 @@
+"""The error hierarchy of CONTRACT.md: callers catch meaning, not strings."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+
+class ConcurrencyError(LedgerError):
+    """An append stated a version that is no longer the run's head; nothing was written."""
+
+
+class NotFound(LedgerError):
+    """No such run, session or event for this tenant (also for another tenant's ids)."""
+
+
+class InvalidEvent(LedgerError):
+    """Bad input at the boundary: names the field (and line, for JSONL); nothing was written."""
+
+
+class IntegrityError(LedgerError):
+    """The hash chain does not verify: names the run and version of the first bad event."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, version: int | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.version = version
+
+
+class StoreUnavailable(LedgerError):
+    """The store could not be reached or its schema could not be prepared."""
+
+
+class RunIdTaken(InvalidEvent):
+    """A new run asked for a run_id that is already registered to another tenant."""

@@ -1,0 +1,227 @@
+"""The eventsourcing library's recorder interfaces, served by any of our stores.
+
+``LedgerRecorder`` is an eventsourcing ``ProcessRecorder`` (so also an
+``ApplicationRecorder`` and ``TrackingRecorder``). An eventsourcing ``Application``
+can keep its aggregates in the ledger, and the library's own recorder test cases
+(``eventsourcing.tests.persistence``) run against our Postgres and SQLite stores.
+
+Mapping: originator_id -> run_id (a UUID is stored as its canonical text and comes
+back as a UUID), originator_version -> version, topic -> type, state -> payload
+(stored byte for byte, hash-chained like every other event), notification id ->
+position. Every row is recorded under the recorder's ``tenant``.
+
+Notification ids: the library's interface follows the log by one integer. Positions
+are drawn at insert, so under concurrent writers a single-integer cursor cannot be
+exact without a lock that serialises writers (the library's own Postgres recorder
+takes one). ``select_notifications`` therefore only returns events of transactions
+older than the store's visibility horizon; the ledger's own readers (projections,
+tail) use ``EventStore.read_log`` with a ``(tx_id, position)`` cursor, which is exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    IntegrityError as ESIntegrityError,
+)
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    Notification,
+    ProcessRecorder,
+    StoredEvent,
+    Subscription,
+)
+from eventsourcing.persistence import (
+    Tracking as ESTracking,
+)
+
+from ledger.chain import GENESIS, Unsealed, seal
+from ledger.errors import ConcurrencyError, RunIdTaken
+from ledger.records import Record, RunAppend, Tracking
+from ledger.store.base import EventStore, RecordConflict
+
+#: Tenant under which rows written through the eventsourcing interface are kept.
+DEFAULT_TENANT = "_eventsourcing"
+
+
+def _as_originator_id(run_id: str) -> UUID | str:
+    try:
+        parsed = UUID(run_id)
+    except ValueError:
+        return run_id
+    return parsed if str(parsed) == run_id else run_id
+
+
+class LedgerAggregateRecorder(AggregateRecorder):
+    """An eventsourcing AggregateRecorder over a ledger ``EventStore``."""
+
+    def __init__(self, store: EventStore, tenant: str = DEFAULT_TENANT) -> None:
+        self.store = store
+        self.tenant = tenant
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        self._insert(stored_events, kwargs.get("tracking"))
+        return None
+
+    def _insert(
+        self, stored_events: Sequence[StoredEvent], tracking: ESTracking | None
+    ) -> list[Record]:
+        """Chain and append ``stored_events`` (and ``tracking``) in one transaction."""
+        by_run: dict[str, list[StoredEvent]] = {}
+        for event in stored_events:
+            by_run.setdefault(str(event.originator_id), []).append(event)
+        now = datetime.now(UTC)
+        appends: list[RunAppend] = []
+        for run_id, events in by_run.items():
+            versions = [e.originator_version for e in events]
+            if len(set(versions)) != len(versions):
+                raise ESIntegrityError(f"duplicate version in batch for {run_id}")
+            head = self.store.run_head(self.tenant, run_id)
+            head_version, head_hash = (head.version, head.hash) if head else (0, GENESIS)
+            expected = head_version if head else 0
+            if head is not None and head.version == 0:
+                # A registered run with no events yet cannot come from this path.
+                expected = 0
+            sealed = []
+            prev_version, prev_hash = head_version, head_hash
+            for event in events:
+                sealed.extend(
+                    seal(
+                        self.tenant, "", run_id, prev_version, prev_hash,
+                        [Unsealed(type=event.topic, schema=0, occurred_at=now,
+                                  payload=event.state)],
+                        first_version=event.originator_version,
+                    )
+                )
+                prev_version, prev_hash = sealed[-1].version, sealed[-1].hash
+            appends.append(
+                RunAppend(
+                    user_id=self.tenant, session_id="", run_id=run_id,
+                    expected_version=expected, expected_hash=head_hash,
+                    events=tuple(sealed),
+                )
+            )
+        try:
+            records = self.store.append(
+                appends,
+                tracking=(
+                    Tracking(tracking.application_name, tracking.notification_id)
+                    if tracking is not None else None
+                ),
+            )
+        except (ConcurrencyError, RunIdTaken, RecordConflict) as exc:
+            raise ESIntegrityError(str(exc)) from exc
+        return records
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        records = self.store.read_run(
+            self.tenant, str(originator_id),
+            after_version=-1 if gt is None else gt, upto_version=lte, desc=desc, limit=limit,
+        )
+        return [
+            StoredEvent(
+                originator_id=originator_id, originator_version=r.version,
+                topic=r.type, state=r.payload,
+            )
+            for r in records
+        ]
+
+
+class LedgerRecorder(LedgerAggregateRecorder, ProcessRecorder):
+    """An eventsourcing ProcessRecorder (application + tracking) over an ``EventStore``."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        records = self._insert(stored_events, kwargs.get("tracking"))
+        return [r.position for r in records] if records else None
+
+    # -- ApplicationRecorder -----------------------------------------------------
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        records = self.store.read_notifications(
+            start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+        )
+        return [_notification(r) for r in records]
+
+    def max_notification_id(self) -> int | None:
+        return self.store.max_position()
+
+    def subscribe(
+        self, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> Subscription[LedgerRecorder]:
+        return PollingSubscription(self, gt=gt, topics=topics)
+
+    # -- TrackingRecorder --------------------------------------------------------
+    def insert_tracking(self, tracking: ESTracking) -> None:
+        try:
+            self.store.insert_tracking(
+                Tracking(tracking.application_name, tracking.notification_id)
+            )
+        except RecordConflict as exc:
+            raise ESIntegrityError(str(exc)) from exc
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        return self.store.max_tracking(application_name)
+
+
+def _notification(r: Record) -> Notification:
+    return Notification(
+        id=r.position, originator_id=_as_originator_id(r.run_id),
+        originator_version=r.version, topic=r.type, state=r.payload,
+    )
+
+
+class PollingSubscription(Subscription[LedgerRecorder]):
+    """Follows ``select_notifications`` by polling; stops promptly when asked."""
+
+    poll_interval = 0.05
+
+    def __init__(
+        self, recorder: LedgerRecorder, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> None:
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        self._buffer: list[Notification] = []
+        self._wake = threading.Event()
+
+    def stop(self) -> None:
+        super().stop()
+        self._wake.set()
+
+    def __next__(self) -> Notification:
+        while not self._has_been_stopped:
+            if self._buffer:
+                notification = self._buffer.pop(0)
+                self._last_notification_id = notification.id
+                return notification
+            self._buffer = list(
+                self._recorder.select_notifications(
+                    start=self._last_notification_id or 0, limit=500,
+                    topics=self._topics, inclusive_of_start=False,
+                )
+            )
+            if not self._buffer:
+                self._wake.wait(self.poll_interval)
+        raise StopIteration

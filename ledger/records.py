@@ -1,0 +1,96 @@
+"""What the stores take and give back: rows of the event log, independent of any backend.
+
+These are msgspec Structs because they sit on the hot path of every append and read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NamedTuple
+
+import msgspec
+
+
+class LogCursor(NamedTuple):
+    """A place in the global log: (transaction id, position).
+
+    The log is ordered and checkpointed by this pair (DESIGN.md invariant 6). On
+    Postgres ``tx_id`` is the writer's ``pg_current_xact_id()``; on SQLite and in
+    memory, where writers are serialised, it equals ``position``.
+    """
+
+    tx_id: int = 0
+    position: int = 0
+
+
+START = LogCursor(0, 0)
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """One event ready to be stored: envelope, encoded payload and its link in the chain."""
+
+    version: int
+    type: str
+    schema: int
+    occurred_at: datetime
+    payload: bytes
+    prev_hash: bytes
+    hash: bytes
+    key_id: str | None = None
+
+
+class RunAppend(msgspec.Struct, frozen=True):
+    """Events for one run, appended only if the run's head is still what the writer saw.
+
+    ``expected_version == 0`` means the run must not exist yet (it is registered for
+    ``user_id``); otherwise the head must be exactly (expected_version, expected_hash).
+    """
+
+    user_id: str
+    session_id: str
+    run_id: str
+    expected_version: int
+    expected_hash: bytes
+    events: tuple[NewEvent, ...]
+
+
+class Record(msgspec.Struct, frozen=True):
+    """One stored event, exactly as the store holds it."""
+
+    user_id: str
+    session_id: str
+    run_id: str
+    version: int
+    position: int
+    tx_id: int
+    type: str
+    schema: int
+    occurred_at: datetime
+    recorded_at: datetime
+    payload: bytes
+    prev_hash: bytes
+    hash: bytes
+    key_id: str | None = None
+
+    @property
+    def cursor(self) -> LogCursor:
+        """Where this event sits in the global log."""
+        return LogCursor(self.tx_id, self.position)
+
+
+class RunHead(msgspec.Struct, frozen=True):
+    """A run's registration and its latest event (version 0 and genesis hash if none yet)."""
+
+    user_id: str
+    session_id: str
+    run_id: str
+    version: int
+    hash: bytes
+    created_at: datetime
+
+
+class Tracking(NamedTuple):
+    """A projector's (or eventsourcing application's) position, committed with its writes."""
+
+    name: str
+    position: int

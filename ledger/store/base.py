@@ -1,0 +1,112 @@
+"""The one interface every store implements: memory (tests), SQLite (embedded), Postgres.
+
+A store knows rows, positions and transactions; it knows nothing of event types or
+payload shapes. Everything above it (the append API, the eventsourcing recorder
+adapter, projections, replay) talks to this interface only.
+
+Contract every implementation keeps (the backend test suite in tests/ checks it):
+
+* ``append`` is atomic over all its ``RunAppend`` items and the optional tracking
+  row: everything commits or nothing does.
+* Optimistic concurrency: for ``expected_version == 0`` the run must not exist
+  (``ConcurrencyError`` if it does for the same tenant; ``RunIdTaken`` if another
+  tenant owns the id); otherwise the run's head must be exactly
+  ``(expected_version, expected_hash)`` (``ConcurrencyError``) and the run must belong
+  to ``user_id`` (``NotFound`` if it does not exist for that tenant).
+* The head check happens before any position is drawn where the backend allows it.
+* ``read_log`` returns committed events in log order strictly after ``after`` and
+  never returns an event behind a cursor a reader has already been given while a
+  lower one can still commit (invariant 6).
+* Stored events are never updated or deleted; the database itself refuses.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from ledger.records import LogCursor, Record, RunAppend, RunHead, Tracking
+
+
+class EventStore(ABC):
+    """Backend-neutral storage of the event log, run registry and tracking positions."""
+
+    #: "memory", "sqlite" or "postgres"
+    backend: str
+
+    @abstractmethod
+    def append(
+        self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
+    ) -> list[Record]:
+        """Store all events of all ``appends`` (and ``tracking``) atomically; return them."""
+
+    @abstractmethod
+    def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:
+        """The run's head, or None if it does not exist (for this tenant, if given)."""
+
+    @abstractmethod
+    def read_run(
+        self,
+        user_id: str | None,
+        run_id: str,
+        *,
+        after_version: int = 0,
+        upto_version: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        """A run's events by version; ``user_id=None`` reads across tenants (admin)."""
+
+    @abstractmethod
+    def read_log(
+        self, after: LogCursor, limit: int = 1000, *, user_id: str | None = None
+    ) -> list[Record]:
+        """Committed events of the global log after ``after``, in log order."""
+
+    @abstractmethod
+    def list_runs(
+        self, user_id: str | None = None, session_id: str | None = None
+    ) -> list[RunHead]:
+        """Registered runs, oldest first, optionally narrowed to a tenant and session."""
+
+    @abstractmethod
+    def read_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        types: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Record]:
+        """Events by position, for the eventsourcing ``select_notifications`` contract."""
+
+    @abstractmethod
+    def max_position(self) -> int | None:
+        """The largest position stored, or None when the log is empty."""
+
+    @abstractmethod
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Record a tracking position on its own (raises RecordConflict if not higher)."""
+
+    @abstractmethod
+    def max_tracking(self, name: str) -> int | None:
+        """The highest tracking position recorded for ``name``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RecordConflict(Exception):
+    """A row that must be unique already exists (tracking position not above the last).
+
+    Internal to the stores and the eventsourcing adapter, which maps it to the
+    library's ``IntegrityError``.
+    """

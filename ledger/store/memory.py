@@ -1,0 +1,181 @@
+"""The in-memory store: the reference implementation of the store contract, for tests.
+
+Writers are serialised by one lock, so log order is position order and ``tx_id``
+equals the position of the first event of each append.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from ledger.chain import GENESIS
+from ledger.errors import ConcurrencyError, NotFound, RunIdTaken
+from ledger.records import LogCursor, Record, RunAppend, RunHead, Tracking
+from ledger.store.base import EventStore, RecordConflict
+
+
+class MemoryStore(EventStore):
+    """Everything in Python lists and dicts; lost when the process ends."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._log: list[Record] = []
+        self._runs: dict[str, RunHead] = {}
+        self._events: dict[str, list[Record]] = {}
+        self._tracking: dict[str, int] = {}
+
+    def append(
+        self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
+    ) -> list[Record]:
+        with self._lock:
+            new_runs: dict[str, RunHead] = {}
+            for item in appends:
+                self._check(item, new_runs)
+            if tracking is not None:
+                last = self._tracking.get(tracking.name)
+                if last is not None and tracking.position <= last:
+                    raise RecordConflict(f"tracking {tracking} not above {last}")
+            now = datetime.now(UTC)
+            position = len(self._log)
+            tx_id = position + 1
+            stored: list[Record] = []
+            for item in appends:
+                for event in item.events:
+                    position += 1
+                    stored.append(
+                        Record(
+                            user_id=item.user_id, session_id=item.session_id,
+                            run_id=item.run_id, version=event.version, position=position,
+                            tx_id=tx_id, type=event.type, schema=event.schema,
+                            occurred_at=event.occurred_at, recorded_at=now,
+                            payload=event.payload, prev_hash=event.prev_hash,
+                            hash=event.hash, key_id=event.key_id,
+                        )
+                    )
+            self._runs.update(new_runs)
+            for record in stored:
+                self._events.setdefault(record.run_id, []).append(record)
+            self._log.extend(stored)
+            if tracking is not None:
+                self._tracking[tracking.name] = tracking.position
+            return stored
+
+    def _check(self, item: RunAppend, new_runs: dict[str, RunHead]) -> None:
+        existing = self._runs.get(item.run_id) or new_runs.get(item.run_id)
+        events = self._events.get(item.run_id, [])
+        if item.expected_version == 0:
+            if existing is not None:
+                if existing.user_id != item.user_id:
+                    raise RunIdTaken(f"run_id {item.run_id!r} is already in use")
+                raise ConcurrencyError(f"run {item.run_id!r} already exists")
+            new_runs[item.run_id] = RunHead(
+                user_id=item.user_id, session_id=item.session_id, run_id=item.run_id,
+                version=0, hash=GENESIS, created_at=datetime.now(UTC),
+            )
+            return
+        if existing is None or existing.user_id != item.user_id:
+            raise NotFound(f"run {item.run_id!r} not found")
+        head_version, head_hash = (
+            (events[-1].version, events[-1].hash) if events else (0, GENESIS)
+        )
+        if (head_version, head_hash) != (item.expected_version, item.expected_hash):
+            raise ConcurrencyError(
+                f"run {item.run_id!r} is at version {head_version}, "
+                f"not {item.expected_version}"
+            )
+        versions = {e.version for e in events}
+        if any(e.version in versions for e in item.events):
+            raise ConcurrencyError(f"run {item.run_id!r}: version already stored")
+
+    def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or (user_id is not None and run.user_id != user_id):
+                return None
+            events = self._events.get(run_id)
+            if not events:
+                return run
+            last = events[-1]
+            return RunHead(
+                user_id=run.user_id, session_id=run.session_id, run_id=run_id,
+                version=last.version, hash=last.hash, created_at=run.created_at,
+            )
+
+    def read_run(
+        self,
+        user_id: str | None,
+        run_id: str,
+        *,
+        after_version: int = 0,
+        upto_version: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        with self._lock:
+            rows = [
+                r for r in self._events.get(run_id, [])
+                if (user_id is None or r.user_id == user_id)
+                and r.version > after_version
+                and (upto_version is None or r.version <= upto_version)
+            ]
+        if desc:
+            rows.reverse()
+        return rows if limit is None else rows[:limit]
+
+    def read_log(
+        self, after: LogCursor, limit: int = 1000, *, user_id: str | None = None
+    ) -> list[Record]:
+        with self._lock:
+            rows = (r for r in self._log[after.position:] if user_id in (None, r.user_id))
+            out: list[Record] = []
+            for r in rows:
+                out.append(r)
+                if len(out) >= limit:
+                    break
+            return out
+
+    def list_runs(
+        self, user_id: str | None = None, session_id: str | None = None
+    ) -> list[RunHead]:
+        with self._lock:
+            heads = [
+                self.run_head(None, run.run_id) for run in self._runs.values()
+                if user_id in (None, run.user_id) and session_id in (None, run.session_id)
+            ]
+        return [h for h in heads if h is not None]
+
+    def read_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        types: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Record]:
+        low = 0 if start is None else (start if inclusive_of_start else start + 1)
+        with self._lock:
+            out = [
+                r for r in self._log
+                if r.position >= low and (stop is None or r.position <= stop)
+                and (not types or r.type in types)
+            ]
+        return out[:limit]
+
+    def max_position(self) -> int | None:
+        with self._lock:
+            return self._log[-1].position if self._log else None
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        self.append([], tracking=tracking)
+
+    def max_tracking(self, name: str) -> int | None:
+        with self._lock:
+            return self._tracking.get(name)
+
+    def close(self) -> None:
+        pass
