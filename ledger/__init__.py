@@ -1,0 +1,45 @@
+"""Run Ledger: an event-sourced run ledger for AI agents.
+
+    import ledger
+    led = ledger.connect()                 # $LEDGER_URL, else sqlite:///ledger.db
+    run = led.tenant("usr_xyz").start_run(session_id="sess_1", model="gpt-4o")
+    with run.turn():
+        run.message_received(content="hi")
+"""
+
+from ledger.auditor import Auditor
+from ledger.connection import Ledger, connect
+from ledger.errors import (
+    ConcurrencyError,
+    IntegrityError,
+    InvalidEvent,
+    LedgerError,
+    NotFound,
+    RunIdTaken,
+    StoreUnavailable,
+)
+from ledger.events import Event
+from ledger.integrity import Problem, VerifyReport
+from ledger.run import Run
+from ledger.tenant import RunSummary, Tenant
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Auditor",
+    "ConcurrencyError",
+    "Event",
+    "IntegrityError",
+    "InvalidEvent",
+    "Ledger",
+    "LedgerError",
+    "NotFound",
+    "Problem",
+    "Run",
+    "RunIdTaken",
+    "RunSummary",
+    "StoreUnavailable",
+    "Tenant",
+    "VerifyReport",
+    "connect",
+]

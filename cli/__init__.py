@@ -1,0 +1,1 @@
+"""The ``ledger`` command: parses, calls ledger/projections/replay, prints."""

@@ -1,0 +1,96 @@
+"""How results are printed: rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from ledger import Event, RunSummary, VerifyReport
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+PREVIEW = 70
+
+
+def print_json(value: Any) -> None:
+    """Write ``value`` as one JSON document on stdout (datetimes as RFC 3339)."""
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def _time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _clip(text: str, width: int = PREVIEW) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def preview(event: Event) -> str:
+    """One line that says what an event was about."""
+    d = event.data
+    match event.type:
+        case "message_received":
+            return f"[{d.get('role')}] {_clip(str(d.get('content', '')))}"
+        case "model_responded":
+            calls = ", ".join(c["name"] for c in d.get("tool_calls") or [])
+            usage = d.get("usage") or {}
+            tokens = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+            text = _clip(str(d.get("content") or ""), 40)
+            return f"{d.get('model') or ''} {tokens} tok {text}" + (f" → {calls}" if calls else "")
+        case "tool_called":
+            return f"{d['name']}({_clip(msgspec.json.encode(d.get('input')).decode(), 50)})"
+        case "tool_returned":
+            body = d.get("error") or msgspec.json.encode(d.get("output")).decode()
+            return f"{d['name']} {'ERROR ' if d.get('error') else ''}{_clip(body, 50)}"
+        case "retry_attempted":
+            return f"{d['what']} attempt {d['attempt']}: {d.get('error') or ''}"
+        case "step_completed":
+            return f"{d['step']} #{d['index']}"
+        case "memory_written" | "memory_forgotten":
+            return f"{d['namespace']}/{d['key']}"
+        case "run_started":
+            return f"agent={d.get('agent')} model={d.get('model')}"
+        case "run_failed":
+            return _clip(str(d.get("error")))
+        case _:
+            return ""
+
+
+def events_table(events: Sequence[Event]) -> None:
+    """The events of one run, oldest first."""
+    table = Table(box=None, pad_edge=False)
+    for column in ("ver", "pos", "occurred_at", "type", "what"):
+        table.add_column(column, no_wrap=column != "what")
+    for e in events:
+        table.add_row(str(e.version), str(e.position), _time(e.occurred_at), e.type, preview(e))
+    out.print(table)
+
+
+def runs_table(runs: Sequence[RunSummary]) -> None:
+    """A listing of runs."""
+    if not runs:
+        out.print("no runs")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("run_id", "user_id", "session_id", "created_at", "events"):
+        table.add_column(column, no_wrap=True)
+    for r in runs:
+        table.add_row(r.run_id, r.user_id, r.session_id, _time(r.created_at), str(r.version))
+    out.print(table)
+
+
+def verify_summary(report: VerifyReport) -> None:
+    """The outcome of a verification, naming each broken run and its first bad event."""
+    for p in report.problems:
+        err.print(f"[red]BROKEN[/red] run {p.run_id} (user {p.user_id}) "
+                  f"at version {p.version}: {p.reason}")
+    state = "[green]ok[/green]" if report.ok else f"[red]{len(report.problems)} broken[/red]"
+    out.print(f"verified {report.runs} runs, {report.events} events: {state}")

@@ -1,0 +1,53 @@
+"""``connect()`` and the ``Ledger`` it returns: the entry point of the embedded API."""
+
+from __future__ import annotations
+
+from ledger.auditor import Auditor
+from ledger.settings import Settings
+from ledger.store import EventStore, open_store
+from ledger.tenant import Tenant
+
+
+class Ledger:
+    """A connection to one event store; hands out tenant-scoped handles."""
+
+    def __init__(self, store: EventStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"Ledger(backend={self.store.backend!r})"
+
+    @property
+    def backend(self) -> str:
+        """"memory", "sqlite" or "postgres"."""
+        return self.store.backend
+
+    def tenant(self, user_id: str) -> Tenant:
+        """A handle that sees only ``user_id``'s runs, events and read models."""
+        return Tenant(self, user_id)
+
+    def auditor(self) -> Auditor:
+        """The one handle that reads across tenants (verify, export, admin listings)."""
+        return Auditor(self)
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(url: str | None = None, *, max_event_bytes: int | None = None) -> Ledger:
+    """Open (and create or migrate, if needed) the ledger at ``url``.
+
+    ``url``: ``postgresql://...``, ``sqlite:///path/to/ledger.db`` or ``memory://``;
+    None means ``$LEDGER_URL``, then ``sqlite:///ledger.db``.
+    """
+    settings = Settings.resolve(url, max_event_bytes)
+    return Ledger(open_store(settings.url), settings)
+

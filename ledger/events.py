@@ -1,0 +1,226 @@
+"""The event catalog (DESIGN.md "Events"): one msgspec Struct per payload type.
+
+Each payload type has a wire name and a schema version. Stored payloads are JSON
+bytes of the Struct; reading a payload written under an older schema runs it
+through the registered upcasters (dict -> dict, one schema step at a time) before
+it is converted to today's Struct, so events written today still read after a field
+is added or renamed. Input is validated here, once, at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from ledger.errors import InvalidEvent
+
+JSON = Any
+
+
+class Payload(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Base of every payload Struct; ``SCHEMA`` is the version written today."""
+
+    SCHEMA: ClassVar[int] = 1
+
+
+class RunStarted(Payload, frozen=True):
+    agent: str | None = None
+    model: str | None = None
+    parent_run_id: str | None = None
+    parent_version: int | None = None
+    metadata: dict[str, JSON] | None = None
+
+
+class MessageReceived(Payload, frozen=True):
+    content: str
+    role: Literal["user", "system"] = "user"
+    attachments: list[JSON] | None = None
+
+
+class ToolCall(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    id: str
+    name: str
+    arguments: JSON = None
+
+
+class Usage(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class ModelResponded(Payload, frozen=True):
+    model: str | None = None
+    content: str = ""
+    tool_calls: list[ToolCall] = []
+    usage: Usage | None = None
+    latency_ms: float | None = None
+    finish_reason: str | None = None
+    request_id: str | None = None
+
+
+class ToolCalled(Payload, frozen=True):
+    call_id: str
+    name: str
+    input: JSON = None
+
+
+class ToolReturned(Payload, frozen=True):
+    call_id: str
+    name: str
+    output: JSON = None
+    error: str | None = None
+    duration_ms: float | None = None
+
+
+class RetryAttempted(Payload, frozen=True):
+    what: Literal["model", "tool"]
+    attempt: int
+    error: str | None = None
+    delay_ms: float | None = None
+
+
+class StepCompleted(Payload, frozen=True):
+    step: str
+    index: int
+
+
+class MemoryWritten(Payload, frozen=True):
+    namespace: str
+    key: str
+    value: JSON
+    source_run: str | None = None
+
+
+class MemoryForgotten(Payload, frozen=True):
+    namespace: str
+    key: str
+    source_run: str | None = None
+
+
+class RunCompleted(Payload, frozen=True):
+    output: JSON = None
+
+
+class RunFailed(Payload, frozen=True):
+    error: str
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Catalog:
+    """Wire names -> payload Structs, with the upcasters between schema versions."""
+
+    def __init__(self, types: Mapping[str, type[Payload]] | None = None) -> None:
+        self._types: dict[str, type[Payload]] = dict(types or {})
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+
+    def register(self, name: str, payload_type: type[Payload]) -> None:
+        """Add (or replace, for a new schema version) the Struct behind ``name``."""
+        self._types[name] = payload_type
+        self._decoders.pop(name, None)
+
+    def upcaster(self, name: str, from_schema: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorator: register ``fn`` turning a ``name`` payload of ``from_schema`` into +1."""
+
+        def decorate(fn: Upcaster) -> Upcaster:
+            self._upcasters[(name, from_schema)] = fn
+            return fn
+
+        return decorate
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every wire name in the catalog."""
+        return tuple(self._types)
+
+    def payload_type(self, name: str) -> type[Payload]:
+        """The Struct for ``name``; InvalidEvent naming the known types if there is none."""
+        try:
+            return self._types[name]
+        except KeyError:
+            known = ", ".join(sorted(self._types))
+            raise InvalidEvent(f"unknown event type {name!r} (known: {known})") from None
+
+    def validate(self, name: str, data: Mapping[str, Any]) -> Payload:
+        """Check ``data`` against the Struct of ``name``: InvalidEvent names the bad field."""
+        payload_type = self.payload_type(name)
+        if not isinstance(data, Mapping):
+            raise InvalidEvent(f"{name}: data must be a JSON object, got {type(data).__name__}")
+        try:
+            return msgspec.convert(data, payload_type, str_keys=True)
+        except msgspec.ValidationError as exc:
+            raise InvalidEvent(f"{name}: {exc}") from None
+
+    def decode(self, name: str, schema: int, payload: bytes) -> Payload:
+        """Read stored ``payload`` bytes written under ``schema`` as today's Struct."""
+        payload_type = self.payload_type(name)
+        if schema == payload_type.SCHEMA:
+            decoder = self._decoders.get(name)
+            if decoder is None:
+                decoder = self._decoders[name] = msgspec.json.Decoder(payload_type)
+            return decoder.decode(payload)
+        data: dict[str, Any] = msgspec.json.decode(payload)
+        for step in range(schema, payload_type.SCHEMA):
+            try:
+                data = self._upcasters[(name, step)](data)
+            except KeyError:
+                raise InvalidEvent(
+                    f"{name}: no upcaster from schema {step} to {step + 1}"
+                ) from None
+        return msgspec.convert(data, payload_type, str_keys=True)
+
+
+CATALOG = Catalog(
+    {
+        "run_started": RunStarted,
+        "message_received": MessageReceived,
+        "model_responded": ModelResponded,
+        "tool_called": ToolCalled,
+        "tool_returned": ToolReturned,
+        "retry_attempted": RetryAttempted,
+        "step_completed": StepCompleted,
+        "memory_written": MemoryWritten,
+        "memory_forgotten": MemoryForgotten,
+        "run_completed": RunCompleted,
+        "run_failed": RunFailed,
+    }
+)
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_payload(payload: Payload) -> bytes:
+    """The exact bytes stored (and hashed) for ``payload``."""
+    return _encoder.encode(payload)
+
+
+def to_data(payload: Payload) -> dict[str, Any]:
+    """A payload as plain JSON-ready Python (what ``Event.data`` holds), every field present."""
+    return {
+        name: msgspec.to_builtins(getattr(payload, name))
+        for name in payload.__struct_fields__
+    }
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One stored event as users see it: envelope plus decoded ``data``."""
+
+    user_id: str
+    session_id: str
+    run_id: str
+    version: int
+    position: int
+    type: str
+    schema: int
+    occurred_at: datetime
+    recorded_at: datetime
+    data: dict[str, Any]
+    hash: str
+    prev_hash: str

@@ -1,0 +1,152 @@
+"""The JSONL append format of CONTRACT.md: validate every line, then write all or nothing.
+
+Any language can produce it; one event a line::
+
+    {"user_id": "usr_xyz", "session_id": "sess_abc123", "run_id": "run_1",
+     "type": "message_received", "occurred_at": "2025-03-15T10:22:31Z",
+     "data": {"role": "user", "content": "..."}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+
+from ledger.chain import GENESIS, Unsealed, seal
+from ledger.errors import ConcurrencyError, InvalidEvent, NotFound
+from ledger.events import CATALOG, encode_payload
+from ledger.ids import check_id
+from ledger.records import RunAppend
+from ledger.store.base import EventStore
+
+
+class JsonlEvent(BaseModel):
+    """One input line, as the contract defines it."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    user_id: str
+    session_id: str
+    run_id: str
+    type: str
+    occurred_at: AwareDatetime
+    data: dict[str, Any]
+    expected_version: int | None = None
+
+
+class AppendSummary(msgspec.Struct):
+    """What one ``append_jsonl`` stored."""
+
+    events: int
+    runs: dict[str, int]  # run_id -> version after the append
+
+
+class _RunPlan:
+    def __init__(self, line: int, event: JsonlEvent) -> None:
+        self.line = line
+        self.user_id = event.user_id
+        self.session_id = event.session_id
+        self.run_id = event.run_id
+        self.expected_version = event.expected_version
+        self.starts_run = event.type == "run_started"
+        self.events: list[Unsealed] = []
+
+
+def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEvent, Unsealed]:
+    try:
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"line {number}: malformed JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise InvalidEvent(f"line {number}: expected a JSON object, got {type(raw).__name__}")
+    try:
+        event = JsonlEvent.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "line"
+        raise InvalidEvent(f"line {number}: {where}: {first['msg']}") from None
+    try:
+        for field in ("user_id", "session_id", "run_id"):
+            check_id(field, getattr(event, field))
+        payload = encode_payload(CATALOG.validate(event.type, event.data))
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"line {number}: {exc}") from None
+    if len(payload) > max_event_bytes:
+        raise InvalidEvent(
+            f"line {number}: {event.type} payload is {len(payload):,} bytes, over the limit "
+            f"of {max_event_bytes:,} (set $LEDGER_MAX_EVENT_BYTES to raise it)"
+        )
+    occurred: datetime = event.occurred_at
+    return event, Unsealed(type=event.type, schema=CATALOG.payload_type(event.type).SCHEMA,
+                           occurred_at=occurred, payload=payload)
+
+
+def plan_appends(
+    store: EventStore, lines: Iterable[str], max_event_bytes: int
+) -> list[RunAppend]:
+    """Validate every line and turn the input into chained appends (nothing is written)."""
+    plans: dict[str, _RunPlan] = {}
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        event, unsealed = _parse_line(number, text, max_event_bytes)
+        plan = plans.get(event.run_id)
+        if plan is None:
+            plan = plans[event.run_id] = _RunPlan(number, event)
+        elif (event.user_id, event.session_id) != (plan.user_id, plan.session_id):
+            raise InvalidEvent(
+                f"line {number}: run {event.run_id!r} was given user_id {plan.user_id!r} and "
+                f"session_id {plan.session_id!r} on line {plan.line}; a run cannot change them"
+            )
+        elif event.expected_version is not None:
+            raise InvalidEvent(
+                f"line {number}: expected_version is only allowed on the first line of a run"
+            )
+        plan.events.append(unsealed)
+    if not plans:
+        raise InvalidEvent("no events in the input")
+    return [_seal_plan(store, plan) for plan in plans.values()]
+
+
+def _seal_plan(store: EventStore, plan: _RunPlan) -> RunAppend:
+    head = store.run_head(plan.user_id, plan.run_id)
+    where = f"line {plan.line}"
+    if head is None:
+        if store.run_head(None, plan.run_id) is not None:
+            raise InvalidEvent(
+                f"{where}: run_id {plan.run_id!r} is not available to user {plan.user_id!r}; "
+                "run ids are unique across tenants, choose another"
+            )
+        if plan.expected_version not in (None, 0):
+            raise NotFound(f"{where}: run {plan.run_id!r} not found "
+                           f"(expected_version {plan.expected_version} given)")
+        version, head_hash = 0, GENESIS
+    else:
+        if plan.session_id != head.session_id:
+            raise InvalidEvent(f"{where}: run {plan.run_id!r} belongs to session "
+                               f"{head.session_id!r}, not {plan.session_id!r}")
+        if plan.starts_run and plan.expected_version is None:
+            raise InvalidEvent(f"{where}: run_started for run {plan.run_id!r}, which already "
+                               "exists; give expected_version to append to it")
+        if plan.expected_version is not None and plan.expected_version != head.version:
+            raise ConcurrencyError(f"{where}: run {plan.run_id!r} is at version "
+                                   f"{head.version}, not expected_version {plan.expected_version}")
+        version, head_hash = head.version, head.hash
+    sealed = seal(plan.user_id, plan.session_id, plan.run_id, version, head_hash, plan.events)
+    return RunAppend(user_id=plan.user_id, session_id=plan.session_id, run_id=plan.run_id,
+                     expected_version=version, expected_hash=head_hash, events=sealed)
+
+
+def append_jsonl(store: EventStore, lines: Iterable[str], max_event_bytes: int) -> AppendSummary:
+    """Validate all of ``lines``, then append them in one transaction (all or nothing)."""
+    appends = plan_appends(store, lines, max_event_bytes)
+    store.append(appends)
+    return AppendSummary(
+        events=sum(len(a.events) for a in appends),
+        runs={a.run_id: a.events[-1].version if a.events else a.expected_version
+              for a in appends},
+    )

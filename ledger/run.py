@@ -1,0 +1,168 @@
+"""The run handle: the agent's side of one run, one atomic append per turn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ledger.chain import Unsealed, seal
+from ledger.errors import InvalidEvent, LedgerError
+from ledger.events import CATALOG, encode_payload
+from ledger.records import Record, RunAppend
+
+if TYPE_CHECKING:
+    from ledger.tenant import Tenant
+
+
+class Run:
+    """A handle on one run at a known head (version and hash).
+
+    Event methods called inside ``with run.turn():`` are buffered and committed
+    together when the block exits (nothing is written if it raises); called outside
+    a turn, each commits on its own. Appends state the head this handle saw, so a
+    stale handle gets ``ConcurrencyError`` and writes nothing: call ``refresh()`` to
+    move it to the current head. A handle is not meant to be shared between threads.
+    """
+
+    def __init__(
+        self, tenant: Tenant, run_id: str, session_id: str, version: int, head_hash: bytes
+    ) -> None:
+        self._tenant = tenant
+        self.run_id = run_id
+        self.session_id = session_id
+        self.version = version
+        self._head_hash = head_hash
+        self._turn: list[Unsealed] | None = None
+
+    def __repr__(self) -> str:
+        return f"Run(run_id={self.run_id!r}, session_id={self.session_id!r}, version={self.version})"
+
+    @property
+    def user_id(self) -> str:
+        """The tenant this run belongs to."""
+        return self._tenant.user_id
+
+    # -- turns -------------------------------------------------------------------
+    @contextmanager
+    def turn(self) -> Iterator[Run]:
+        """Buffer the events of one turn and commit them together, or not at all."""
+        if self._turn is not None:
+            raise LedgerError("turns do not nest: this run already has an open turn")
+        self._turn = []
+        try:
+            yield self
+        except BaseException:
+            self._turn = None
+            raise
+        events, self._turn = self._turn, None
+        if events:
+            self._commit(events)
+
+    def refresh(self) -> Run:
+        """Move this handle to the run's current head (after a ConcurrencyError)."""
+        head = self._tenant._head(self.run_id)
+        self.version, self._head_hash = head.version, head.hash
+        return self
+
+    def _emit(self, type_: str, fields: Mapping[str, Any], occurred_at: datetime | None) -> None:
+        payload = encode_payload(CATALOG.validate(type_, fields))
+        limit = self._tenant._ledger.settings.max_event_bytes
+        if len(payload) > limit:
+            raise InvalidEvent(
+                f"{type_}: payload is {len(payload):,} bytes, over the limit of {limit:,} "
+                "(raise it with connect(max_event_bytes=...) or $LEDGER_MAX_EVENT_BYTES, "
+                "or store large content elsewhere and record a reference)"
+            )
+        when = occurred_at or datetime.now(UTC)
+        if when.tzinfo is None:
+            raise InvalidEvent(f"{type_}: occurred_at must be timezone-aware")
+        event = Unsealed(type=type_, schema=CATALOG.payload_type(type_).SCHEMA,
+                         occurred_at=when, payload=payload)
+        if self._turn is not None:
+            self._turn.append(event)
+        else:
+            self._commit([event])
+
+    def _commit(self, events: Sequence[Unsealed]) -> list[Record]:
+        sealed = seal(self.user_id, self.session_id, self.run_id, self.version,
+                      self._head_hash, events)
+        records = self._tenant._ledger.store.append(
+            [RunAppend(user_id=self.user_id, session_id=self.session_id, run_id=self.run_id,
+                       expected_version=self.version, expected_hash=self._head_hash,
+                       events=sealed)]
+        )
+        self.version, self._head_hash = sealed[-1].version, sealed[-1].hash
+        return records
+
+    # -- the event catalog -----------------------------------------------------------
+    def message_received(
+        self, content: str, role: str = "user", attachments: list[Any] | None = None,
+        *, occurred_at: datetime | None = None,
+    ) -> None:
+        """A user or system message reached the agent."""
+        self._emit("message_received",
+                   {"content": content, "role": role, "attachments": attachments}, occurred_at)
+
+    def model_responded(
+        self, model: str | None = None, content: str = "",
+        tool_calls: list[dict[str, Any]] | None = None, usage: dict[str, Any] | None = None,
+        latency_ms: float | None = None, finish_reason: str | None = None,
+        request_id: str | None = None, *, occurred_at: datetime | None = None,
+    ) -> None:
+        """The model answered (content and/or tool calls, usage, latency)."""
+        self._emit("model_responded", {
+            "model": model, "content": content, "tool_calls": tool_calls or [],
+            "usage": usage, "latency_ms": latency_ms, "finish_reason": finish_reason,
+            "request_id": request_id}, occurred_at)
+
+    def tool_called(
+        self, call_id: str, name: str, input: Any = None, *, occurred_at: datetime | None = None
+    ) -> None:
+        """The agent invoked a tool."""
+        self._emit("tool_called", {"call_id": call_id, "name": name, "input": input}, occurred_at)
+
+    def tool_returned(
+        self, call_id: str, name: str, output: Any = None, error: str | None = None,
+        duration_ms: float | None = None, *, occurred_at: datetime | None = None,
+    ) -> None:
+        """A tool call finished with ``output`` or ``error``."""
+        self._emit("tool_returned", {"call_id": call_id, "name": name, "output": output,
+                                     "error": error, "duration_ms": duration_ms}, occurred_at)
+
+    def retry_attempted(
+        self, what: str, attempt: int, error: str | None = None, delay_ms: float | None = None,
+        *, occurred_at: datetime | None = None,
+    ) -> None:
+        """A model or tool call is being retried."""
+        self._emit("retry_attempted", {"what": what, "attempt": attempt, "error": error,
+                                       "delay_ms": delay_ms}, occurred_at)
+
+    def step_completed(
+        self, step: str, index: int, *, occurred_at: datetime | None = None
+    ) -> None:
+        """A named step finished: the resume marker for interrupted runs."""
+        self._emit("step_completed", {"step": step, "index": index}, occurred_at)
+
+    def memory_written(
+        self, namespace: str, key: str, value: Any, *, occurred_at: datetime | None = None
+    ) -> None:
+        """The agent stored a long-term memory for this user."""
+        self._emit("memory_written", {"namespace": namespace, "key": key, "value": value,
+                                      "source_run": self.run_id}, occurred_at)
+
+    def memory_forgotten(
+        self, namespace: str, key: str, *, occurred_at: datetime | None = None
+    ) -> None:
+        """The agent dropped a long-term memory."""
+        self._emit("memory_forgotten", {"namespace": namespace, "key": key,
+                                        "source_run": self.run_id}, occurred_at)
+
+    def complete(self, output: Any = None, *, occurred_at: datetime | None = None) -> None:
+        """The run finished successfully."""
+        self._emit("run_completed", {"output": output}, occurred_at)
+
+    def fail(self, error: str, *, occurred_at: datetime | None = None) -> None:
+        """The run ended with an error."""
+        self._emit("run_failed", {"error": error}, occurred_at)

@@ -1,0 +1,98 @@
+"""The tenant handle: everything one user may do and see, and nothing more."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ledger.chain import GENESIS
+from ledger.errors import NotFound
+from ledger.events import CATALOG, Event, to_data
+from ledger.ids import check_id, new_run_id
+from ledger.records import Record, RunHead
+from ledger.run import Run
+
+if TYPE_CHECKING:
+    from ledger.connection import Ledger
+
+
+class RunSummary(msgspec.Struct, frozen=True):
+    """A registered run and how far it has got (the basic listing of ``runs``)."""
+
+    run_id: str
+    user_id: str
+    session_id: str
+    created_at: datetime
+    version: int
+
+
+def to_event(record: Record) -> Event:
+    """Decode a stored record (upcasting old schemas) into the public ``Event``."""
+    payload = CATALOG.decode(record.type, record.schema, record.payload)
+    return Event(
+        user_id=record.user_id, session_id=record.session_id, run_id=record.run_id,
+        version=record.version, position=record.position, type=record.type,
+        schema=record.schema, occurred_at=record.occurred_at,
+        recorded_at=record.recorded_at, data=to_data(payload), hash=record.hash.hex(),
+        prev_hash=record.prev_hash.hex(),
+    )
+
+
+def to_summary(head: RunHead) -> RunSummary:
+    """The listing row for a run head."""
+    return RunSummary(run_id=head.run_id, user_id=head.user_id, session_id=head.session_id,
+                      created_at=head.created_at, version=head.version)
+
+
+class Tenant:
+    """Scoped to one ``user_id``: another tenant's runs are ``NotFound``, never visible."""
+
+    def __init__(self, ledger: Ledger, user_id: str) -> None:
+        self._ledger = ledger
+        self.user_id = check_id("user_id", user_id)
+
+    def __repr__(self) -> str:
+        return f"Tenant({self.user_id!r})"
+
+    def start_run(
+        self, session_id: str, run_id: str | None = None, agent: str | None = None,
+        model: str | None = None, metadata: dict[str, Any] | None = None,
+        *, occurred_at: datetime | None = None,
+    ) -> Run:
+        """Register a new run in ``session_id`` and record its ``run_started`` event."""
+        session_id = check_id("session_id", session_id)
+        run_id = check_id("run_id", run_id) if run_id is not None else new_run_id()
+        started = CATALOG.validate(
+            "run_started", {"agent": agent, "model": model, "metadata": metadata}
+        )
+        run = Run(self, run_id, session_id, 0, GENESIS)
+        run._emit("run_started", msgspec.to_builtins(started), occurred_at)
+        return run
+
+    def run(self, run_id: str) -> Run:
+        """A handle on an existing run at its current head (to resume it elsewhere)."""
+        head = self._head(run_id)
+        return Run(self, head.run_id, head.session_id, head.version, head.hash)
+
+    def events(
+        self, run_id: str, *, after_version: int = 0, upto_version: int | None = None
+    ) -> list[Event]:
+        """The run's events in version order."""
+        self._head(run_id)
+        records = self._ledger.store.read_run(
+            self.user_id, run_id, after_version=after_version, upto_version=upto_version
+        )
+        return [to_event(r) for r in records]
+
+    def runs(self, session_id: str | None = None) -> list[RunSummary]:
+        """This tenant's runs, oldest first, optionally in one session."""
+        return [to_summary(h) for h in self._ledger.store.list_runs(self.user_id, session_id)]
+
+    def _head(self, run_id: str) -> RunHead:
+        head = self._ledger.store.run_head(self.user_id, check_id("run_id", run_id))
+        if head is None:
+            raise NotFound(f"run {run_id!r} not found for user {self.user_id!r}")
+        return head
+
