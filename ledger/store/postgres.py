@@ -1,0 +1,364 @@
+"""The Postgres store: the production backend (psycopg 3, a connection pool, one schema).
+
+Why our own recorder rather than eventsourcing's ``PostgresApplicationRecorder``: the
+library keeps its notification ids gap-free and in commit order by taking
+``LOCK TABLE ... IN EXCLUSIVE MODE`` on every insert, which serialises all writers of
+the log; its alternative path (inserting through a database function without the lock)
+can hand a reader a notification id beyond an event that has not committed yet, which
+that reader then skips for good. Here writers never wait for each other unless they
+write the same run: each row records its writer's ``pg_current_xact_id()`` and the log
+is read in ``(tx_id, position)`` order, only below ``pg_snapshot_xmin`` of the current
+snapshot (DESIGN.md invariant 6), so no committed event can appear behind a cursor a
+reader has passed. ``ledger.recorder`` adapts this store to the library's interfaces.
+
+Write path: an append of one run is ONE prepared statement with binary parameters
+(``INSERT ... SELECT FROM unnest(...)``) run in autocommit; its optimistic check (the
+run's head, or the run's registration for a new run) is part of that statement and is
+decided before any position is drawn. Only when nothing was inserted does a second
+query find out why. Several runs and/or a tracking row (or a ``before_commit`` test
+hook) go in one explicit transaction, pipelined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.adapt import AdaptersMap, Buffer, Loader
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import Format
+from psycopg.rows import RowMaker
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ledger.chain import GENESIS
+from ledger.errors import ConcurrencyError, InvalidEvent, NotFound, RunIdTaken, StoreUnavailable
+from ledger.records import LogCursor, Record, RunAppend, RunHead, Tracking
+from ledger.store import postgres_sql as q
+from ledger.store.base import EventStore, RecordConflict
+from ledger.store.postgres_schema import check_schema_name
+from ledger.store.postgres_schema import migrate as migrate_schema
+
+_XID8_OID = 5069
+
+
+class _Xid8Loader(Loader):
+    def load(self, data: Buffer) -> int:
+        return int(bytes(data))
+
+
+class _Xid8BinaryLoader(Loader):
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> int:
+        return int.from_bytes(data, "big")
+
+
+_ADAPTERS = AdaptersMap(psycopg.adapters)
+_ADAPTERS.register_loader(_XID8_OID, _Xid8Loader)
+_ADAPTERS.register_loader(_XID8_OID, _Xid8BinaryLoader)
+
+
+def _record_rows(cursor: Any) -> RowMaker[Record]:
+    return lambda values: Record(*values)
+
+
+def _head_rows(cursor: Any) -> RowMaker[RunHead]:
+    return lambda values: RunHead(*values)
+
+
+# SQLSTATE classes that mean "the server is not there for us" rather than "your request".
+_UNAVAILABLE = ("08", "53", "57P", "58")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn psycopg errors into the ledger's errors (by SQLSTATE)."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise StoreUnavailable(f"no Postgres connection available: {exc}") from exc
+    except (pg_errors.UniqueViolation, pg_errors.SerializationFailure,
+            pg_errors.DeadlockDetected) as exc:
+        raise ConcurrencyError(f"concurrent write, nothing was written: {exc}") from exc
+    except psycopg.DataError as exc:
+        raise InvalidEvent(f"rejected by Postgres: {exc}") from exc
+    except psycopg.Error as exc:
+        state = exc.sqlstate
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
+            state is None or state.startswith(_UNAVAILABLE)
+        ):
+            raise StoreUnavailable(f"Postgres is unavailable: {exc}") from exc
+        raise
+
+
+def _event_params(item: RunAppend) -> dict[str, Any]:
+    events = item.events
+    return {
+        "user_id": item.user_id, "session_id": item.session_id, "run_id": item.run_id,
+        "versions": [e.version for e in events],
+        "types": [e.type for e in events],
+        "schemas": [e.schema for e in events],
+        "occurred": [e.occurred_at for e in events],
+        "payloads": [e.payload for e in events],
+        "key_ids": [e.key_id for e in events],
+        "prev_hashes": [e.prev_hash for e in events],
+        "hashes": [e.hash for e in events],
+        "expected_version": item.expected_version,
+        "expected_hash": item.expected_hash,
+    }
+
+
+def _records(item: RunAppend, rows: Sequence[tuple[Any, ...]]) -> list[Record]:
+    stored = {int(r[0]): r for r in rows}
+    out: list[Record] = []
+    for e in item.events:
+        _, position, tx_id, recorded_at = stored[e.version]
+        out.append(Record(
+            user_id=item.user_id, session_id=item.session_id, run_id=item.run_id,
+            version=e.version, position=position, tx_id=tx_id, type=e.type,
+            schema=e.schema, occurred_at=e.occurred_at, recorded_at=recorded_at,
+            payload=e.payload, prev_hash=e.prev_hash, hash=e.hash, key_id=e.key_id,
+        ))
+    return out
+
+
+class PostgresStore(EventStore):
+    """Events, runs and tracking positions in Postgres tables of one schema."""
+
+    backend = "postgres"
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: int = 10,
+    ) -> None:
+        self.schema = check_schema_name(schema or "public")
+        params = conninfo_to_dict(conninfo)
+        options = str(params.get("options") or "")
+        options = f"{options} -c search_path={self.schema} -c TimeZone=UTC".strip()
+        params.update(options=options)
+        params.setdefault("connect_timeout", connect_timeout)
+        self._conninfo = make_conninfo("", **params)
+        self.migrate()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self._conninfo, min_size=min_size, max_size=max_size, open=False,
+            kwargs={"autocommit": True, "context": _ADAPTERS},
+            name=f"ledger-{self.schema}",
+        )
+        with _translated():
+            self._pool.open(wait=False)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> PostgresStore:
+        """A store for ``postgresql://...?schema=name``; other parameters go to psycopg."""
+        conninfo, schema = split_url(url)
+        return cls(conninfo, schema=schema, **kwargs)
+
+    def migrate(self) -> int:
+        """Create the schema and tables if missing; return how many steps were applied."""
+        with _translated(), psycopg.connect(self._conninfo, autocommit=True) as conn:
+            return migrate_schema(conn, self.schema)
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        with _translated(), self._pool.connection() as conn:
+            yield conn
+
+    # -- writes ------------------------------------------------------------------
+    def append(
+        self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
+    ) -> list[Record]:
+        if (len(appends) == 1 and tracking is None and appends[0].events
+                and self.before_commit is None):
+            return self._append_one(appends[0])
+        if not appends and tracking is None:
+            return []
+        return self._append_many(appends, tracking)
+
+    def _append_one(self, item: RunAppend) -> list[Record]:
+        statement = q.START_RUN if item.starts_run else q.APPEND_RUN
+        with self._conn() as conn:
+            cur = conn.cursor(binary=True)
+            cur.execute(statement, _event_params(item), prepare=True)
+            rows = cur.fetchall()
+            if len(rows) != len(item.events):
+                self._explain(conn, item)
+        return _records(item, rows)
+
+    def _append_many(
+        self, appends: Sequence[RunAppend], tracking: Tracking | None
+    ) -> list[Record]:
+        with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction():
+            cursors: list[psycopg.Cursor[Any]] = []
+            for item in appends:
+                cur = conn.cursor(binary=True)
+                if item.events:
+                    statement = q.START_RUN if item.starts_run else q.APPEND_RUN
+                    cur.execute(statement, _event_params(item), prepare=True)
+                elif item.starts_run:
+                    cur.execute(q.REGISTER_RUN, _event_params(item), prepare=True)
+                else:
+                    cur.execute(q.RUN_STATE, {"run_id": item.run_id}, prepare=True)
+                cursors.append(cur)
+            tracking_cur = conn.cursor()
+            if tracking is not None:
+                tracking_cur.execute(q.UPSERT_TRACKING, tracking._asdict(), prepare=True)
+            pipeline.sync()
+            stored: list[Record] = []
+            for item, cur in zip(appends, cursors, strict=True):
+                if item.events:
+                    rows = cur.fetchall()
+                    if len(rows) != len(item.events):
+                        self._explain(conn, item)
+                    stored.extend(_records(item, rows))
+                elif item.starts_run:
+                    if cur.rowcount != 1:
+                        self._explain(conn, item)
+                else:
+                    self._judge(item, cur.fetchone())
+            if tracking is not None and tracking_cur.rowcount != 1:
+                last = self.max_tracking(tracking.name)
+                raise RecordConflict(f"tracking {tracking} not above {last}")
+            if self.before_commit is not None:
+                self.before_commit()
+        return stored
+
+    def _explain(self, conn: psycopg.Connection[Any], item: RunAppend) -> NoReturn:
+        """Raise the reason ``item`` inserted nothing (seen from inside its transaction)."""
+        cur = conn.cursor(binary=True)
+        cur.execute(q.RUN_STATE, {"run_id": item.run_id}, prepare=True)
+        self._judge(item, cur.fetchone())
+        raise ConcurrencyError(f"run {item.run_id!r} changed concurrently; nothing written")
+
+    @staticmethod
+    def _judge(item: RunAppend, state: tuple[Any, ...] | None) -> None:
+        """Raise the store-contract error for ``item`` given its run's (owner, head)."""
+        if item.starts_run:
+            if state is None:
+                raise ConcurrencyError(f"run {item.run_id!r} was registered concurrently")
+            if state[0] != item.user_id:
+                raise RunIdTaken(f"run_id {item.run_id!r} is already in use")
+            raise ConcurrencyError(f"run {item.run_id!r} already exists")
+        if state is None or state[0] != item.user_id:
+            raise NotFound(f"run {item.run_id!r} not found")
+        version = 0 if state[1] is None else int(state[1])
+        head_hash = GENESIS if state[2] is None else bytes(state[2])
+        if (version, head_hash) != (item.expected_version, item.expected_hash):
+            raise ConcurrencyError(
+                f"run {item.run_id!r} is at version {version}, not {item.expected_version}"
+            )
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        with self._conn() as conn:
+            cur = conn.execute(q.UPSERT_TRACKING, tracking._asdict(), prepare=True)
+            if cur.rowcount != 1:
+                raise RecordConflict(
+                    f"tracking {tracking} not above {self.max_tracking(tracking.name)}"
+                )
+
+    # -- reads -------------------------------------------------------------------
+    def _fetch(self, statement: str, params: dict[str, Any],
+               rows: Callable[[Any], RowMaker[Any]]) -> list[Any]:
+        with self._conn() as conn:
+            cur = conn.cursor(binary=True, row_factory=rows)
+            cur.execute(statement, params, prepare=True)
+            return cur.fetchall()
+
+    def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:
+        heads: list[RunHead] = self._fetch(
+            q.RUN_HEAD, {"user_id": user_id, "run_id": run_id, "genesis": GENESIS}, _head_rows
+        )
+        return heads[0] if heads else None
+
+    def read_run(
+        self,
+        user_id: str | None,
+        run_id: str,
+        *,
+        after_version: int = 0,
+        upto_version: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]:
+        return self._fetch(
+            q.READ_RUN_DESC if desc else q.READ_RUN_ASC,
+            {"user_id": user_id, "run_id": run_id, "after_version": after_version,
+             "upto_version": upto_version, "limit": limit},
+            _record_rows,
+        )
+
+    def read_log(
+        self, after: LogCursor, limit: int = 1000, *, user_id: str | None = None
+    ) -> list[Record]:
+        params = {"tx_id": str(after.tx_id), "position": after.position, "limit": limit,
+                  "user_id": user_id}
+        statement = q.READ_LOG if user_id is None else q.READ_LOG_TENANT
+        return self._fetch(statement, params, _record_rows)
+
+    def list_runs(
+        self, user_id: str | None = None, session_id: str | None = None
+    ) -> list[RunHead]:
+        return self._fetch(
+            q.LIST_RUNS,
+            {"user_id": user_id, "session_id": session_id, "genesis": GENESIS},
+            _head_rows,
+        )
+
+    def read_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        types: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Record]:
+        low = 0 if start is None else (start if inclusive_of_start else start + 1)
+        return self._fetch(
+            q.READ_NOTIFICATIONS,
+            {"low": low, "stop": stop, "types": list(types), "limit": limit},
+            _record_rows,
+        )
+
+    def max_position(self) -> int | None:
+        with self._conn() as conn:
+            row = conn.execute(q.MAX_POSITION, prepare=True).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def max_tracking(self, name: str) -> int | None:
+        with self._conn() as conn:
+            row = conn.execute(q.MAX_TRACKING, {"name": name}, prepare=True).fetchone()
+        return None if row is None else int(row[0])
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``schema=`` query parameter, and that parameter (or None)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+def migrate(url: str, *, schema: str | None = None) -> int:
+    """``ledger init``: create or upgrade the store's schema; return the steps applied.
+
+    ``url`` may carry ``?schema=name``; an explicit ``schema`` wins over it.
+    """
+    conninfo, url_schema = split_url(url)
+    with _translated(), psycopg.connect(conninfo, autocommit=True) as conn:
+        return migrate_schema(conn, check_schema_name(schema or url_schema or "public"))

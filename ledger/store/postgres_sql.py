@@ -1,0 +1,157 @@
+"""The SQL of the Postgres store, as named statements (schema objects in postgres_schema).
+
+Every statement names its tables unqualified: the store's connections run with
+``search_path`` set to the store's schema. Placeholders: ``%(name)b`` is sent in binary
+(arrays, bytes, timestamps), ``%(name)s`` lets psycopg choose (xid8 cursors are passed
+as text and cast).
+"""
+
+from __future__ import annotations
+
+#: Columns of ``ledger_events`` in the field order of ``ledger.records.Record``.
+RECORD_COLUMNS = (
+    "user_id, session_id, run_id, version, position, tx_id, type, schema, occurred_at,"
+    " recorded_at, payload, prev_hash, hash, key_id"
+)
+
+#: Rows of transactions older than every transaction still running: no event can
+#: commit below this horizon any more (DESIGN.md invariant 6).
+_HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+
+_INSERT_COLUMNS = (
+    "INSERT INTO ledger_events (user_id, run_id, version, session_id, type, schema,"
+    " occurred_at, payload, key_id, prev_hash, hash)"
+)
+
+_SELECT_NEW = """
+SELECT %(user_id)s::text, %(run_id)s::text, e.version, %(session_id)s::text, e.type, e.schema,
+       e.occurred_at, e.payload, e.key_id, e.prev_hash, e.hash
+FROM unnest(%(versions)b::bigint[], %(types)b::text[], %(schemas)b::smallint[],
+            %(occurred)b::timestamptz[], %(payloads)b::bytea[], %(key_ids)s::text[],
+            %(prev_hashes)b::bytea[], %(hashes)b::bytea[])
+     AS e(version, type, schema, occurred_at, payload, key_id, prev_hash, hash)
+"""
+
+_RETURNING = "RETURNING version, position, tx_id, recorded_at"
+
+#: Start a run: register it and store its first events in one statement. The events
+#: are inserted (and positions drawn) only if this statement registered the run.
+START_RUN = f"""
+WITH reg AS (
+    INSERT INTO ledger_runs (run_id, user_id, session_id)
+    VALUES (%(run_id)s, %(user_id)s, %(session_id)s)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING 1
+)
+{_INSERT_COLUMNS}
+{_SELECT_NEW}
+WHERE EXISTS (SELECT 1 FROM reg)
+{_RETURNING}
+"""
+
+#: Register a run that has no events yet (one row, or none if the id is taken).
+REGISTER_RUN = """
+INSERT INTO ledger_runs (run_id, user_id, session_id)
+VALUES (%(run_id)s, %(user_id)s, %(session_id)s)
+ON CONFLICT (run_id) DO NOTHING
+"""
+
+#: Append to a run: inserted only if the run belongs to the tenant and its head is
+#: exactly the expected (version, hash); checked before any position is drawn.
+APPEND_RUN = f"""
+{_INSERT_COLUMNS}
+{_SELECT_NEW}
+WHERE ROW(%(expected_version)s::bigint, %(expected_hash)b::bytea) = (
+        SELECT h.version, h.hash FROM ledger_events h
+        WHERE h.user_id = %(user_id)s AND h.run_id = %(run_id)s
+        ORDER BY h.version DESC LIMIT 1)
+  AND EXISTS (
+        SELECT 1 FROM ledger_runs r
+        WHERE r.run_id = %(run_id)s AND r.user_id = %(user_id)s)
+{_RETURNING}
+"""
+
+#: Why an append did not happen: the run's owner and head, if it is registered at all.
+RUN_STATE = """
+SELECT r.user_id, h.version, h.hash
+FROM ledger_runs r
+LEFT JOIN LATERAL (
+    SELECT e.version, e.hash FROM ledger_events e
+    WHERE e.user_id = r.user_id AND e.run_id = r.run_id
+    ORDER BY e.version DESC LIMIT 1
+) h ON true
+WHERE r.run_id = %(run_id)s
+"""
+
+_HEADS = """
+SELECT r.user_id, r.session_id, r.run_id, coalesce(h.version, 0),
+       coalesce(h.hash, %(genesis)b::bytea), r.created_at
+FROM ledger_runs r
+LEFT JOIN LATERAL (
+    SELECT e.version, e.hash FROM ledger_events e
+    WHERE e.user_id = r.user_id AND e.run_id = r.run_id
+    ORDER BY e.version DESC LIMIT 1
+) h ON true
+"""
+
+#: One run's head, optionally only if it belongs to the tenant.
+RUN_HEAD = f"""{_HEADS}
+WHERE r.run_id = %(run_id)s AND (%(user_id)s::text IS NULL OR r.user_id = %(user_id)s)
+"""
+
+#: Registered runs, oldest first, optionally narrowed to a tenant and a session.
+LIST_RUNS = f"""{_HEADS}
+WHERE (%(user_id)s::text IS NULL OR r.user_id = %(user_id)s)
+  AND (%(session_id)s::text IS NULL OR r.session_id = %(session_id)s)
+ORDER BY r.created_at, r.run_id
+"""
+
+_READ_RUN = f"""
+SELECT {RECORD_COLUMNS} FROM ledger_events
+WHERE user_id = coalesce(%(user_id)s::text,
+                         (SELECT r.user_id FROM ledger_runs r WHERE r.run_id = %(run_id)s))
+  AND run_id = %(run_id)s
+  AND version > %(after_version)s::bigint
+  AND version <= coalesce(%(upto_version)s::bigint, 9223372036854775807)
+"""
+
+#: A run's events by version, ascending / descending (``limit`` NULL means all).
+READ_RUN_ASC = f"{_READ_RUN} ORDER BY version LIMIT %(limit)s::bigint"
+READ_RUN_DESC = f"{_READ_RUN} ORDER BY version DESC LIMIT %(limit)s::bigint"
+
+_READ_LOG = f"""
+SELECT {RECORD_COLUMNS} FROM ledger_events
+WHERE (tx_id, position) > (%(tx_id)s::xid8, %(position)s::bigint)
+  AND {_HORIZON}
+"""
+
+#: The global log after a cursor, in (tx_id, position) order, below the horizon.
+READ_LOG = f"{_READ_LOG} ORDER BY tx_id, position LIMIT %(limit)s::bigint"
+
+#: The same, for one tenant.
+READ_LOG_TENANT = (
+    f"{_READ_LOG} AND user_id = %(user_id)s ORDER BY tx_id, position LIMIT %(limit)s::bigint"
+)
+
+#: Events by position for eventsourcing's ``select_notifications``, below the horizon.
+READ_NOTIFICATIONS = f"""
+SELECT {RECORD_COLUMNS} FROM ledger_events
+WHERE position >= %(low)s::bigint
+  AND position <= coalesce(%(stop)s::bigint, 9223372036854775807)
+  AND (cardinality(%(types)s::text[]) = 0 OR type = ANY(%(types)s::text[]))
+  AND {_HORIZON}
+ORDER BY position
+LIMIT %(limit)s::bigint
+"""
+
+#: The largest position below the horizon.
+MAX_POSITION = f"SELECT max(position) FROM ledger_events WHERE {_HORIZON}"
+
+#: Move a tracking position forward; affects no row if it is not above the last one.
+UPSERT_TRACKING = """
+INSERT INTO ledger_tracking (name, position) VALUES (%(name)s, %(position)s::bigint)
+ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position
+WHERE ledger_tracking.position < EXCLUDED.position
+"""
+
+MAX_TRACKING = "SELECT position FROM ledger_tracking WHERE name = %(name)s"

@@ -1,0 +1,389 @@
+"""Postgres-specific behaviour of PostgresStore: exact storage, concurrency, order, immutability.
+
+The backend-neutral contract is tested elsewhere against every store; here we test what
+only a real Postgres can show (other transactions, triggers, migrations under a lock).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ledger.chain import GENESIS, Unsealed, recompute, seal
+from ledger.errors import ConcurrencyError, NotFound, RunIdTaken, StoreUnavailable
+from ledger.records import START, Record, RunAppend, Tracking
+from ledger.store.base import RecordConflict
+from ledger.store.postgres import PostgresStore, migrate, split_url
+from ledger.store.postgres_schema import LATEST, STEPS
+from ledger.store.postgres_schema import migrate as migrate_conn
+
+T0 = datetime(2024, 5, 17, 9, 30, 1, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(pg_url: str) -> Iterator[PostgresStore]:
+    with PostgresStore.from_url(pg_url) as s:
+        yield s
+
+
+@pytest.fixture
+def raw(pg_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A plain autocommit connection whose search_path is the store's schema."""
+    conninfo, schema = split_url(pg_url)
+    with psycopg.connect(conninfo, autocommit=True, options=f"-c search_path={schema}") as c:
+        yield c
+
+
+def start(user: str, run: str, *payloads: bytes, session: str = "s1") -> RunAppend:
+    events = seal(user, session, run, 0, GENESIS, [
+        Unsealed(type="message_received", schema=1, occurred_at=T0, payload=p)
+        for p in payloads
+    ])
+    return RunAppend(user, session, run, 0, GENESIS, events)
+
+
+def follow(head: Record | RunAppend, *payloads: bytes) -> RunAppend:
+    """An append continuing right after ``head`` (a stored record or a previous append)."""
+    if isinstance(head, RunAppend):
+        last = head.events[-1]
+        user, session, run, version, digest = (
+            head.user_id, head.session_id, head.run_id, last.version, last.hash)
+    else:
+        user, session, run, version, digest = (
+            head.user_id, head.session_id, head.run_id, head.version, head.hash)
+    events = seal(user, session, run, version, digest, [
+        Unsealed(type="tool_called", schema=2, occurred_at=T0 + timedelta(seconds=1), payload=p)
+        for p in payloads
+    ])
+    return RunAppend(user, session, run, version, digest, events)
+
+
+def tamper_payload(
+    conn: psycopg.Connection[tuple[object, ...]], run_id: str, version: int, payload: bytes
+) -> None:
+    """What only a superuser can do: bypass the immutability triggers and edit a payload."""
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            "UPDATE ledger_events SET payload = %s WHERE run_id = %s AND version = %s",
+            (payload, run_id, version),
+        )
+
+
+# -- storage -------------------------------------------------------------------------
+
+
+def test_round_trip_exact(store: PostgresStore) -> None:
+    user, run = "user-\U0001f600-ü", "run-\U00010348"
+    big = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    nul = b"\x00\x00a\x00"
+    occurred = datetime(2024, 1, 2, 3, 4, 5, 999999, tzinfo=timezone(timedelta(hours=-7)))
+    events = seal(user, "sess-\U0001f680", run, 0, GENESIS, [
+        Unsealed("message_received", 1, occurred, nul, key_id="k-\U0001f511"),
+        Unsealed("model_responded", 3, T0, big),
+        Unsealed("tool_called", 1, T0, b""),
+    ])
+    stored = store.append([RunAppend(user, "sess-\U0001f680", run, 0, GENESIS, events)])
+    assert [r.version for r in stored] == [1, 2, 3]
+    positions = [r.position for r in stored]
+    assert positions == sorted(positions) and len({r.tx_id for r in stored}) == 1
+    assert all(r.recorded_at.utcoffset() == timedelta(0) for r in stored)
+
+    by_run = store.read_run(user, run)
+    assert by_run == stored
+    assert store.read_log(START) == stored
+    assert by_run[0].payload == nul and by_run[1].payload == big and by_run[2].payload == b""
+    assert by_run[0].occurred_at == occurred and by_run[0].key_id == "k-\U0001f511"
+    assert by_run[0].occurred_at.utcoffset() == timedelta(0)
+    prev = GENESIS
+    for r in by_run:  # the chain verifies from the stored rows alone
+        assert r.prev_hash == prev and recompute(r, prev) == r.hash
+        prev = r.hash
+
+    head = store.run_head(user, run)
+    assert head is not None and (head.version, head.hash) == (3, stored[-1].hash)
+    assert store.list_runs(user) == [head]
+    assert store.read_run(None, run, after_version=1, upto_version=2) == stored[1:2]
+    assert store.read_run(user, run, desc=True, limit=1) == stored[-1:]
+    assert store.max_position() == stored[-1].position
+
+
+def test_start_without_events_registers_run(store: PostgresStore) -> None:
+    assert store.append([RunAppend("u1", "s1", "r1", 0, GENESIS, ())]) == []
+    head = store.run_head("u1", "r1")
+    assert head is not None and (head.version, head.hash) == (0, GENESIS)
+    with pytest.raises(ConcurrencyError):
+        store.append([RunAppend("u1", "s1", "r1", 0, GENESIS, ())])
+    with pytest.raises(RunIdTaken):
+        store.append([RunAppend("u2", "s1", "r1", 0, GENESIS, ())])
+
+
+def test_list_runs_oldest_first_and_scoped(store: PostgresStore) -> None:
+    store.append([start("u1", "a", b"1")])
+    store.append([start("u1", "b", b"1", session="s2")])
+    store.append([start("u2", "c", b"1")])
+    assert [h.run_id for h in store.list_runs("u1")] == ["a", "b"]
+    assert [h.run_id for h in store.list_runs("u1", "s2")] == ["b"]
+    assert [h.run_id for h in store.list_runs()] == ["a", "b", "c"]
+
+
+# -- optimistic concurrency and tenants ----------------------------------------------
+
+
+def test_stale_head_writes_nothing_and_burns_no_position(store: PostgresStore) -> None:
+    first = start("u1", "r1", b"a", b"b")
+    stored = store.append([first])
+    store.append([follow(first, b"c")])
+    with pytest.raises(ConcurrencyError):
+        store.append([follow(first, b"stale")])
+    with pytest.raises(ConcurrencyError):  # run exists for this tenant
+        store.append([start("u1", "r1", b"again")])
+    assert [r.payload for r in store.read_run("u1", "r1")] == [b"a", b"b", b"c"]
+    nxt = store.append([follow(store.read_run("u1", "r1")[-1], b"d")])
+    assert nxt[0].position == stored[-1].position + 2  # the losers drew no position
+
+
+def test_other_tenants_run(store: PostgresStore) -> None:
+    first = start("alice", "r1", b"a")
+    store.append([first])
+    with pytest.raises(RunIdTaken):
+        store.append([start("bob", "r1", b"x")])
+    bobs = RunAppend("bob", "s1", "r1", 1, first.events[-1].hash, follow(first, b"x").events)
+    with pytest.raises(NotFound):
+        store.append([bobs])
+    with pytest.raises(NotFound):  # indistinguishable from a run that does not exist
+        store.append([RunAppend("bob", "s1", "nope", 1, GENESIS, bobs.events)])
+    assert store.run_head("bob", "r1") is None
+    assert store.read_run("bob", "r1") == []
+    assert store.read_log(START, user_id="bob") == []
+    assert len(store.read_run("alice", "r1")) == 1
+
+
+def test_racing_writers_exactly_one_wins(store: PostgresStore) -> None:
+    first = start("u1", "r1", b"a")
+    store.append([first])
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            store.append([follow(first, f"writer {i}".encode())])
+            outcomes.append("ok")
+        except ConcurrencyError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["ok"]
+    assert [r.version for r in store.read_run("u1", "r1")] == [1, 2]
+
+
+def test_many_appends_are_atomic(store: PostgresStore) -> None:
+    a = start("u1", "ra", b"a1")
+    store.append([a])
+    # Second item is stale: the first (a new run) must not be stored either.
+    with pytest.raises(ConcurrencyError):
+        store.append([start("u1", "rb", b"b1"), follow(a, b"a2"), follow(a, b"a2-stale")])
+    assert store.run_head("u1", "rb") is None
+    assert len(store.read_run("u1", "ra")) == 1
+    # A unique violation inside the pipeline (duplicate version) rolls back as well.
+    dup = start("u1", "rd", b"x")
+    dup = RunAppend("u1", "s1", "rd", 0, GENESIS, dup.events + dup.events)
+    with pytest.raises(ConcurrencyError):
+        store.append([start("u1", "rc", b"c1"), dup])
+    assert store.run_head("u1", "rc") is None and store.run_head("u1", "rd") is None
+    # A tracking conflict rolls back the events.
+    store.insert_tracking(Tracking("proj", 10))
+    with pytest.raises(RecordConflict):
+        store.append([follow(a, b"a2")], tracking=Tracking("proj", 10))
+    assert len(store.read_run("u1", "ra")) == 1 and store.max_tracking("proj") == 10
+    # And it all works together: a new run and its continuation in one call.
+    b = start("u1", "rb", b"b1")
+    stored = store.append([b, follow(b, b"b2"), follow(a, b"a2")], tracking=Tracking("proj", 11))
+    assert [(r.run_id, r.version) for r in stored] == [("rb", 1), ("rb", 2), ("ra", 2)]
+    assert len({r.tx_id for r in stored}) == 1
+    assert store.max_tracking("proj") == 11
+    assert store.read_log(START)[1:] == stored
+
+
+def test_tracking(store: PostgresStore) -> None:
+    assert store.max_tracking("p") is None
+    store.insert_tracking(Tracking("p", 3))
+    for stale in (3, 2):
+        with pytest.raises(RecordConflict):
+            store.insert_tracking(Tracking("p", stale))
+    store.append([], tracking=Tracking("p", 7))
+    assert store.max_tracking("p") == 7
+
+
+# -- the global log (invariant 6) ----------------------------------------------------
+
+
+def test_read_log_stops_at_the_oldest_open_transaction(
+    store: PostgresStore, raw: psycopg.Connection[tuple[object, ...]], pg_url: str
+) -> None:
+    a = store.append([start("u1", "ra", b"a")])[0]
+    conninfo, schema = split_url(pg_url)
+    with psycopg.connect(conninfo, options=f"-c search_path={schema}") as slow:
+        # The slow writer draws its position first, then commits last.
+        row = slow.execute(
+            "INSERT INTO ledger_events (user_id, run_id, version, session_id, type, schema,"
+            " occurred_at, payload, prev_hash, hash)"
+            " VALUES ('u2', 'rs', 1, 's', 't', 1, now(), '\\x00', '\\x00', '\\x00')"
+            " RETURNING position, tx_id::text"
+        ).fetchone()
+        assert row is not None
+        slow_pos, slow_tx = int(str(row[0])), int(str(row[1]))
+        c = store.append([start("u1", "rc", b"c")])[0]
+        assert c.position > slow_pos and c.tx_id > slow_tx
+        # Committed c is behind an open transaction: nobody may see it yet.
+        assert store.read_log(START) == [a]
+        assert store.read_log(a.cursor) == []
+        assert store.read_notifications(None, 10) == [a]
+        assert store.max_position() == a.position
+        raw_seen = raw.execute(
+            "SELECT count(*) FROM ledger_events"
+            " WHERE tx_id >= %s::text::xid8 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+            (str(slow_tx),),
+        ).fetchone()
+        assert raw_seen == (0,)
+        slow.commit()
+    log = store.read_log(a.cursor)
+    assert [(r.run_id, r.position) for r in log] == [("rs", slow_pos), ("rc", c.position)]
+    assert store.read_log(log[0].cursor) == [c]
+    assert store.read_log(START, limit=2) == [a, log[0]]
+    assert store.read_log(START, user_id="u1") == [a, c]
+    assert [r.position for r in store.read_notifications(a.position, 10,
+                                                         inclusive_of_start=False)] == [
+        slow_pos, c.position]
+    assert store.read_notifications(None, 10, types=["nope"]) == []
+
+
+# -- immutability (invariant 1) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger_events SET payload = '\\x01'",
+    "DELETE FROM ledger_events",
+    "TRUNCATE ledger_events",
+    "TRUNCATE ledger_events CASCADE",
+    "UPDATE ledger_runs SET session_id = 'x'",
+    "DELETE FROM ledger_runs",
+    "TRUNCATE ledger_runs",
+])
+def test_database_refuses_changes(
+    store: PostgresStore, raw: psycopg.Connection[tuple[object, ...]], statement: str
+) -> None:
+    store.append([start("u1", "r1", b"a")])
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        raw.execute(statement.encode())
+    assert len(store.read_run("u1", "r1")) == 1 and store.run_head("u1", "r1") is not None
+
+
+def test_superuser_can_tamper_with_triggers_off(
+    store: PostgresStore, raw: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    original = store.append([start("u1", "r1", b"hello")])[0]
+    tamper_payload(raw, "r1", 1, b"hellO")
+    [changed] = store.read_run("u1", "r1")
+    assert changed.payload == b"hellO"
+    assert recompute(changed, GENESIS) != original.hash  # what `ledger verify` detects
+
+
+# -- migrations and connections ------------------------------------------------------
+
+
+def test_migrate_is_idempotent(store: PostgresStore, pg_url: str,
+                               raw: psycopg.Connection[tuple[object, ...]]) -> None:
+    assert store.migrate() == 0
+    assert migrate(pg_url) == 0
+    with PostgresStore.from_url(pg_url) as again:
+        assert again.list_runs() == []
+    versions = raw.execute("SELECT version FROM ledger_schema_version ORDER BY 1").fetchall()
+    assert [v for (v,) in versions] == [s.version for s in STEPS] and len(STEPS) == LATEST
+    indexes = raw.execute(
+        "SELECT count(*) FROM pg_indexes WHERE tablename = 'ledger_events'"
+        " AND schemaname = current_schema()"
+    ).fetchone()
+    assert indexes == (2,)
+
+
+def test_migrate_concurrently_on_a_fresh_schema(pg_url: str) -> None:
+    conninfo, schema = split_url(pg_url)
+    assert schema is not None
+    barrier = threading.Barrier(4)
+    applied: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                barrier.wait()
+                applied.append(migrate_conn(conn, schema))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(applied) == [0, 0, 0, len(STEPS)]
+    with psycopg.connect(conninfo) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)
+        ).fetchone()
+    assert found == (4,)  # runs, events, tracking, schema_version
+
+
+def test_from_url_keeps_everything_in_its_schema(pg_url: str) -> None:
+    conninfo, schema = split_url(pg_url)
+    assert schema is not None and "schema" not in conninfo
+    with PostgresStore.from_url(pg_url) as s:
+        s.append([start("u1", "r1", b"a")])
+    with psycopg.connect(conninfo) as conn:
+        where = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.ledger_events").format(sql.Identifier(schema))
+        ).fetchone()
+    assert where == (1,)
+
+
+def test_unreachable_server_is_store_unavailable() -> None:
+    with pytest.raises(StoreUnavailable):
+        PostgresStore("postgresql://root@127.0.0.1:1/nowhere", connect_timeout=2)
+
+
+def test_bad_schema_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="schema"):
+        PostgresStore("postgresql://root@127.0.0.1:1/x", schema="Robert'); DROP")
+
+
+def test_before_commit_hook_runs_inside_the_transaction(
+    store: PostgresStore, raw: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    seen: list[object] = []
+
+    def hook() -> None:  # the rows are written but not yet visible to anyone else
+        seen.append(raw.execute("SELECT count(*) FROM ledger_events").fetchone())
+
+    store.before_commit = hook
+    stored = store.append([start("u1", "r1", b"a", b"b")])
+    assert seen == [(0,)] and len(store.read_run("u1", "r1")) == 2 == len(stored)
+
+    def fail() -> None:
+        raise RuntimeError("crash before commit")
+
+    store.before_commit = fail
+    with pytest.raises(RuntimeError):
+        store.append([follow(stored[-1], b"c")])
+    assert len(store.read_run("u1", "r1")) == 2
