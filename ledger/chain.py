@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from ledger.records import NewEvent, Record
+from ledger.records import GENESIS, NewEvent, Record
 
-GENESIS = bytes(32)
+__all__ = ["GENESIS", "Unsealed", "canonical_time", "link", "recompute", "seal"]
+
 _encode = msgspec.json.Encoder().encode
 
 

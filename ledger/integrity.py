@@ -49,7 +49,11 @@ def first_problem(records: Iterable[Record]) -> Problem | None:
             return Problem(*where, reason=(
                 "prev_hash does not match the previous event's hash "
                 "(an event before it was changed, deleted or inserted)"))
-        if recompute(record, prev_hash) != record.hash:
+        try:
+            recomputed = recompute(record, prev_hash)
+        except (TypeError, ValueError) as exc:
+            return Problem(*where, reason=f"stored row is malformed and was altered ({exc})")
+        if recomputed != record.hash:
             return Problem(*where, reason=(
                 "hash does not match the stored payload and envelope (the event was altered)"))
         prev_hash = record.hash

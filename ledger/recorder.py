@@ -85,10 +85,6 @@ class LedgerAggregateRecorder(AggregateRecorder):
                 raise ESIntegrityError(f"duplicate version in batch for {run_id}")
             head = self.store.run_head(self.tenant, run_id)
             head_version, head_hash = (head.version, head.hash) if head else (0, GENESIS)
-            expected = head_version if head else 0
-            if head is not None and head.version == 0:
-                # A registered run with no events yet cannot come from this path.
-                expected = 0
             sealed = []
             prev_version, prev_hash = head_version, head_hash
             for event in events:
@@ -104,7 +100,7 @@ class LedgerAggregateRecorder(AggregateRecorder):
             appends.append(
                 RunAppend(
                     user_id=self.tenant, session_id="", run_id=run_id,
-                    expected_version=expected, expected_hash=head_hash,
+                    expected_version=head_version, expected_hash=head_hash,
                     events=tuple(sealed),
                 )
             )

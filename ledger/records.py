@@ -11,6 +11,10 @@ from typing import NamedTuple
 import msgspec
 
 
+#: The ``prev_hash`` of a run's first event.
+GENESIS = bytes(32)
+
+
 class LogCursor(NamedTuple):
     """A place in the global log: (transaction id, position).
 
@@ -42,7 +46,7 @@ class NewEvent(msgspec.Struct, frozen=True):
 class RunAppend(msgspec.Struct, frozen=True):
     """Events for one run, appended only if the run's head is still what the writer saw.
 
-    ``expected_version == 0`` means the run must not exist yet (it is registered for
+    A head of ``(0, GENESIS)`` means the run must not exist yet (it is registered for
     ``user_id``); otherwise the head must be exactly (expected_version, expected_hash).
     """
 
@@ -52,6 +56,11 @@ class RunAppend(msgspec.Struct, frozen=True):
     expected_version: int
     expected_hash: bytes
     events: tuple[NewEvent, ...]
+
+    @property
+    def starts_run(self) -> bool:
+        """True when this append registers a new run (the writer saw no head at all)."""
+        return self.expected_version == 0 and self.expected_hash == GENESIS
 
 
 class Record(msgspec.Struct, frozen=True):

@@ -8,7 +8,7 @@ Contract every implementation keeps (the backend test suite in tests/ checks it)
 
 * ``append`` is atomic over all its ``RunAppend`` items and the optional tracking
   row: everything commits or nothing does.
-* Optimistic concurrency: for ``expected_version == 0`` the run must not exist
+* Optimistic concurrency: for ``starts_run`` appends the run must not exist
   (``ConcurrencyError`` if it does for the same tenant; ``RunIdTaken`` if another
   tenant owns the id); otherwise the run's head must be exactly
   ``(expected_version, expected_hash)`` (``ConcurrencyError``) and the run must belong
@@ -23,7 +23,7 @@ Contract every implementation keeps (the backend test suite in tests/ checks it)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ledger.records import LogCursor, Record, RunAppend, RunHead, Tracking
 
@@ -33,6 +33,10 @@ class EventStore(ABC):
 
     #: "memory", "sqlite" or "postgres"
     backend: str
+
+    #: Test seam: when set, called inside every append transaction after its rows are
+    #: written and before it commits (crash and ordering tests hold turns open with it).
+    before_commit: Callable[[], None] | None = None
 
     @abstractmethod
     def append(

@@ -56,6 +56,8 @@ class MemoryStore(EventStore):
                             hash=event.hash, key_id=event.key_id,
                         )
                     )
+            if self.before_commit is not None:
+                self.before_commit()
             self._runs.update(new_runs)
             for record in stored:
                 self._events.setdefault(record.run_id, []).append(record)
@@ -67,7 +69,7 @@ class MemoryStore(EventStore):
     def _check(self, item: RunAppend, new_runs: dict[str, RunHead]) -> None:
         existing = self._runs.get(item.run_id) or new_runs.get(item.run_id)
         events = self._events.get(item.run_id, [])
-        if item.expected_version == 0:
+        if item.starts_run:
             if existing is not None:
                 if existing.user_id != item.user_id:
                     raise RunIdTaken(f"run_id {item.run_id!r} is already in use")

@@ -1,0 +1,43 @@
+"""The eventsourcing adapter beyond the library's own test cases."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+import ledger
+import ledger.integrity
+from ledger.recorder import LedgerRecorder
+
+
+@pytest.fixture
+def recorder(store_url: str) -> LedgerRecorder:
+    with ledger.connect(store_url) as led:
+        yield LedgerRecorder(led.store)
+
+
+def test_a_stream_that_starts_at_version_0_can_grow(recorder: LedgerRecorder) -> None:
+    stream = uuid4()
+    recorder.insert_events([StoredEvent(stream, 0, "t", b"zero")])
+    recorder.insert_events([StoredEvent(stream, 1, "t", b"one")])
+    assert [e.state for e in recorder.select_events(stream)] == [b"zero", b"one"]
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([StoredEvent(stream, 1, "t", b"again")])
+
+
+def test_rows_written_through_the_adapter_are_hash_chained(recorder: LedgerRecorder) -> None:
+    stream = uuid4()
+    recorder.insert_events([StoredEvent(stream, 1, "t", b"a"), StoredEvent(stream, 2, "t", b"b")])
+    recorder.insert_events([StoredEvent(stream, 3, "t", b"c")])
+    records = recorder.store.read_run(recorder.tenant, str(stream))
+    assert [r.prev_hash for r in records[1:]] == [r.hash for r in records[:-1]]
+    assert ledger.integrity.first_problem(records) is None
+
+
+def test_notifications_come_back_with_uuid_originator_ids(recorder: LedgerRecorder) -> None:
+    stream = uuid4()
+    ids = recorder.insert_events([StoredEvent(stream, 1, "t", b"a")])
+    (notification,) = recorder.select_notifications(ids[0] if ids else None, 1)
+    assert notification.originator_id == stream
