@@ -93,3 +93,12 @@ def with_schema(url: str, schema: str) -> str:
     """The ledger URL that keeps everything in ``schema`` of the database at ``url``."""
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}schema={schema}"
+
+
+def raw_connection(ledger_url: str, **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
+    """A plain psycopg connection to the schema a ledger URL names (for raw-SQL tests)."""
+    base, _, query = ledger_url.partition("?")
+    params = dict(p.split("=", 1) for p in query.split("&") if p)
+    schema = params.pop("schema", "public")
+    conn = psycopg.connect(base, options=f"-c search_path={schema}", **kwargs)  # type: ignore[arg-type]
+    return conn

@@ -1,0 +1,216 @@
+"""The backend test suite: the embedded API of CONTRACT.md against memory, SQLite and Postgres."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import ledger
+from ledger import ConcurrencyError, InvalidEvent, NotFound
+
+
+@pytest.fixture
+def led(store_url: str) -> ledger.Ledger:
+    with ledger.connect(store_url) as connection:
+        yield connection
+
+
+def record_turn(run: ledger.Run, n: int = 1) -> None:
+    with run.turn():
+        run.message_received(content=f"question {n}")
+        run.model_responded(
+            model="gpt-4o", tool_calls=[{"id": f"c{n}", "name": "search", "arguments": {"q": n}}],
+            usage={"input_tokens": 100, "output_tokens": 10}, latency_ms=800,
+        )
+        run.tool_called(call_id=f"c{n}", name="search", input={"q": n})
+        run.tool_returned(call_id=f"c{n}", name="search", output={"hits": [n]}, duration_ms=12)
+        run.model_responded(model="gpt-4o", content=f"answer {n}")
+
+
+def test_a_run_records_its_events_in_order(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="sess_1", agent="bot", model="gpt-4o", metadata={"k": [1]})
+    record_turn(run)
+    run.complete(output={"ok": True})
+    events = t.events(run.run_id)
+    assert [e.type for e in events] == [
+        "run_started", "message_received", "model_responded", "tool_called",
+        "tool_returned", "model_responded", "run_completed",
+    ]
+    assert [e.version for e in events] == list(range(1, 8))
+    assert run.version == 7
+    positions = [e.position for e in events]
+    assert positions == sorted(positions) and len(set(positions)) == 7
+    assert events[0].data["metadata"] == {"k": [1]}
+    assert events[2].data["tool_calls"][0] == {"id": "c1", "name": "search", "arguments": {"q": 1}}
+    assert events[-1].data == {"output": {"ok": True}}
+    assert all(e.user_id == "usr_a" and e.session_id == "sess_1" for e in events)
+    assert events[1].prev_hash == events[0].hash
+
+
+def test_a_turn_that_raises_writes_nothing(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    with pytest.raises(RuntimeError), run.turn():
+        run.message_received(content="hi")
+        run.model_responded(content="partial")
+        raise RuntimeError("agent crashed mid-turn")
+    assert [e.type for e in t.events(run.run_id)] == ["run_started"]
+    record_turn(run)  # the handle is still usable at the right version
+    assert len(t.events(run.run_id)) == 6
+
+
+def test_an_invalid_event_inside_a_turn_writes_nothing(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    with pytest.raises(InvalidEvent, match="input_tokens"), run.turn():
+        run.message_received(content="hi")
+        run.model_responded(usage={"input_tokens": "many"})
+    assert len(t.events(run.run_id)) == 1
+
+
+def test_a_stale_writer_gets_concurrency_error_and_writes_nothing(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    other = t.run(run.run_id)
+    record_turn(run)
+    before = t.events(run.run_id)
+    with pytest.raises(ConcurrencyError):
+        record_turn(other, 2)
+    with pytest.raises(ConcurrencyError):
+        other.step_completed(step="plan", index=1)
+    assert t.events(run.run_id) == before
+    other.refresh().step_completed(step="plan", index=1)
+    assert t.events(run.run_id)[-1].version == 7
+
+
+def test_starting_an_existing_run_id_is_a_conflict(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    t.start_run(session_id="s", run_id="run_fixed")
+    with pytest.raises(ConcurrencyError):
+        t.start_run(session_id="s", run_id="run_fixed")
+
+
+def test_another_tenants_run_is_not_found_and_untouchable(led: ledger.Ledger) -> None:
+    a, b = led.tenant("usr_a"), led.tenant("usr_b")
+    run = a.start_run(session_id="s", run_id="run_shared_name")
+    record_turn(run)
+    with pytest.raises(NotFound) as missing_other:
+        b.events(run.run_id)
+    with pytest.raises(NotFound) as missing_none:
+        b.events("run_that_never_was")
+    assert str(missing_other.value).replace(run.run_id, "X") == str(
+        missing_none.value
+    ).replace("run_that_never_was", "X")
+    with pytest.raises(NotFound):
+        b.run(run.run_id)
+    with pytest.raises(ledger.RunIdTaken):
+        b.start_run(session_id="s", run_id="run_shared_name")
+    assert b.runs() == []
+    assert [r.run_id for r in a.runs()] == ["run_shared_name"]
+    assert len(a.events(run.run_id)) == 6
+
+
+def test_resume_continues_at_the_head(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    record_turn(run)
+    resumed = t.run(run.run_id)
+    assert (resumed.version, resumed.session_id) == (6, "s")
+    record_turn(resumed, 2)
+    assert [e.version for e in t.events(run.run_id)] == list(range(1, 12))
+    assert led.auditor().verify().ok
+
+
+def test_runs_lists_a_tenants_runs_by_session(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    r1 = t.start_run(session_id="s1")
+    r2 = t.start_run(session_id="s2")
+    record_turn(r2)
+    assert [r.run_id for r in t.runs()] == [r1.run_id, r2.run_id]
+    assert [(r.run_id, r.version) for r in t.runs("s2")] == [(r2.run_id, 6)]
+
+
+NASTY = "\U0001f9e0 astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, NUL \x00 inside, quotes \" \\ and 中文"
+
+
+def test_unicode_nul_and_large_contents_round_trip_exactly(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_ü😀")
+    run = t.start_run(session_id="sess_é")
+    big = ("x" * 1023 + "\x00") * 1024  # 1 MiB with NULs
+    with run.turn():
+        run.message_received(content=NASTY)
+        run.tool_returned(call_id="c", name="read", output={"blob": big, NASTY: [NASTY]})
+    events = t.events(run.run_id)
+    assert events[1].data["content"] == NASTY
+    assert events[2].data["output"] == {"blob": big, NASTY: [NASTY]}
+    assert led.auditor().verify().ok
+
+
+def test_oversized_payloads_are_refused_with_the_limit_named(store_url: str) -> None:
+    with ledger.connect(store_url, max_event_bytes=1_000_000) as led:
+        t = led.tenant("usr_a")
+        run = t.start_run(session_id="s")
+        with pytest.raises(InvalidEvent, match=r"over the limit of 1,000,000"):
+            run.message_received(content="y" * 1_000_001)
+        assert len(t.events(run.run_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda r: r.message_received(content=5), "Expected `str`"),
+        (lambda r: r.message_received(content="x", role="robot"), "role"),
+        (lambda r: r.retry_attempted(what="model", attempt="two"), "attempt"),
+        (lambda r: r.tool_called(call_id="c", name=None), "name"),
+        (lambda r: r.step_completed(step="s", index=1, occurred_at=datetime(2025, 1, 1)),
+         "timezone"),
+    ],
+)
+def test_bad_event_fields_are_named(led: ledger.Ledger, call: object, match: str) -> None:
+    run = led.tenant("usr_a").start_run(session_id="s")
+    with pytest.raises(InvalidEvent, match=match):
+        call(run)  # type: ignore[operator]
+    assert run.version == 1
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "a\x00b", "line\nbreak", "x" * 201])
+def test_bad_identifiers_are_refused(led: ledger.Ledger, bad: str) -> None:
+    with pytest.raises(InvalidEvent):
+        led.tenant(bad)
+    with pytest.raises(InvalidEvent):
+        led.tenant("usr_a").start_run(session_id=bad)
+
+
+def test_occurred_at_is_kept_to_the_microsecond(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    when = datetime(2025, 3, 15, 10, 22, 31, 123456, tzinfo=timezone_plus_two())
+    run = t.start_run(session_id="s", occurred_at=when)
+    event = t.events(run.run_id)[0]
+    assert event.occurred_at == when
+    assert event.occurred_at.utcoffset() == timedelta(0)
+    assert event.recorded_at.tzinfo is not None
+
+
+def timezone_plus_two() -> object:
+    from datetime import timezone
+
+    return timezone(timedelta(hours=2))
+
+
+def test_verify_passes_on_an_untouched_store(led: ledger.Ledger) -> None:
+    for user in ("usr_a", "usr_b"):
+        run = led.tenant(user).start_run(session_id="s")
+        record_turn(run)
+    report = led.auditor().verify()
+    assert (report.ok, report.runs, report.events) == (True, 2, 12)
+    assert led.auditor().verify(user_id="usr_a").runs == 1
+
+
+def test_recorded_at_comes_from_the_store(led: ledger.Ledger) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    run = led.tenant("usr_a").start_run(session_id="s",
+                                        occurred_at=datetime(2001, 1, 1, tzinfo=UTC))
+    event = led.tenant("usr_a").events(run.run_id)[0]
+    assert event.recorded_at >= before

@@ -1,0 +1,85 @@
+"""The ``ledger`` command as users run it: real subprocesses on real stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def ledger_cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("LEDGER_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "--url", url, *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+def event_line(run_id: str, content: str = "hi", user: str = "usr_a") -> str:
+    return json.dumps({"user_id": user, "session_id": "sess_1", "run_id": run_id,
+                       "type": "message_received", "occurred_at": "2025-03-15T10:22:31Z",
+                       "data": {"role": "user", "content": content}})
+
+
+def test_init_demo_and_read_back(url: str) -> None:
+    assert ledger_cli(url, "init").returncode == 0
+    assert ledger_cli(url, "init").returncode == 0  # idempotent
+    demo = ledger_cli(url, "demo")
+    assert demo.returncode == 0, demo.stderr
+    assert "tool_returned" in demo.stdout
+    runs = json.loads(ledger_cli(url, "runs", "--json").stdout)
+    assert [r["user_id"] for r in runs] == ["usr_demo"]
+    events = json.loads(ledger_cli(url, "events", runs[0]["run_id"], "--json").stdout)
+    assert events[0]["type"] == "run_started"
+    assert events[0]["occurred_at"].endswith("Z")
+    assert ledger_cli(url, "verify").returncode == 0
+
+
+def test_append_from_a_file_and_from_stdin(url: str, tmp_path: Path) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text(event_line("run_1") + "\n" + event_line("run_1", "again") + "\n")
+    done = ledger_cli(url, "append", str(source), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"events": 2, "runs": {"run_1": 2}}
+    piped = ledger_cli(url, "append", "-", stdin=event_line("run_2"))
+    assert piped.returncode == 0 and "appended 1 events to 1 runs" in piped.stdout
+    listed = ledger_cli(url, "runs", "--user", "usr_a", "--session", "sess_1")
+    assert "run_1" in listed.stdout and "run_2" in listed.stdout
+
+
+def test_a_bad_line_exits_2_with_one_clear_line_and_writes_nothing(url: str) -> None:
+    body = "\n".join([event_line("run_1"), event_line("run_1"), "{not json"])
+    result = ledger_cli(url, "append", "-", stdin=body)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: line 3: malformed JSON")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert json.loads(ledger_cli(url, "runs", "--json").stdout) == []
+
+
+def test_unknown_run_exits_1_and_hides_other_tenants(url: str) -> None:
+    ledger_cli(url, "append", "-", stdin=event_line("run_a", user="usr_a"))
+    missing = ledger_cli(url, "events", "run_nope")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    hidden = ledger_cli(url, "events", "run_a", "--user", "usr_b")
+    assert hidden.returncode == 1 and "not found" in hidden.stderr
+
+
+def test_a_missing_file_and_bad_usage_exit_2(url: str) -> None:
+    assert ledger_cli(url, "append", "/no/such/file.jsonl").returncode == 2
+    assert ledger_cli(url, "no-such-command").returncode == 2
+
+
+def test_debug_shows_the_traceback(url: str) -> None:
+    result = ledger_cli(url, "--debug", "events", "run_nope")
+    assert result.returncode != 0 and "Traceback" in result.stderr

@@ -1,0 +1,124 @@
+"""JSONL appends (CONTRACT.md): validate everything, then write everything or nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import ledger
+from ledger import ConcurrencyError, InvalidEvent
+from ledger.jsonl import append_jsonl
+
+
+@pytest.fixture
+def led(store_url: str) -> ledger.Ledger:
+    with ledger.connect(store_url) as connection:
+        yield connection
+
+
+def line(run_id: str = "run_1", type_: str = "message_received", user: str = "usr_a",
+         data: dict[str, Any] | None = None, **extra: Any) -> str:
+    return json.dumps({
+        "user_id": user, "session_id": "sess_1", "run_id": run_id, "type": type_,
+        "occurred_at": "2025-03-15T10:22:31Z",
+        "data": {"role": "user", "content": "hi"} if data is None else data, **extra,
+    })
+
+
+def append(led: ledger.Ledger, lines: list[str]) -> Any:
+    return append_jsonl(led.store, lines, led.settings.max_event_bytes)
+
+
+def assert_nothing_stored(led: ledger.Ledger) -> None:
+    assert led.auditor().runs() == []
+
+
+def test_a_valid_file_is_appended_across_runs(led: ledger.Ledger) -> None:
+    summary = append(led, [
+        line("run_1", "run_started", data={"agent": "bot", "model": "gpt-4o"}),
+        line("run_1"),
+        "",
+        line("run_2", data={"content": "implicitly started"}),
+        line("run_1", "run_completed", data={}),
+    ])
+    assert (summary.events, summary.runs) == (4, {"run_1": 3, "run_2": 1})
+    t = led.tenant("usr_a")
+    assert [e.type for e in t.events("run_1")] == ["run_started", "message_received",
+                                                   "run_completed"]
+    assert t.events("run_2")[0].data["content"] == "implicitly started"
+    assert led.auditor().verify().ok
+
+
+def test_appending_to_an_existing_run_continues_its_chain(led: ledger.Ledger) -> None:
+    append(led, [line()])
+    append(led, [line(expected_version=1), line()])
+    assert [e.version for e in led.tenant("usr_a").events("run_1")] == [1, 2, 3]
+    assert led.auditor().verify().ok
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ('{"user_id": "usr_a", "session_id": ', "line 2: malformed JSON"),
+        ('["not", "an", "object"]', "line 2: expected a JSON object"),
+        (line(type_="model_thought"), "line 2: unknown event type 'model_thought'"),
+        (line(data={"role": "user"}), "line 2: message_received: Object missing required field"),
+        (line(data={"content": ["not", "text"]}), r"line 2: .*Expected `str`, got `array`"),
+        (line(data={"content": "x", "colour": "red"}), "unknown field `colour`"),
+        (json.dumps({"user_id": "usr_a", "run_id": "r", "type": "run_completed",
+                     "occurred_at": "2025-03-15T10:22:31Z", "data": {}}),
+         "line 2: session_id: Field required"),
+        (line(occurred_at_override=True), "line 2: occurred_at_override: Extra inputs"),
+        (line(run_id="bad\x00id"), "line 2: run_id must not contain control characters"),
+        (line().replace("2025-03-15T10:22:31Z", "2025-03-15T10:22:31"), "timezone"),
+        (line().replace("2025-03-15T10:22:31Z", "yesterday"), "line 2: occurred_at"),
+        (line(expected_version="three"), "line 2: expected_version"),
+    ],
+)
+def test_a_bad_line_is_named_and_nothing_is_written(
+    led: ledger.Ledger, bad: str, message: str
+) -> None:
+    with pytest.raises(InvalidEvent, match=message):
+        append(led, [line("run_ok"), bad, line("run_other")])
+    assert_nothing_stored(led)
+
+
+def test_a_payload_over_the_limit_is_refused(led: ledger.Ledger) -> None:
+    huge = line(data={"content": "z" * (50 * 1024 * 1024)})
+    with pytest.raises(InvalidEvent, match=r"line 2: .*over the limit of 8,388,608"):
+        append(led, [line("run_ok"), huge])
+    assert_nothing_stored(led)
+
+
+def test_another_tenants_run_id_is_refused(led: ledger.Ledger) -> None:
+    append(led, [line("run_owned", user="usr_a")])
+    with pytest.raises(InvalidEvent, match="line 2: run_id 'run_owned' is not available"):
+        append(led, [line("run_new", user="usr_b"), line("run_owned", user="usr_b")])
+    assert [r.run_id for r in led.auditor().runs()] == ["run_owned"]
+    assert len(led.tenant("usr_a").events("run_owned")) == 1
+
+
+def test_a_run_cannot_change_tenant_or_session_mid_file(led: ledger.Ledger) -> None:
+    with pytest.raises(InvalidEvent, match="line 2: run 'run_1' was given user_id"):
+        append(led, [line(), line(user="usr_b")])
+    assert_nothing_stored(led)
+
+
+def test_a_stale_expected_version_writes_nothing(led: ledger.Ledger) -> None:
+    append(led, [line("run_1"), line("run_1")])
+    with pytest.raises(ConcurrencyError, match="line 2: run 'run_1' is at version 2"):
+        append(led, [line("run_2"), line("run_1", expected_version=1)])
+    assert [r.run_id for r in led.auditor().runs()] == ["run_1"]
+
+
+def test_unicode_and_nul_characters_round_trip(led: ledger.Ledger) -> None:
+    content = "emoji 🧠, astral 𝔘, NUL \x00, newline \n, BOM \ufeff"
+    append(led, [line(data={"content": content})])
+    assert led.tenant("usr_a").events("run_1")[0].data["content"] == content
+
+
+def test_empty_input_is_an_error(led: ledger.Ledger) -> None:
+    with pytest.raises(InvalidEvent, match="no events"):
+        append(led, ["", "  "])

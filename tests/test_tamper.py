@@ -1,0 +1,104 @@
+"""Invariant 5: a byte changed behind the database's back is found and located."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+import ledger
+from tests.pg import raw_connection
+from tests.writers import turn
+
+
+def verify_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli", "--url", url, "verify", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def two_runs(url: str) -> tuple[str, str]:
+    with ledger.connect(url) as led:
+        runs = []
+        for user in ("usr_a", "usr_b"):
+            run = led.tenant(user).start_run(session_id="s")
+            turn(run, 1)
+            runs.append(run.run_id)
+        return runs[0], runs[1]
+
+
+def tamper_postgres(url: str, sql: str, *params: object) -> None:
+    """As superuser, with triggers disabled for the session (session_replication_role)."""
+    with raw_connection(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(sql, params)  # type: ignore[arg-type]
+
+
+def tamper_sqlite(url: str, sql: str, *params: object) -> None:
+    """With the append-only triggers dropped."""
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+            conn.execute(f'DROP TRIGGER "{name}"')
+        conn.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+CHANGE_A_PAYLOAD_BYTE = {
+    "postgres": "UPDATE ledger_events SET payload = overlay(payload placing 'X'::bytea "
+                "from 12 for 1) WHERE run_id = %s AND version = 3",
+    "sqlite": "UPDATE ledger_events SET payload = CAST(substr(payload, 1, 11) || 'X' "
+              "|| substr(payload, 13) AS BLOB) WHERE run_id = ? AND version = 3",
+}
+CHANGE_THE_ENVELOPE = {
+    "postgres": "UPDATE ledger_events SET type = 'run_failed' WHERE run_id = %s AND version = 4",
+    "sqlite": "UPDATE ledger_events SET type = 'run_failed' WHERE run_id = ? AND version = 4",
+}
+DELETE_AN_EVENT = {
+    "postgres": "DELETE FROM ledger_events WHERE run_id = %s AND version = 2",
+    "sqlite": "DELETE FROM ledger_events WHERE run_id = ? AND version = 2",
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    ("statements", "version", "reason"),
+    [(CHANGE_A_PAYLOAD_BYTE, 3, "altered"), (CHANGE_THE_ENVELOPE, 4, "altered"),
+     (DELETE_AN_EVENT, 3, "version gap")],
+    ids=["payload-byte", "envelope", "deleted"],
+)
+def test_tampering_is_detected_and_located(
+    request: pytest.FixtureRequest, backend: str, statements: dict[str, str], version: int,
+    reason: str,
+) -> None:
+    url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    bad_run, good_run = two_runs(url)
+    assert verify_cli(url).returncode == 0
+    (tamper_sqlite if backend == "sqlite" else tamper_postgres)(url, statements[backend], bad_run)
+
+    result = verify_cli(url, "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert [(p["run_id"], p["version"]) for p in report["problems"]] == [(bad_run, version)]
+    assert reason in report["problems"][0]["reason"]
+
+    readable = verify_cli(url)
+    assert readable.returncode == 1
+    assert f"run {bad_run}" in readable.stderr and f"at version {version}" in readable.stderr
+    assert verify_cli(url, "--run", good_run).returncode == 0
+    with ledger.connect(url) as led:
+        assert not led.auditor().verify(run_id=bad_run).ok
+
+
+def test_a_row_whose_payload_type_was_changed_is_reported_not_crashed_on(sqlite_url: str) -> None:
+    bad_run, _ = two_runs(sqlite_url)
+    tamper_sqlite(sqlite_url, "UPDATE ledger_events SET payload = CAST(payload AS TEXT) "
+                              "WHERE run_id = ? AND version = 2", bad_run)
+    result = verify_cli(sqlite_url)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"run {bad_run}" in result.stderr and "at version 2" in result.stderr
