@@ -13,14 +13,21 @@ from cli import render
 from ledger.jsonl import append_jsonl
 
 app = typer.Typer(
-    name="ledger", no_args_is_help=True, add_completion=False,
+    name="ledger",
+    no_args_is_help=True,
+    add_completion=False,
     help="Record what AI agents do; replay, verify and audit it.",
     pretty_exceptions_enable=False,
 )
 
-UrlOption = Annotated[str | None, typer.Option(
-    "--url", envvar="LEDGER_URL",
-    help="Ledger URL: postgresql://..., sqlite:///path.db or memory:// [default: sqlite:///ledger.db]")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="LEDGER_URL",
+        help="Ledger URL: postgresql://..., sqlite:///path.db or memory:// [default: sqlite:///ledger.db]",
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 UserOption = Annotated[str | None, typer.Option("--user", help="Only this tenant (user_id).")]
 
@@ -108,12 +115,18 @@ def verify(
     run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
     json: JsonFlag = False,
 ) -> None:
-    """Recompute every hash chain in scope; exit 1 and name the first bad event of each broken run."""
+    """Recompute every hash chain in scope; exit 1 naming the first bad event of each bad run."""
     with _connect() as led:
         report = led.auditor().verify(user, run)
     if json:
-        render.print_json({"ok": report.ok, "runs": report.runs, "events": report.events,
-                           "problems": report.problems})
+        render.print_json(
+            {
+                "ok": report.ok,
+                "runs": report.runs,
+                "events": report.events,
+                "problems": report.problems,
+            }
+        )
     else:
         render.verify_summary(report)
     if not report.ok:

@@ -36,8 +36,9 @@ def record_demo_run(led: ledger.Ledger) -> str:
         run.retry_attempted(what="model", attempt=2, error="429 rate limited", delay_ms=250)
         run.model_responded(model="gpt-4o", **RECORDED["first_response"])  # type: ignore[arg-type]
         run.tool_called(call_id="call_1", name="get_weather", input={"city": "Lisbon"})
-        run.tool_returned(call_id="call_1", name="get_weather",
-                          output=RECORDED["tool_output"], duration_ms=87.0)
+        run.tool_returned(
+            call_id="call_1", name="get_weather", output=RECORDED["tool_output"], duration_ms=87.0
+        )
         run.model_responded(model="gpt-4o", **RECORDED["final_response"])  # type: ignore[arg-type]
     run.step_completed(step="answer", index=1)
     run.memory_written(namespace="prefs", key="home_city", value="Lisbon")

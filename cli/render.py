@@ -90,7 +90,9 @@ def runs_table(runs: Sequence[RunSummary]) -> None:
 def verify_summary(report: VerifyReport) -> None:
     """The outcome of a verification, naming each broken run and its first bad event."""
     for p in report.problems:
-        err.print(f"[red]BROKEN[/red] run {p.run_id} (user {p.user_id}) "
-                  f"at version {p.version}: {p.reason}")
+        err.print(
+            f"[red]BROKEN[/red] run {p.run_id} (user {p.user_id}) "
+            f"at version {p.version}: {p.reason}"
+        )
     state = "[green]ok[/green]" if report.ok else f"[red]{len(report.problems)} broken[/red]"
     out.print(f"verified {report.runs} runs, {report.events} events: {state}")

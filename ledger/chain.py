@@ -11,6 +11,7 @@ re-encoding, so a verifier needs nothing but the stored row. ``position``,
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -71,7 +72,7 @@ def seal(
     run_id: str,
     head_version: int,
     head_hash: bytes,
-    events: list[Unsealed] | tuple[Unsealed, ...],
+    events: Sequence[Unsealed],
     *,
     first_version: int | None = None,
 ) -> tuple[NewEvent, ...]:
@@ -81,15 +82,26 @@ def seal(
     version = head_version + 1 if first_version is None else first_version
     for event in events:
         env = envelope_bytes(
-            user_id, session_id, run_id, version, event.type, event.schema,
-            event.occurred_at, event.key_id,
+            user_id,
+            session_id,
+            run_id,
+            version,
+            event.type,
+            event.schema,
+            event.occurred_at,
+            event.key_id,
         )
         digest = link(prev, env, event.payload)
         sealed.append(
             NewEvent(
-                version=version, type=event.type, schema=event.schema,
-                occurred_at=event.occurred_at, payload=event.payload,
-                prev_hash=prev, hash=digest, key_id=event.key_id,
+                version=version,
+                type=event.type,
+                schema=event.schema,
+                occurred_at=event.occurred_at,
+                payload=event.payload,
+                prev_hash=prev,
+                hash=digest,
+                key_id=event.key_id,
             )
         )
         prev = digest
@@ -100,7 +112,13 @@ def seal(
 def recompute(record: Record, prev_hash: bytes) -> bytes:
     """The hash ``record`` should carry if it follows ``prev_hash``."""
     env = envelope_bytes(
-        record.user_id, record.session_id, record.run_id, record.version, record.type,
-        record.schema, record.occurred_at, record.key_id,
+        record.user_id,
+        record.session_id,
+        record.run_id,
+        record.version,
+        record.type,
+        record.schema,
+        record.occurred_at,
+        record.key_id,
     )
     return link(prev_hash, env, record.payload)

@@ -20,7 +20,7 @@ class Ledger:
 
     @property
     def backend(self) -> str:
-        """"memory", "sqlite" or "postgres"."""
+        """ "memory", "sqlite" or "postgres"."""
         return self.store.backend
 
     def tenant(self, user_id: str) -> Tenant:
@@ -50,4 +50,3 @@ def connect(url: str | None = None, *, max_event_bytes: int | None = None) -> Le
     """
     settings = Settings.resolve(url, max_event_bytes)
     return Ledger(open_store(settings.url), settings)
-

@@ -165,7 +165,8 @@ class Catalog:
             decoder = self._decoders.get(name)
             if decoder is None:
                 decoder = self._decoders[name] = msgspec.json.Decoder(payload_type)
-            return decoder.decode(payload)
+            decoded: Payload = decoder.decode(payload)
+            return decoded
         data: dict[str, Any] = msgspec.json.decode(payload)
         for step in range(schema, payload_type.SCHEMA):
             try:
@@ -203,10 +204,7 @@ def encode_payload(payload: Payload) -> bytes:
 
 def to_data(payload: Payload) -> dict[str, Any]:
     """A payload as plain JSON-ready Python (what ``Event.data`` holds), every field present."""
-    return {
-        name: msgspec.to_builtins(getattr(payload, name))
-        for name in payload.__struct_fields__
-    }
+    return {name: msgspec.to_builtins(getattr(payload, name)) for name in payload.__struct_fields__}
 
 
 class Event(msgspec.Struct, frozen=True):

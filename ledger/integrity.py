@@ -42,20 +42,32 @@ def first_problem(records: Iterable[Record]) -> Problem | None:
             expected_version = 1 if record.version >= 1 else record.version
         if record.version != expected_version:
             kind = "missing" if record.version > expected_version else "repeated or reordered"
-            return Problem(*where, reason=(
-                f"version gap: expected version {expected_version}, found {record.version} "
-                f"(an event is {kind})"))
+            return Problem(
+                *where,
+                reason=(
+                    f"version gap: expected version {expected_version}, found {record.version} "
+                    f"(an event is {kind})"
+                ),
+            )
         if record.prev_hash != prev_hash:
-            return Problem(*where, reason=(
-                "prev_hash does not match the previous event's hash "
-                "(an event before it was changed, deleted or inserted)"))
+            return Problem(
+                *where,
+                reason=(
+                    "prev_hash does not match the previous event's hash "
+                    "(an event before it was changed, deleted or inserted)"
+                ),
+            )
         try:
             recomputed = recompute(record, prev_hash)
         except (TypeError, ValueError) as exc:
             return Problem(*where, reason=f"stored row is malformed and was altered ({exc})")
         if recomputed != record.hash:
-            return Problem(*where, reason=(
-                "hash does not match the stored payload and envelope (the event was altered)"))
+            return Problem(
+                *where,
+                reason=(
+                    "hash does not match the stored payload and envelope (the event was altered)"
+                ),
+            )
         prev_hash = record.hash
         expected_version += 1
     return None

@@ -10,7 +10,7 @@ Any language can produce it; one event a line::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -80,14 +80,16 @@ def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEven
             f"line {number}: {event.type} payload is {len(payload):,} bytes, over the limit "
             f"of {max_event_bytes:,} (set $LEDGER_MAX_EVENT_BYTES to raise it)"
         )
-    occurred: datetime = event.occurred_at
-    return event, Unsealed(type=event.type, schema=CATALOG.payload_type(event.type).SCHEMA,
-                           occurred_at=occurred, payload=payload)
+    occurred: datetime = event.occurred_at.astimezone(UTC)
+    return event, Unsealed(
+        type=event.type,
+        schema=CATALOG.payload_type(event.type).SCHEMA,
+        occurred_at=occurred,
+        payload=payload,
+    )
 
 
-def plan_appends(
-    store: EventStore, lines: Iterable[str], max_event_bytes: int
-) -> list[RunAppend]:
+def plan_appends(store: EventStore, lines: Iterable[str], max_event_bytes: int) -> list[RunAppend]:
     """Validate every line and turn the input into chained appends (nothing is written)."""
     plans: dict[str, _RunPlan] = {}
     for number, text in enumerate(lines, start=1):
@@ -122,23 +124,37 @@ def _seal_plan(store: EventStore, plan: _RunPlan) -> RunAppend:
                 "run ids are unique across tenants, choose another"
             )
         if plan.expected_version not in (None, 0):
-            raise NotFound(f"{where}: run {plan.run_id!r} not found "
-                           f"(expected_version {plan.expected_version} given)")
+            raise NotFound(
+                f"{where}: run {plan.run_id!r} not found "
+                f"(expected_version {plan.expected_version} given)"
+            )
         version, head_hash = 0, GENESIS
     else:
         if plan.session_id != head.session_id:
-            raise InvalidEvent(f"{where}: run {plan.run_id!r} belongs to session "
-                               f"{head.session_id!r}, not {plan.session_id!r}")
+            raise InvalidEvent(
+                f"{where}: run {plan.run_id!r} belongs to session "
+                f"{head.session_id!r}, not {plan.session_id!r}"
+            )
         if plan.starts_run and plan.expected_version is None:
-            raise InvalidEvent(f"{where}: run_started for run {plan.run_id!r}, which already "
-                               "exists; give expected_version to append to it")
+            raise InvalidEvent(
+                f"{where}: run_started for run {plan.run_id!r}, which already "
+                "exists; give expected_version to append to it"
+            )
         if plan.expected_version is not None and plan.expected_version != head.version:
-            raise ConcurrencyError(f"{where}: run {plan.run_id!r} is at version "
-                                   f"{head.version}, not expected_version {plan.expected_version}")
+            raise ConcurrencyError(
+                f"{where}: run {plan.run_id!r} is at version "
+                f"{head.version}, not expected_version {plan.expected_version}"
+            )
         version, head_hash = head.version, head.hash
     sealed = seal(plan.user_id, plan.session_id, plan.run_id, version, head_hash, plan.events)
-    return RunAppend(user_id=plan.user_id, session_id=plan.session_id, run_id=plan.run_id,
-                     expected_version=version, expected_hash=head_hash, events=sealed)
+    return RunAppend(
+        user_id=plan.user_id,
+        session_id=plan.session_id,
+        run_id=plan.run_id,
+        expected_version=version,
+        expected_hash=head_hash,
+        events=sealed,
+    )
 
 
 def append_jsonl(store: EventStore, lines: Iterable[str], max_event_bytes: int) -> AppendSummary:
@@ -147,6 +163,5 @@ def append_jsonl(store: EventStore, lines: Iterable[str], max_event_bytes: int) 
     store.append(appends)
     return AppendSummary(
         events=sum(len(a.events) for a in appends),
-        runs={a.run_id: a.events[-1].version if a.events else a.expected_version
-              for a in appends},
+        runs={a.run_id: a.events[-1].version if a.events else a.expected_version for a in appends},
     )

@@ -27,9 +27,6 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import (
-    IntegrityError as ESIntegrityError,
-)
-from eventsourcing.persistence import (
     AggregateRecorder,
     Notification,
     ProcessRecorder,
@@ -37,12 +34,15 @@ from eventsourcing.persistence import (
     Subscription,
 )
 from eventsourcing.persistence import (
+    IntegrityError as ESIntegrityError,
+)
+from eventsourcing.persistence import (
     Tracking as ESTracking,
 )
 
 from ledger.chain import GENESIS, Unsealed, seal
 from ledger.errors import ConcurrencyError, RunIdTaken
-from ledger.records import Record, RunAppend, Tracking
+from ledger.records import NewEvent, Record, RunAppend, Tracking
 from ledger.store.base import EventStore, RecordConflict
 
 #: Tenant under which rows written through the eventsourcing interface are kept.
@@ -85,22 +85,32 @@ class LedgerAggregateRecorder(AggregateRecorder):
                 raise ESIntegrityError(f"duplicate version in batch for {run_id}")
             head = self.store.run_head(self.tenant, run_id)
             head_version, head_hash = (head.version, head.hash) if head else (0, GENESIS)
-            sealed = []
+            sealed: list[NewEvent] = []
             prev_version, prev_hash = head_version, head_hash
             for event in events:
                 sealed.extend(
                     seal(
-                        self.tenant, "", run_id, prev_version, prev_hash,
-                        [Unsealed(type=event.topic, schema=0, occurred_at=now,
-                                  payload=event.state)],
+                        self.tenant,
+                        "",
+                        run_id,
+                        prev_version,
+                        prev_hash,
+                        [
+                            Unsealed(
+                                type=event.topic, schema=0, occurred_at=now, payload=event.state
+                            )
+                        ],
                         first_version=event.originator_version,
                     )
                 )
                 prev_version, prev_hash = sealed[-1].version, sealed[-1].hash
             appends.append(
                 RunAppend(
-                    user_id=self.tenant, session_id="", run_id=run_id,
-                    expected_version=head_version, expected_hash=head_hash,
+                    user_id=self.tenant,
+                    session_id="",
+                    run_id=run_id,
+                    expected_version=head_version,
+                    expected_hash=head_hash,
                     events=tuple(sealed),
                 )
             )
@@ -109,7 +119,8 @@ class LedgerAggregateRecorder(AggregateRecorder):
                 appends,
                 tracking=(
                     Tracking(tracking.application_name, tracking.notification_id)
-                    if tracking is not None else None
+                    if tracking is not None
+                    else None
                 ),
             )
         except (ConcurrencyError, RunIdTaken, RecordConflict) as exc:
@@ -126,13 +137,19 @@ class LedgerAggregateRecorder(AggregateRecorder):
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         records = self.store.read_run(
-            self.tenant, str(originator_id),
-            after_version=-1 if gt is None else gt, upto_version=lte, desc=desc, limit=limit,
+            self.tenant,
+            str(originator_id),
+            after_version=-1 if gt is None else gt,
+            upto_version=lte,
+            desc=desc,
+            limit=limit,
         )
         return [
             StoredEvent(
-                originator_id=originator_id, originator_version=r.version,
-                topic=r.type, state=r.payload,
+                originator_id=originator_id,
+                originator_version=r.version,
+                topic=r.type,
+                state=r.payload,
             )
             for r in records
         ]
@@ -185,8 +202,11 @@ class LedgerRecorder(LedgerAggregateRecorder, ProcessRecorder):
 
 def _notification(r: Record) -> Notification:
     return Notification(
-        id=r.position, originator_id=_as_originator_id(r.run_id),
-        originator_version=r.version, topic=r.type, state=r.payload,
+        id=r.position,
+        originator_id=_as_originator_id(r.run_id),
+        originator_version=r.version,
+        topic=r.type,
+        state=r.payload,
     )
 
 
@@ -214,8 +234,10 @@ class PollingSubscription(Subscription[LedgerRecorder]):
                 return notification
             self._buffer = list(
                 self._recorder.select_notifications(
-                    start=self._last_notification_id or 0, limit=500,
-                    topics=self._topics, inclusive_of_start=False,
+                    start=self._last_notification_id or 0,
+                    limit=500,
+                    topics=self._topics,
+                    inclusive_of_start=False,
                 )
             )
             if not self._buffer:

@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 import msgspec
 
-
 #: The ``prev_hash`` of a run's first event.
 GENESIS = bytes(32)
 

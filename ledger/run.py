@@ -37,7 +37,9 @@ class Run:
         self._turn: list[Unsealed] | None = None
 
     def __repr__(self) -> str:
-        return f"Run(run_id={self.run_id!r}, session_id={self.session_id!r}, version={self.version})"
+        return (
+            f"Run(run_id={self.run_id!r}, session_id={self.session_id!r}, version={self.version})"
+        )
 
     @property
     def user_id(self) -> str:
@@ -78,44 +80,76 @@ class Run:
         when = occurred_at or datetime.now(UTC)
         if when.tzinfo is None:
             raise InvalidEvent(f"{type_}: occurred_at must be timezone-aware")
-        event = Unsealed(type=type_, schema=CATALOG.payload_type(type_).SCHEMA,
-                         occurred_at=when, payload=payload)
+        when = when.astimezone(UTC)
+        event = Unsealed(
+            type=type_, schema=CATALOG.payload_type(type_).SCHEMA, occurred_at=when, payload=payload
+        )
         if self._turn is not None:
             self._turn.append(event)
         else:
             self._commit([event])
 
     def _commit(self, events: Sequence[Unsealed]) -> list[Record]:
-        sealed = seal(self.user_id, self.session_id, self.run_id, self.version,
-                      self._head_hash, events)
+        sealed = seal(
+            self.user_id, self.session_id, self.run_id, self.version, self._head_hash, events
+        )
         records = self._tenant._ledger.store.append(
-            [RunAppend(user_id=self.user_id, session_id=self.session_id, run_id=self.run_id,
-                       expected_version=self.version, expected_hash=self._head_hash,
-                       events=sealed)]
+            [
+                RunAppend(
+                    user_id=self.user_id,
+                    session_id=self.session_id,
+                    run_id=self.run_id,
+                    expected_version=self.version,
+                    expected_hash=self._head_hash,
+                    events=sealed,
+                )
+            ]
         )
         self.version, self._head_hash = sealed[-1].version, sealed[-1].hash
         return records
 
     # -- the event catalog -----------------------------------------------------------
     def message_received(
-        self, content: str, role: str = "user", attachments: list[Any] | None = None,
-        *, occurred_at: datetime | None = None,
+        self,
+        content: str,
+        role: str = "user",
+        attachments: list[Any] | None = None,
+        *,
+        occurred_at: datetime | None = None,
     ) -> None:
         """A user or system message reached the agent."""
-        self._emit("message_received",
-                   {"content": content, "role": role, "attachments": attachments}, occurred_at)
+        self._emit(
+            "message_received",
+            {"content": content, "role": role, "attachments": attachments},
+            occurred_at,
+        )
 
     def model_responded(
-        self, model: str | None = None, content: str = "",
-        tool_calls: list[dict[str, Any]] | None = None, usage: dict[str, Any] | None = None,
-        latency_ms: float | None = None, finish_reason: str | None = None,
-        request_id: str | None = None, *, occurred_at: datetime | None = None,
+        self,
+        model: str | None = None,
+        content: str = "",
+        tool_calls: list[dict[str, Any]] | None = None,
+        usage: dict[str, Any] | None = None,
+        latency_ms: float | None = None,
+        finish_reason: str | None = None,
+        request_id: str | None = None,
+        *,
+        occurred_at: datetime | None = None,
     ) -> None:
         """The model answered (content and/or tool calls, usage, latency)."""
-        self._emit("model_responded", {
-            "model": model, "content": content, "tool_calls": tool_calls or [],
-            "usage": usage, "latency_ms": latency_ms, "finish_reason": finish_reason,
-            "request_id": request_id}, occurred_at)
+        self._emit(
+            "model_responded",
+            {
+                "model": model,
+                "content": content,
+                "tool_calls": tool_calls or [],
+                "usage": usage,
+                "latency_ms": latency_ms,
+                "finish_reason": finish_reason,
+                "request_id": request_id,
+            },
+            occurred_at,
+        )
 
     def tool_called(
         self, call_id: str, name: str, input: Any = None, *, occurred_at: datetime | None = None
@@ -124,24 +158,45 @@ class Run:
         self._emit("tool_called", {"call_id": call_id, "name": name, "input": input}, occurred_at)
 
     def tool_returned(
-        self, call_id: str, name: str, output: Any = None, error: str | None = None,
-        duration_ms: float | None = None, *, occurred_at: datetime | None = None,
+        self,
+        call_id: str,
+        name: str,
+        output: Any = None,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        *,
+        occurred_at: datetime | None = None,
     ) -> None:
         """A tool call finished with ``output`` or ``error``."""
-        self._emit("tool_returned", {"call_id": call_id, "name": name, "output": output,
-                                     "error": error, "duration_ms": duration_ms}, occurred_at)
+        self._emit(
+            "tool_returned",
+            {
+                "call_id": call_id,
+                "name": name,
+                "output": output,
+                "error": error,
+                "duration_ms": duration_ms,
+            },
+            occurred_at,
+        )
 
     def retry_attempted(
-        self, what: str, attempt: int, error: str | None = None, delay_ms: float | None = None,
-        *, occurred_at: datetime | None = None,
+        self,
+        what: str,
+        attempt: int,
+        error: str | None = None,
+        delay_ms: float | None = None,
+        *,
+        occurred_at: datetime | None = None,
     ) -> None:
         """A model or tool call is being retried."""
-        self._emit("retry_attempted", {"what": what, "attempt": attempt, "error": error,
-                                       "delay_ms": delay_ms}, occurred_at)
+        self._emit(
+            "retry_attempted",
+            {"what": what, "attempt": attempt, "error": error, "delay_ms": delay_ms},
+            occurred_at,
+        )
 
-    def step_completed(
-        self, step: str, index: int, *, occurred_at: datetime | None = None
-    ) -> None:
+    def step_completed(self, step: str, index: int, *, occurred_at: datetime | None = None) -> None:
         """A named step finished: the resume marker for interrupted runs."""
         self._emit("step_completed", {"step": step, "index": index}, occurred_at)
 
@@ -149,15 +204,21 @@ class Run:
         self, namespace: str, key: str, value: Any, *, occurred_at: datetime | None = None
     ) -> None:
         """The agent stored a long-term memory for this user."""
-        self._emit("memory_written", {"namespace": namespace, "key": key, "value": value,
-                                      "source_run": self.run_id}, occurred_at)
+        self._emit(
+            "memory_written",
+            {"namespace": namespace, "key": key, "value": value, "source_run": self.run_id},
+            occurred_at,
+        )
 
     def memory_forgotten(
         self, namespace: str, key: str, *, occurred_at: datetime | None = None
     ) -> None:
         """The agent dropped a long-term memory."""
-        self._emit("memory_forgotten", {"namespace": namespace, "key": key,
-                                        "source_run": self.run_id}, occurred_at)
+        self._emit(
+            "memory_forgotten",
+            {"namespace": namespace, "key": key, "source_run": self.run_id},
+            occurred_at,
+        )
 
     def complete(self, output: Any = None, *, occurred_at: datetime | None = None) -> None:
         """The run finished successfully."""

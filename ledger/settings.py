@@ -13,9 +13,12 @@ DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 class Settings(BaseModel):
     """How a ``Ledger`` connects and what it accepts."""
 
-    url: str = Field(default=DEFAULT_URL, description="memory://, sqlite:///path or postgresql://...")
+    url: str = Field(
+        default=DEFAULT_URL, description="memory://, sqlite:///path or postgresql://..."
+    )
     max_event_bytes: int = Field(
-        default=DEFAULT_MAX_EVENT_BYTES, gt=0,
+        default=DEFAULT_MAX_EVENT_BYTES,
+        gt=0,
         description="Largest encoded payload one event may have ($LEDGER_MAX_EVENT_BYTES).",
     )
 

@@ -32,18 +32,30 @@ def to_event(record: Record) -> Event:
     """Decode a stored record (upcasting old schemas) into the public ``Event``."""
     payload = CATALOG.decode(record.type, record.schema, record.payload)
     return Event(
-        user_id=record.user_id, session_id=record.session_id, run_id=record.run_id,
-        version=record.version, position=record.position, type=record.type,
-        schema=record.schema, occurred_at=record.occurred_at,
-        recorded_at=record.recorded_at, data=to_data(payload), hash=record.hash.hex(),
+        user_id=record.user_id,
+        session_id=record.session_id,
+        run_id=record.run_id,
+        version=record.version,
+        position=record.position,
+        type=record.type,
+        schema=record.schema,
+        occurred_at=record.occurred_at,
+        recorded_at=record.recorded_at,
+        data=to_data(payload),
+        hash=record.hash.hex(),
         prev_hash=record.prev_hash.hex(),
     )
 
 
 def to_summary(head: RunHead) -> RunSummary:
     """The listing row for a run head."""
-    return RunSummary(run_id=head.run_id, user_id=head.user_id, session_id=head.session_id,
-                      created_at=head.created_at, version=head.version)
+    return RunSummary(
+        run_id=head.run_id,
+        user_id=head.user_id,
+        session_id=head.session_id,
+        created_at=head.created_at,
+        version=head.version,
+    )
 
 
 class Tenant:
@@ -57,9 +69,14 @@ class Tenant:
         return f"Tenant({self.user_id!r})"
 
     def start_run(
-        self, session_id: str, run_id: str | None = None, agent: str | None = None,
-        model: str | None = None, metadata: dict[str, Any] | None = None,
-        *, occurred_at: datetime | None = None,
+        self,
+        session_id: str,
+        run_id: str | None = None,
+        agent: str | None = None,
+        model: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        occurred_at: datetime | None = None,
     ) -> Run:
         """Register a new run in ``session_id`` and record its ``run_started`` event."""
         session_id = check_id("session_id", session_id)
@@ -95,4 +112,3 @@ class Tenant:
         if head is None:
             raise NotFound(f"run {run_id!r} not found for user {self.user_id!r}")
         return head
-

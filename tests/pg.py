@@ -47,9 +47,15 @@ def _throwaway_cluster() -> Iterator[str]:
     tmp = Path(tempfile.mkdtemp(prefix="ledger-pg-"))
     port = _free_port()
     executor = PostgreSQLExecutor(
-        executable=pg_ctl, host="127.0.0.1", port=port, datadir=str(tmp / "data"),
-        unixsocketdir=str(tmp), logfile=str(tmp / "pg.log"), startparams="-w",
-        dbname="postgres", user="postgres",
+        executable=pg_ctl,
+        host="127.0.0.1",
+        port=port,
+        datadir=str(tmp / "data"),
+        unixsocketdir=str(tmp),
+        logfile=str(tmp / "pg.log"),
+        startparams="-w",
+        dbname="postgres",
+        user="postgres",
         postgres_options="-c max_connections=200 -c fsync=off",
     )
     executor.start()

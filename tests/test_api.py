@@ -20,8 +20,10 @@ def record_turn(run: ledger.Run, n: int = 1) -> None:
     with run.turn():
         run.message_received(content=f"question {n}")
         run.model_responded(
-            model="gpt-4o", tool_calls=[{"id": f"c{n}", "name": "search", "arguments": {"q": n}}],
-            usage={"input_tokens": 100, "output_tokens": 10}, latency_ms=800,
+            model="gpt-4o",
+            tool_calls=[{"id": f"c{n}", "name": "search", "arguments": {"q": n}}],
+            usage={"input_tokens": 100, "output_tokens": 10},
+            latency_ms=800,
         )
         run.tool_called(call_id=f"c{n}", name="search", input={"q": n})
         run.tool_returned(call_id=f"c{n}", name="search", output={"hits": [n]}, duration_ms=12)
@@ -35,8 +37,13 @@ def test_a_run_records_its_events_in_order(led: ledger.Ledger) -> None:
     run.complete(output={"ok": True})
     events = t.events(run.run_id)
     assert [e.type for e in events] == [
-        "run_started", "message_received", "model_responded", "tool_called",
-        "tool_returned", "model_responded", "run_completed",
+        "run_started",
+        "message_received",
+        "model_responded",
+        "tool_called",
+        "tool_returned",
+        "model_responded",
+        "run_completed",
     ]
     assert [e.version for e in events] == list(range(1, 8))
     assert run.version == 7
@@ -100,9 +107,9 @@ def test_another_tenants_run_is_not_found_and_untouchable(led: ledger.Ledger) ->
         b.events(run.run_id)
     with pytest.raises(NotFound) as missing_none:
         b.events("run_that_never_was")
-    assert str(missing_other.value).replace(run.run_id, "X") == str(
-        missing_none.value
-    ).replace("run_that_never_was", "X")
+    assert str(missing_other.value).replace(run.run_id, "X") == str(missing_none.value).replace(
+        "run_that_never_was", "X"
+    )
     with pytest.raises(NotFound):
         b.run(run.run_id)
     with pytest.raises(ledger.RunIdTaken):
@@ -132,7 +139,7 @@ def test_runs_lists_a_tenants_runs_by_session(led: ledger.Ledger) -> None:
     assert [(r.run_id, r.version) for r in t.runs("s2")] == [(r2.run_id, 6)]
 
 
-NASTY = "\U0001f9e0 astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, NUL \x00 inside, quotes \" \\ and 中文"
+NASTY = '\U0001f9e0 astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, NUL \x00 inside, quotes " \\ and 中文'
 
 
 def test_unicode_nul_and_large_contents_round_trip_exactly(led: ledger.Ledger) -> None:
@@ -164,8 +171,10 @@ def test_oversized_payloads_are_refused_with_the_limit_named(store_url: str) -> 
         (lambda r: r.message_received(content="x", role="robot"), "role"),
         (lambda r: r.retry_attempted(what="model", attempt="two"), "attempt"),
         (lambda r: r.tool_called(call_id="c", name=None), "name"),
-        (lambda r: r.step_completed(step="s", index=1, occurred_at=datetime(2025, 1, 1)),
-         "timezone"),
+        (
+            lambda r: r.step_completed(step="s", index=1, occurred_at=datetime(2025, 1, 1)),
+            "timezone",
+        ),
     ],
 )
 def test_bad_event_fields_are_named(led: ledger.Ledger, call: object, match: str) -> None:
@@ -210,7 +219,8 @@ def test_verify_passes_on_an_untouched_store(led: ledger.Ledger) -> None:
 
 def test_recorded_at_comes_from_the_store(led: ledger.Ledger) -> None:
     before = datetime.now(UTC) - timedelta(seconds=5)
-    run = led.tenant("usr_a").start_run(session_id="s",
-                                        occurred_at=datetime(2001, 1, 1, tzinfo=UTC))
+    run = led.tenant("usr_a").start_run(
+        session_id="s", occurred_at=datetime(2001, 1, 1, tzinfo=UTC)
+    )
     event = led.tenant("usr_a").events(run.run_id)[0]
     assert event.recorded_at >= before

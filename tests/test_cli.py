@@ -16,7 +16,11 @@ def ledger_cli(url: str, *args: str, stdin: str | None = None) -> subprocess.Com
     env.pop("LEDGER_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "cli", "--url", url, *args],
-        input=stdin, capture_output=True, text=True, env=env, timeout=120,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 
@@ -26,9 +30,16 @@ def url(request: pytest.FixtureRequest) -> str:
 
 
 def event_line(run_id: str, content: str = "hi", user: str = "usr_a") -> str:
-    return json.dumps({"user_id": user, "session_id": "sess_1", "run_id": run_id,
-                       "type": "message_received", "occurred_at": "2025-03-15T10:22:31Z",
-                       "data": {"role": "user", "content": content}})
+    return json.dumps(
+        {
+            "user_id": user,
+            "session_id": "sess_1",
+            "run_id": run_id,
+            "type": "message_received",
+            "occurred_at": "2025-03-15T10:22:31Z",
+            "data": {"role": "user", "content": content},
+        }
+    )
 
 
 def test_init_demo_and_read_back(url: str) -> None:

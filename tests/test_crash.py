@@ -35,9 +35,13 @@ def assert_whole_turns(led: ledger.Ledger, run_id: str) -> int:
     assert versions == list(range(1, len(versions) + 1))
     assert (len(versions) - 1) % 5 == 0, f"partial turn visible: {len(versions)} events"
     for start in range(1, len(events), 5):
-        assert [e.type for e in events[start:start + 5]] == [
-            "message_received", "model_responded", "tool_called", "tool_returned",
-            "model_responded"]
+        assert [e.type for e in events[start : start + 5]] == [
+            "message_received",
+            "model_responded",
+            "tool_called",
+            "tool_returned",
+            "model_responded",
+        ]
     assert led.auditor().verify(run_id=run_id).ok
     return len(versions)
 

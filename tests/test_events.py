@@ -62,11 +62,20 @@ def test_every_catalog_type_round_trips() -> None:
     samples: dict[str, dict[str, Any]] = {
         "run_started": {"agent": "a", "model": "m", "parent_run_id": "r", "parent_version": 3},
         "message_received": {"content": "c", "role": "system", "attachments": [{"u": 1}]},
-        "model_responded": {"model": "m", "content": "c", "tool_calls": [
-            {"id": "1", "name": "n", "arguments": {"a": 1}}],
-            "usage": {"input_tokens": 1, "output_tokens": 2, "cache_read_input_tokens": 3,
-                      "reasoning_tokens": 4}, "latency_ms": 1.5, "finish_reason": "stop",
-            "request_id": "req"},
+        "model_responded": {
+            "model": "m",
+            "content": "c",
+            "tool_calls": [{"id": "1", "name": "n", "arguments": {"a": 1}}],
+            "usage": {
+                "input_tokens": 1,
+                "output_tokens": 2,
+                "cache_read_input_tokens": 3,
+                "reasoning_tokens": 4,
+            },
+            "latency_ms": 1.5,
+            "finish_reason": "stop",
+            "request_id": "req",
+        },
         "tool_called": {"call_id": "1", "name": "n", "input": [1, "2"]},
         "tool_returned": {"call_id": "1", "name": "n", "error": "timeout", "duration_ms": 3},
         "retry_attempted": {"what": "tool", "attempt": 2, "error": "e", "delay_ms": 10},

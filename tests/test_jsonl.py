@@ -18,13 +18,24 @@ def led(store_url: str) -> ledger.Ledger:
         yield connection
 
 
-def line(run_id: str = "run_1", type_: str = "message_received", user: str = "usr_a",
-         data: dict[str, Any] | None = None, **extra: Any) -> str:
-    return json.dumps({
-        "user_id": user, "session_id": "sess_1", "run_id": run_id, "type": type_,
-        "occurred_at": "2025-03-15T10:22:31Z",
-        "data": {"role": "user", "content": "hi"} if data is None else data, **extra,
-    })
+def line(
+    run_id: str = "run_1",
+    type_: str = "message_received",
+    user: str = "usr_a",
+    data: dict[str, Any] | None = None,
+    **extra: Any,
+) -> str:
+    return json.dumps(
+        {
+            "user_id": user,
+            "session_id": "sess_1",
+            "run_id": run_id,
+            "type": type_,
+            "occurred_at": "2025-03-15T10:22:31Z",
+            "data": {"role": "user", "content": "hi"} if data is None else data,
+            **extra,
+        }
+    )
 
 
 def append(led: ledger.Ledger, lines: list[str]) -> Any:
@@ -36,17 +47,23 @@ def assert_nothing_stored(led: ledger.Ledger) -> None:
 
 
 def test_a_valid_file_is_appended_across_runs(led: ledger.Ledger) -> None:
-    summary = append(led, [
-        line("run_1", "run_started", data={"agent": "bot", "model": "gpt-4o"}),
-        line("run_1"),
-        "",
-        line("run_2", data={"content": "implicitly started"}),
-        line("run_1", "run_completed", data={}),
-    ])
+    summary = append(
+        led,
+        [
+            line("run_1", "run_started", data={"agent": "bot", "model": "gpt-4o"}),
+            line("run_1"),
+            "",
+            line("run_2", data={"content": "implicitly started"}),
+            line("run_1", "run_completed", data={}),
+        ],
+    )
     assert (summary.events, summary.runs) == (4, {"run_1": 3, "run_2": 1})
     t = led.tenant("usr_a")
-    assert [e.type for e in t.events("run_1")] == ["run_started", "message_received",
-                                                   "run_completed"]
+    assert [e.type for e in t.events("run_1")] == [
+        "run_started",
+        "message_received",
+        "run_completed",
+    ]
     assert t.events("run_2")[0].data["content"] == "implicitly started"
     assert led.auditor().verify().ok
 
@@ -67,9 +84,18 @@ def test_appending_to_an_existing_run_continues_its_chain(led: ledger.Ledger) ->
         (line(data={"role": "user"}), "line 2: message_received: Object missing required field"),
         (line(data={"content": ["not", "text"]}), r"line 2: .*Expected `str`, got `array`"),
         (line(data={"content": "x", "colour": "red"}), "unknown field `colour`"),
-        (json.dumps({"user_id": "usr_a", "run_id": "r", "type": "run_completed",
-                     "occurred_at": "2025-03-15T10:22:31Z", "data": {}}),
-         "line 2: session_id: Field required"),
+        (
+            json.dumps(
+                {
+                    "user_id": "usr_a",
+                    "run_id": "r",
+                    "type": "run_completed",
+                    "occurred_at": "2025-03-15T10:22:31Z",
+                    "data": {},
+                }
+            ),
+            "line 2: session_id: Field required",
+        ),
         (line(occurred_at_override=True), "line 2: occurred_at_override: Extra inputs"),
         (line(run_id="bad\x00id"), "line 2: run_id must not contain control characters"),
         (line().replace("2025-03-15T10:22:31Z", "2025-03-15T10:22:31"), "timezone"),

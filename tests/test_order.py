@@ -97,7 +97,8 @@ def test_the_same_workload_read_by_raw_sequence_loses_events(pg_url: str) -> Non
             nonlocal last
             rows = conn.execute(
                 "SELECT run_id, version, position FROM ledger_events"
-                " WHERE position > %s ORDER BY position LIMIT 2000", (last,)
+                " WHERE position > %s ORDER BY position LIMIT 2000",
+                (last,),
             ).fetchall()
             if rows:
                 last = int(rows[-1][2])  # type: ignore[call-overload]

@@ -40,10 +40,14 @@ def raw(pg_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
 
 
 def start(user: str, run: str, *payloads: bytes, session: str = "s1") -> RunAppend:
-    events = seal(user, session, run, 0, GENESIS, [
-        Unsealed(type="message_received", schema=1, occurred_at=T0, payload=p)
-        for p in payloads
-    ])
+    events = seal(
+        user,
+        session,
+        run,
+        0,
+        GENESIS,
+        [Unsealed(type="message_received", schema=1, occurred_at=T0, payload=p) for p in payloads],
+    )
     return RunAppend(user, session, run, 0, GENESIS, events)
 
 
@@ -52,14 +56,31 @@ def follow(head: Record | RunAppend, *payloads: bytes) -> RunAppend:
     if isinstance(head, RunAppend):
         last = head.events[-1]
         user, session, run, version, digest = (
-            head.user_id, head.session_id, head.run_id, last.version, last.hash)
+            head.user_id,
+            head.session_id,
+            head.run_id,
+            last.version,
+            last.hash,
+        )
     else:
         user, session, run, version, digest = (
-            head.user_id, head.session_id, head.run_id, head.version, head.hash)
-    events = seal(user, session, run, version, digest, [
-        Unsealed(type="tool_called", schema=2, occurred_at=T0 + timedelta(seconds=1), payload=p)
-        for p in payloads
-    ])
+            head.user_id,
+            head.session_id,
+            head.run_id,
+            head.version,
+            head.hash,
+        )
+    events = seal(
+        user,
+        session,
+        run,
+        version,
+        digest,
+        [
+            Unsealed(type="tool_called", schema=2, occurred_at=T0 + timedelta(seconds=1), payload=p)
+            for p in payloads
+        ],
+    )
     return RunAppend(user, session, run, version, digest, events)
 
 
@@ -83,11 +104,18 @@ def test_round_trip_exact(store: PostgresStore) -> None:
     big = bytes(range(256)) * 4096  # 1 MiB, every byte value
     nul = b"\x00\x00a\x00"
     occurred = datetime(2024, 1, 2, 3, 4, 5, 999999, tzinfo=timezone(timedelta(hours=-7)))
-    events = seal(user, "sess-\U0001f680", run, 0, GENESIS, [
-        Unsealed("message_received", 1, occurred, nul, key_id="k-\U0001f511"),
-        Unsealed("model_responded", 3, T0, big),
-        Unsealed("tool_called", 1, T0, b""),
-    ])
+    events = seal(
+        user,
+        "sess-\U0001f680",
+        run,
+        0,
+        GENESIS,
+        [
+            Unsealed("message_received", 1, occurred, nul, key_id="k-\U0001f511"),
+            Unsealed("model_responded", 3, T0, big),
+            Unsealed("tool_called", 1, T0, b""),
+        ],
+    )
     stored = store.append([RunAppend(user, "sess-\U0001f680", run, 0, GENESIS, events)])
     assert [r.version for r in stored] == [1, 2, 3]
     positions = [r.position for r in stored]
@@ -262,24 +290,27 @@ def test_read_log_stops_at_the_oldest_open_transaction(
     assert store.read_log(log[0].cursor) == [c]
     assert store.read_log(START, limit=2) == [a, log[0]]
     assert store.read_log(START, user_id="u1") == [a, c]
-    assert [r.position for r in store.read_notifications(a.position, 10,
-                                                         inclusive_of_start=False)] == [
-        slow_pos, c.position]
+    assert [
+        r.position for r in store.read_notifications(a.position, 10, inclusive_of_start=False)
+    ] == [slow_pos, c.position]
     assert store.read_notifications(None, 10, types=["nope"]) == []
 
 
 # -- immutability (invariant 1) ------------------------------------------------------
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE ledger_events SET payload = '\\x01'",
-    "DELETE FROM ledger_events",
-    "TRUNCATE ledger_events",
-    "TRUNCATE ledger_events CASCADE",
-    "UPDATE ledger_runs SET session_id = 'x'",
-    "DELETE FROM ledger_runs",
-    "TRUNCATE ledger_runs",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_events SET payload = '\\x01'",
+        "DELETE FROM ledger_events",
+        "TRUNCATE ledger_events",
+        "TRUNCATE ledger_events CASCADE",
+        "UPDATE ledger_runs SET session_id = 'x'",
+        "DELETE FROM ledger_runs",
+        "TRUNCATE ledger_runs",
+    ],
+)
 def test_database_refuses_changes(
     store: PostgresStore, raw: psycopg.Connection[tuple[object, ...]], statement: str
 ) -> None:
@@ -302,8 +333,9 @@ def test_superuser_can_tamper_with_triggers_off(
 # -- migrations and connections ------------------------------------------------------
 
 
-def test_migrate_is_idempotent(store: PostgresStore, pg_url: str,
-                               raw: psycopg.Connection[tuple[object, ...]]) -> None:
+def test_migrate_is_idempotent(
+    store: PostgresStore, pg_url: str, raw: psycopg.Connection[tuple[object, ...]]
+) -> None:
     assert store.migrate() == 0
     assert migrate(pg_url) == 0
     with PostgresStore.from_url(pg_url) as again:

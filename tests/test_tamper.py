@@ -15,8 +15,12 @@ from tests.writers import turn
 
 
 def verify_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", "--url", url, "verify", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "--url", url, "verify", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def two_runs(url: str) -> tuple[str, str]:
@@ -50,9 +54,9 @@ def tamper_sqlite(url: str, sql: str, *params: object) -> None:
 
 CHANGE_A_PAYLOAD_BYTE = {
     "postgres": "UPDATE ledger_events SET payload = overlay(payload placing 'X'::bytea "
-                "from 12 for 1) WHERE run_id = %s AND version = 3",
+    "from 12 for 1) WHERE run_id = %s AND version = 3",
     "sqlite": "UPDATE ledger_events SET payload = CAST(substr(payload, 1, 11) || 'X' "
-              "|| substr(payload, 13) AS BLOB) WHERE run_id = ? AND version = 3",
+    "|| substr(payload, 13) AS BLOB) WHERE run_id = ? AND version = 3",
 }
 CHANGE_THE_ENVELOPE = {
     "postgres": "UPDATE ledger_events SET type = 'run_failed' WHERE run_id = %s AND version = 4",
@@ -67,12 +71,18 @@ DELETE_AN_EVENT = {
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 @pytest.mark.parametrize(
     ("statements", "version", "reason"),
-    [(CHANGE_A_PAYLOAD_BYTE, 3, "altered"), (CHANGE_THE_ENVELOPE, 4, "altered"),
-     (DELETE_AN_EVENT, 3, "version gap")],
+    [
+        (CHANGE_A_PAYLOAD_BYTE, 3, "altered"),
+        (CHANGE_THE_ENVELOPE, 4, "altered"),
+        (DELETE_AN_EVENT, 3, "version gap"),
+    ],
     ids=["payload-byte", "envelope", "deleted"],
 )
 def test_tampering_is_detected_and_located(
-    request: pytest.FixtureRequest, backend: str, statements: dict[str, str], version: int,
+    request: pytest.FixtureRequest,
+    backend: str,
+    statements: dict[str, str],
+    version: int,
     reason: str,
 ) -> None:
     url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
@@ -97,8 +107,11 @@ def test_tampering_is_detected_and_located(
 
 def test_a_row_whose_payload_type_was_changed_is_reported_not_crashed_on(sqlite_url: str) -> None:
     bad_run, _ = two_runs(sqlite_url)
-    tamper_sqlite(sqlite_url, "UPDATE ledger_events SET payload = CAST(payload AS TEXT) "
-                              "WHERE run_id = ? AND version = 2", bad_run)
+    tamper_sqlite(
+        sqlite_url,
+        "UPDATE ledger_events SET payload = CAST(payload AS TEXT) WHERE run_id = ? AND version = 2",
+        bad_run,
+    )
     result = verify_cli(sqlite_url)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"run {bad_run}" in result.stderr and "at version 2" in result.stderr

@@ -15,15 +15,20 @@ def turn(run: ledger.Run, n: int) -> None:
     with run.turn():
         run.message_received(content=f"user question {n} " + "q" * 300)
         run.model_responded(
-            model="gpt-4o", tool_calls=[{"id": f"c{n}", "name": "search",
-                                         "arguments": {"q": "x" * 200}}],
-            usage={"input_tokens": 1200, "output_tokens": 40}, latency_ms=800,
+            model="gpt-4o",
+            tool_calls=[{"id": f"c{n}", "name": "search", "arguments": {"q": "x" * 200}}],
+            usage={"input_tokens": 1200, "output_tokens": 40},
+            latency_ms=800,
         )
         run.tool_called(call_id=f"c{n}", name="search", input={"q": "x" * 200})
-        run.tool_returned(call_id=f"c{n}", name="search", output={"hits": ["h" * 400]},
-                          duration_ms=120)
-        run.model_responded(model="gpt-4o", content="final answer " + "a" * 500,
-                            usage={"input_tokens": 1400, "output_tokens": 200})
+        run.tool_returned(
+            call_id=f"c{n}", name="search", output={"hits": ["h" * 400]}, duration_ms=120
+        )
+        run.model_responded(
+            model="gpt-4o",
+            content="final answer " + "a" * 500,
+            usage={"input_tokens": 1400, "output_tokens": 200},
+        )
 
 
 def append_turns(url: str, writer: int, runs: int, turns: int, max_pause: float) -> int:

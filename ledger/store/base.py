@@ -68,9 +68,7 @@ class EventStore(ABC):
         """Committed events of the global log after ``after``, in log order."""
 
     @abstractmethod
-    def list_runs(
-        self, user_id: str | None = None, session_id: str | None = None
-    ) -> list[RunHead]:
+    def list_runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunHead]:
         """Registered runs, oldest first, optionally narrowed to a tenant and session."""
 
     @abstractmethod

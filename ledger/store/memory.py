@@ -48,12 +48,20 @@ class MemoryStore(EventStore):
                     position += 1
                     stored.append(
                         Record(
-                            user_id=item.user_id, session_id=item.session_id,
-                            run_id=item.run_id, version=event.version, position=position,
-                            tx_id=tx_id, type=event.type, schema=event.schema,
-                            occurred_at=event.occurred_at, recorded_at=now,
-                            payload=event.payload, prev_hash=event.prev_hash,
-                            hash=event.hash, key_id=event.key_id,
+                            user_id=item.user_id,
+                            session_id=item.session_id,
+                            run_id=item.run_id,
+                            version=event.version,
+                            position=position,
+                            tx_id=tx_id,
+                            type=event.type,
+                            schema=event.schema,
+                            occurred_at=event.occurred_at,
+                            recorded_at=now,
+                            payload=event.payload,
+                            prev_hash=event.prev_hash,
+                            hash=event.hash,
+                            key_id=event.key_id,
                         )
                     )
             if self.before_commit is not None:
@@ -75,19 +83,20 @@ class MemoryStore(EventStore):
                     raise RunIdTaken(f"run_id {item.run_id!r} is already in use")
                 raise ConcurrencyError(f"run {item.run_id!r} already exists")
             new_runs[item.run_id] = RunHead(
-                user_id=item.user_id, session_id=item.session_id, run_id=item.run_id,
-                version=0, hash=GENESIS, created_at=datetime.now(UTC),
+                user_id=item.user_id,
+                session_id=item.session_id,
+                run_id=item.run_id,
+                version=0,
+                hash=GENESIS,
+                created_at=datetime.now(UTC),
             )
             return
         if existing is None or existing.user_id != item.user_id:
             raise NotFound(f"run {item.run_id!r} not found")
-        head_version, head_hash = (
-            (events[-1].version, events[-1].hash) if events else (0, GENESIS)
-        )
+        head_version, head_hash = (events[-1].version, events[-1].hash) if events else (0, GENESIS)
         if (head_version, head_hash) != (item.expected_version, item.expected_hash):
             raise ConcurrencyError(
-                f"run {item.run_id!r} is at version {head_version}, "
-                f"not {item.expected_version}"
+                f"run {item.run_id!r} is at version {head_version}, not {item.expected_version}"
             )
         versions = {e.version for e in events}
         if any(e.version in versions for e in item.events):
@@ -103,8 +112,12 @@ class MemoryStore(EventStore):
                 return run
             last = events[-1]
             return RunHead(
-                user_id=run.user_id, session_id=run.session_id, run_id=run_id,
-                version=last.version, hash=last.hash, created_at=run.created_at,
+                user_id=run.user_id,
+                session_id=run.session_id,
+                run_id=run_id,
+                version=last.version,
+                hash=last.hash,
+                created_at=run.created_at,
             )
 
     def read_run(
@@ -119,7 +132,8 @@ class MemoryStore(EventStore):
     ) -> list[Record]:
         with self._lock:
             rows = [
-                r for r in self._events.get(run_id, [])
+                r
+                for r in self._events.get(run_id, [])
                 if (user_id is None or r.user_id == user_id)
                 and r.version > after_version
                 and (upto_version is None or r.version <= upto_version)
@@ -132,7 +146,7 @@ class MemoryStore(EventStore):
         self, after: LogCursor, limit: int = 1000, *, user_id: str | None = None
     ) -> list[Record]:
         with self._lock:
-            rows = (r for r in self._log[after.position:] if user_id in (None, r.user_id))
+            rows = (r for r in self._log[after.position :] if user_id in (None, r.user_id))
             out: list[Record] = []
             for r in rows:
                 out.append(r)
@@ -140,12 +154,11 @@ class MemoryStore(EventStore):
                     break
             return out
 
-    def list_runs(
-        self, user_id: str | None = None, session_id: str | None = None
-    ) -> list[RunHead]:
+    def list_runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunHead]:
         with self._lock:
             heads = [
-                self.run_head(None, run.run_id) for run in self._runs.values()
+                self.run_head(None, run.run_id)
+                for run in self._runs.values()
                 if user_id in (None, run.user_id) and session_id in (None, run.session_id)
             ]
         return [h for h in heads if h is not None]
@@ -162,8 +175,10 @@ class MemoryStore(EventStore):
         low = 0 if start is None else (start if inclusive_of_start else start + 1)
         with self._lock:
             out = [
-                r for r in self._log
-                if r.position >= low and (stop is None or r.position <= stop)
+                r
+                for r in self._log
+                if r.position >= low
+                and (stop is None or r.position <= stop)
                 and (not types or r.type in types)
             ]
         return out[:limit]

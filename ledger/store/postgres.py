@@ -81,8 +81,11 @@ def _translated() -> Iterator[None]:
         yield
     except PoolTimeout as exc:
         raise StoreUnavailable(f"no Postgres connection available: {exc}") from exc
-    except (pg_errors.UniqueViolation, pg_errors.SerializationFailure,
-            pg_errors.DeadlockDetected) as exc:
+    except (
+        pg_errors.UniqueViolation,
+        pg_errors.SerializationFailure,
+        pg_errors.DeadlockDetected,
+    ) as exc:
         raise ConcurrencyError(f"concurrent write, nothing was written: {exc}") from exc
     except psycopg.DataError as exc:
         raise InvalidEvent(f"rejected by Postgres: {exc}") from exc
@@ -98,7 +101,9 @@ def _translated() -> Iterator[None]:
 def _event_params(item: RunAppend) -> dict[str, Any]:
     events = item.events
     return {
-        "user_id": item.user_id, "session_id": item.session_id, "run_id": item.run_id,
+        "user_id": item.user_id,
+        "session_id": item.session_id,
+        "run_id": item.run_id,
         "versions": [e.version for e in events],
         "types": [e.type for e in events],
         "schemas": [e.schema for e in events],
@@ -117,12 +122,24 @@ def _records(item: RunAppend, rows: Sequence[tuple[Any, ...]]) -> list[Record]:
     out: list[Record] = []
     for e in item.events:
         _, position, tx_id, recorded_at = stored[e.version]
-        out.append(Record(
-            user_id=item.user_id, session_id=item.session_id, run_id=item.run_id,
-            version=e.version, position=position, tx_id=tx_id, type=e.type,
-            schema=e.schema, occurred_at=e.occurred_at, recorded_at=recorded_at,
-            payload=e.payload, prev_hash=e.prev_hash, hash=e.hash, key_id=e.key_id,
-        ))
+        out.append(
+            Record(
+                user_id=item.user_id,
+                session_id=item.session_id,
+                run_id=item.run_id,
+                version=e.version,
+                position=position,
+                tx_id=tx_id,
+                type=e.type,
+                schema=e.schema,
+                occurred_at=e.occurred_at,
+                recorded_at=recorded_at,
+                payload=e.payload,
+                prev_hash=e.prev_hash,
+                hash=e.hash,
+                key_id=e.key_id,
+            )
+        )
     return out
 
 
@@ -149,7 +166,10 @@ class PostgresStore(EventStore):
         self._conninfo = make_conninfo("", **params)
         self.migrate()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            self._conninfo, min_size=min_size, max_size=max_size, open=False,
+            self._conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
             kwargs={"autocommit": True, "context": _ADAPTERS},
             name=f"ledger-{self.schema}",
         )
@@ -176,8 +196,12 @@ class PostgresStore(EventStore):
     def append(
         self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
     ) -> list[Record]:
-        if (len(appends) == 1 and tracking is None and appends[0].events
-                and self.before_commit is None):
+        if (
+            len(appends) == 1
+            and tracking is None
+            and appends[0].events
+            and self.before_commit is None
+        ):
             return self._append_one(appends[0])
         if not appends and tracking is None:
             return []
@@ -193,9 +217,7 @@ class PostgresStore(EventStore):
                 self._explain(conn, item)
         return _records(item, rows)
 
-    def _append_many(
-        self, appends: Sequence[RunAppend], tracking: Tracking | None
-    ) -> list[Record]:
+    def _append_many(self, appends: Sequence[RunAppend], tracking: Tracking | None) -> list[Record]:
         with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction():
             cursors: list[psycopg.Cursor[Any]] = []
             for item in appends:
@@ -265,8 +287,9 @@ class PostgresStore(EventStore):
                 )
 
     # -- reads -------------------------------------------------------------------
-    def _fetch(self, statement: str, params: dict[str, Any],
-               rows: Callable[[Any], RowMaker[Any]]) -> list[Any]:
+    def _fetch(
+        self, statement: str, params: dict[str, Any], rows: Callable[[Any], RowMaker[Any]]
+    ) -> list[Any]:
         with self._conn() as conn:
             cur = conn.cursor(binary=True, row_factory=rows)
             cur.execute(statement, params, prepare=True)
@@ -290,22 +313,29 @@ class PostgresStore(EventStore):
     ) -> list[Record]:
         return self._fetch(
             q.READ_RUN_DESC if desc else q.READ_RUN_ASC,
-            {"user_id": user_id, "run_id": run_id, "after_version": after_version,
-             "upto_version": upto_version, "limit": limit},
+            {
+                "user_id": user_id,
+                "run_id": run_id,
+                "after_version": after_version,
+                "upto_version": upto_version,
+                "limit": limit,
+            },
             _record_rows,
         )
 
     def read_log(
         self, after: LogCursor, limit: int = 1000, *, user_id: str | None = None
     ) -> list[Record]:
-        params = {"tx_id": str(after.tx_id), "position": after.position, "limit": limit,
-                  "user_id": user_id}
+        params = {
+            "tx_id": str(after.tx_id),
+            "position": after.position,
+            "limit": limit,
+            "user_id": user_id,
+        }
         statement = q.READ_LOG if user_id is None else q.READ_LOG_TENANT
         return self._fetch(statement, params, _record_rows)
 
-    def list_runs(
-        self, user_id: str | None = None, session_id: str | None = None
-    ) -> list[RunHead]:
+    def list_runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunHead]:
         return self._fetch(
             q.LIST_RUNS,
             {"user_id": user_id, "session_id": session_id, "genesis": GENESIS},

@@ -36,17 +36,24 @@ class Step(NamedTuple):
 
 
 STEPS: tuple[Step, ...] = (
-    Step(1, "run registry", (
-        """CREATE TABLE ledger_runs (
+    Step(
+        1,
+        "run registry",
+        (
+            """CREATE TABLE ledger_runs (
             run_id text PRIMARY KEY,
             user_id text NOT NULL,
             session_id text NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now()
         )""",
-        "CREATE INDEX ledger_runs_by_session ON ledger_runs (user_id, session_id, created_at)",
-    )),
-    Step(2, "event log", (
-        """CREATE TABLE ledger_events (
+            "CREATE INDEX ledger_runs_by_session ON ledger_runs (user_id, session_id, created_at)",
+        ),
+    ),
+    Step(
+        2,
+        "event log",
+        (
+            """CREATE TABLE ledger_events (
             user_id text NOT NULL,
             run_id text NOT NULL,
             version bigint NOT NULL,
@@ -63,16 +70,24 @@ STEPS: tuple[Step, ...] = (
             hash bytea NOT NULL,
             PRIMARY KEY (user_id, run_id, version)
         )""",
-        "CREATE INDEX ledger_events_log ON ledger_events (tx_id, position)",
-    )),
-    Step(3, "tracking", (
-        """CREATE TABLE ledger_tracking (
+            "CREATE INDEX ledger_events_log ON ledger_events (tx_id, position)",
+        ),
+    ),
+    Step(
+        3,
+        "tracking",
+        (
+            """CREATE TABLE ledger_tracking (
             name text PRIMARY KEY,
             position bigint NOT NULL
         )""",
-    )),
-    Step(4, "immutability triggers", (
-        """CREATE FUNCTION ledger_refuse_change() RETURNS trigger
+        ),
+    ),
+    Step(
+        4,
+        "immutability triggers",
+        (
+            """CREATE FUNCTION ledger_refuse_change() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
             RAISE EXCEPTION '% on %.% refused: the ledger is append-only',
@@ -81,15 +96,16 @@ STEPS: tuple[Step, ...] = (
                       HINT = 'stored events are never updated or deleted (invariant 1)';
         END
         $$""",
-        """CREATE TRIGGER ledger_events_immutable BEFORE UPDATE OR DELETE ON ledger_events
+            """CREATE TRIGGER ledger_events_immutable BEFORE UPDATE OR DELETE ON ledger_events
         FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()""",
-        """CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON ledger_events
+            """CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON ledger_events
         FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()""",
-        """CREATE TRIGGER ledger_runs_immutable BEFORE UPDATE OR DELETE ON ledger_runs
+            """CREATE TRIGGER ledger_runs_immutable BEFORE UPDATE OR DELETE ON ledger_runs
         FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()""",
-        """CREATE TRIGGER ledger_runs_no_truncate BEFORE TRUNCATE ON ledger_runs
+            """CREATE TRIGGER ledger_runs_no_truncate BEFORE TRUNCATE ON ledger_runs
         FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()""",
-    )),
+        ),
+    ),
 )
 
 LATEST = STEPS[-1].version
@@ -104,9 +120,7 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS ledger_schema_version (
 def check_schema_name(schema: str) -> str:
     """``schema`` if it is a plain lower-case SQL identifier, else ValueError."""
     if not _IDENT.match(schema):
-        raise ValueError(
-            f"invalid schema name {schema!r}: use lower-case letters, digits and '_'"
-        )
+        raise ValueError(f"invalid schema name {schema!r}: use lower-case letters, digits and '_'")
     return schema
 
 
