@@ -1,10 +1,13 @@
 """Run Ledger: an event-sourced run ledger for AI agents.
 
-import ledger
-led = ledger.connect()                 # $LEDGER_URL, else sqlite:///ledger.db
-run = led.tenant("usr_xyz").start_run(session_id="sess_1", model="gpt-4o")
-with run.turn():
-    run.message_received(content="hi")
+Example::
+
+    import ledger
+
+    led = ledger.connect()  # $LEDGER_URL, else sqlite:///ledger.db
+    run = led.tenant("usr_xyz").start_run(session_id="sess_1", model="gpt-4o")
+    with run.turn():
+        run.message_received(content="hi")
 """
 
 from ledger.auditor import Auditor
