@@ -60,3 +60,12 @@ def turns_until_killed(url: str, run_id: str, hold_at: int, marker: str) -> None
         led.store.before_commit = hold
         for n in range(10**9):
             turn(run, n)
+
+
+def resume_and_finish(url: str, user_id: str, run_id: str) -> int:
+    """Pick up an interrupted run in a fresh process: one more turn, then complete it."""
+    with ledger.connect(url) as led:
+        run = led.tenant(user_id).run(run_id)
+        turn(run, run.version)
+        run.complete(output="resumed elsewhere")
+        return run.version
