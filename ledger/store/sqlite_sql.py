@@ -1,0 +1,284 @@
+"""The SQL of the SQLite store: schema migrations and named statements.
+
+Migrations are an ordered list of steps (as on Postgres); the file records the last
+one applied in ``PRAGMA user_version``. They are applied by ``migrate`` inside one
+``BEGIN IMMEDIATE`` transaction, so several processes opening the same new file at
+once are safe: the first one takes the write lock and creates the schema, the others
+wait on the busy timeout, then see the new ``user_version`` and apply nothing.
+
+Every column name mirrors the Postgres schema. ``ledger_events.tx_id`` is the position
+of the first event of the append that wrote the row (writers are serialised, so the
+log's order by ``(tx_id, position)`` is its order by ``position``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import NamedTuple
+
+from ledger.errors import StoreUnavailable
+
+#: Positional upper bound used where a statement takes an optional ``<=`` bound.
+MAX_INT = 2**63 - 1
+
+
+class Step(NamedTuple):
+    """One migration: its version number, a name, and its DDL statements in order."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        1,
+        "runs, events, tracking; the database refuses UPDATE and DELETE",
+        (
+            """
+        CREATE TABLE IF NOT EXISTS ledger_runs (
+            run_id      TEXT PRIMARY KEY,
+            user_id     TEXT NOT NULL,
+            session_id  TEXT NOT NULL,
+            created_at  TEXT NOT NULL
+        )
+        """,
+            """
+        CREATE INDEX IF NOT EXISTS ledger_runs_session
+            ON ledger_runs (user_id, session_id, created_at)
+        """,
+            """
+        CREATE TABLE IF NOT EXISTS ledger_events (
+            position    INTEGER PRIMARY KEY AUTOINCREMENT,
+            tx_id       INTEGER NOT NULL,
+            user_id     TEXT NOT NULL,
+            run_id      TEXT NOT NULL,
+            version     INTEGER NOT NULL,
+            session_id  TEXT NOT NULL,
+            type        TEXT NOT NULL,
+            schema      INTEGER NOT NULL,
+            occurred_at TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            payload     BLOB NOT NULL,
+            key_id      TEXT,
+            prev_hash   BLOB NOT NULL,
+            hash        BLOB NOT NULL,
+            UNIQUE (user_id, run_id, version)
+        )
+        """,
+            """
+        CREATE INDEX IF NOT EXISTS ledger_events_tenant_log
+            ON ledger_events (user_id, position)
+        """,
+            """
+        CREATE TABLE IF NOT EXISTS ledger_tracking (
+            name        TEXT PRIMARY KEY,
+            position    INTEGER NOT NULL
+        )
+        """,
+            """
+        CREATE TRIGGER IF NOT EXISTS ledger_events_no_update
+        BEFORE UPDATE ON ledger_events
+        BEGIN
+            SELECT RAISE(ABORT, 'ledger_events is append-only: UPDATE is refused');
+        END
+        """,
+            """
+        CREATE TRIGGER IF NOT EXISTS ledger_events_no_delete
+        BEFORE DELETE ON ledger_events
+        BEGIN
+            SELECT RAISE(ABORT, 'ledger_events is append-only: DELETE is refused');
+        END
+        """,
+            """
+        CREATE TRIGGER IF NOT EXISTS ledger_runs_no_delete
+        BEFORE DELETE ON ledger_runs
+        BEGIN
+            SELECT RAISE(ABORT, 'ledger_runs is append-only: DELETE is refused');
+        END
+        """,
+            """
+        CREATE TRIGGER IF NOT EXISTS ledger_runs_no_update
+        BEFORE UPDATE ON ledger_runs
+        BEGIN
+            SELECT RAISE(ABORT, 'ledger_runs is append-only: UPDATE is refused');
+        END
+        """,
+        ),
+    ),
+)
+
+LATEST = STEPS[-1].version
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the file behind ``conn`` up to ``LATEST``; return how many steps ran.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). Safe to call from
+    many processes at once and any number of times.
+    """
+    current = _user_version(conn)
+    if current == LATEST:
+        return 0  # the common case: no write lock taken
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = _user_version(conn)  # another process may have migrated meanwhile
+        if current > LATEST:
+            raise StoreUnavailable(
+                f"the ledger file has schema version {current}; this ledger only knows "
+                f"up to {LATEST} (upgrade run-ledger)"
+            )
+        pending = [step for step in STEPS if step.version > current]
+        for step in pending:
+            for statement in step.statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {LATEST:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(pending)
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+# -- connection setup ---------------------------------------------------------------
+
+SET_WAL = "PRAGMA journal_mode = WAL"
+SET_SYNCHRONOUS = "PRAGMA synchronous = NORMAL"
+
+# -- write path ---------------------------------------------------------------------
+
+BEGIN_WRITE = "BEGIN IMMEDIATE"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+INSERT_RUN = """
+INSERT INTO ledger_runs (run_id, user_id, session_id, created_at)
+VALUES (?, ?, ?, ?)
+ON CONFLICT (run_id) DO NOTHING
+"""
+
+SELECT_RUN_OWNER = "SELECT user_id FROM ledger_runs WHERE run_id = ?"
+
+#: The next position to draw: one past the largest ever drawn (AUTOINCREMENT keeps it
+#: in sqlite_sequence); only meaningful inside the write transaction.
+_NEXT_POSITION = """max(
+    coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'ledger_events'), 0),
+    coalesce((SELECT max(position) FROM ledger_events), 0)
+) + 1"""
+
+SELECT_NEXT_POSITION = f"SELECT {_NEXT_POSITION}"
+
+#: The write path's head check: owner, head version and hash (NULL: genesis), and the
+#: next position, read together to keep the append path short.
+CHECK_HEAD = f"""
+SELECT r.user_id, coalesce(e.version, 0), e.hash, {_NEXT_POSITION}
+FROM ledger_runs AS r
+LEFT JOIN ledger_events AS e
+    ON e.user_id = r.user_id AND e.run_id = r.run_id
+    AND e.version = (
+        SELECT max(m.version) FROM ledger_events AS m
+        WHERE m.user_id = r.user_id AND m.run_id = r.run_id
+    )
+WHERE r.run_id = ?
+"""
+
+#: Columns in the field order of ``ledger.records.Record`` (positional construction).
+_EVENT_COLUMNS = """
+    user_id, session_id, run_id, version, position, tx_id, type, schema,
+    occurred_at, recorded_at, payload, prev_hash, hash, key_id
+"""
+
+INSERT_EVENT = f"""
+INSERT INTO ledger_events ({_EVENT_COLUMNS})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+#: Raises nothing and changes no row when ``position`` is not above the stored one.
+UPSERT_TRACKING = """
+INSERT INTO ledger_tracking (name, position) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET position = excluded.position
+WHERE ledger_tracking.position < excluded.position
+"""
+
+SELECT_TRACKING = "SELECT position FROM ledger_tracking WHERE name = ?"
+
+# -- read path ----------------------------------------------------------------------
+
+#: A run's registration and head; params (run_id, user_id or NULL).
+_RUN_HEAD_SELECT = """
+SELECT r.user_id, r.session_id, r.run_id, coalesce(e.version, 0), e.hash, r.created_at
+FROM ledger_runs AS r
+LEFT JOIN ledger_events AS e
+    ON e.user_id = r.user_id AND e.run_id = r.run_id
+    AND e.version = (
+        SELECT max(m.version) FROM ledger_events AS m
+        WHERE m.user_id = r.user_id AND m.run_id = r.run_id
+    )
+"""
+
+SELECT_RUN_HEAD = (
+    _RUN_HEAD_SELECT
+    + """
+WHERE r.run_id = :run_id AND (:user_id IS NULL OR r.user_id = :user_id)
+"""
+)
+
+LIST_RUNS = (
+    _RUN_HEAD_SELECT
+    + """
+WHERE (:session_id IS NULL OR r.session_id = :session_id)
+ORDER BY r.created_at, r.rowid
+"""
+)
+
+LIST_TENANT_RUNS = (
+    _RUN_HEAD_SELECT
+    + """
+WHERE r.user_id = :user_id AND (:session_id IS NULL OR r.session_id = :session_id)
+ORDER BY r.created_at, r.rowid
+"""
+)
+
+#: A run's events by version. The tenant is looked up from the registry so that the
+#: (user_id, run_id, version) index serves admin reads too.
+_SELECT_RUN = f"""
+SELECT {_EVENT_COLUMNS} FROM ledger_events
+WHERE user_id = (
+        SELECT user_id FROM ledger_runs
+        WHERE run_id = :run_id AND (:user_id IS NULL OR user_id = :user_id)
+    )
+    AND run_id = :run_id AND version > :after AND version <= :upto
+"""
+
+SELECT_RUN_ASC = _SELECT_RUN + "ORDER BY version LIMIT :limit"
+SELECT_RUN_DESC = _SELECT_RUN + "ORDER BY version DESC LIMIT :limit"
+
+SELECT_LOG = f"""
+SELECT {_EVENT_COLUMNS} FROM ledger_events
+WHERE position > ? ORDER BY position LIMIT ?
+"""
+
+SELECT_TENANT_LOG = f"""
+SELECT {_EVENT_COLUMNS} FROM ledger_events
+WHERE user_id = ? AND position > ? ORDER BY position LIMIT ?
+"""
+
+SELECT_NOTIFICATIONS = f"""
+SELECT {_EVENT_COLUMNS} FROM ledger_events
+WHERE position >= ? AND position <= ? ORDER BY position LIMIT ?
+"""
+
+#: ``{types}`` is replaced by one ``?`` per type asked for.
+SELECT_NOTIFICATIONS_OF_TYPES = f"""
+SELECT {_EVENT_COLUMNS} FROM ledger_events
+WHERE position >= ? AND position <= ? AND type IN ({{types}})
+ORDER BY position LIMIT ?
+"""
+
+SELECT_MAX_POSITION = "SELECT max(position) FROM ledger_events"
