@@ -192,6 +192,22 @@ class PostgresStore(EventStore):
         with _translated(), self._pool.connection() as conn:
             yield conn
 
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction: commits when the block ends.
+
+        For the read side, which keeps its tables in the same database and must commit
+        read-model rows and its position together.
+        """
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit connection (search_path set to the ledger's schema)."""
+        with self._conn() as conn:
+            yield conn
+
     # -- writes ------------------------------------------------------------------
     def append(
         self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None

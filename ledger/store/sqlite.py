@@ -213,6 +213,19 @@ class SQLiteStore(EventStore):
     def append(
         self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
     ) -> list[Record]:
+        with self.transaction() as conn:
+            records = self._write(conn, appends, tracking)
+            if self.before_commit is not None:
+                self.before_commit()
+        return records
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside ``BEGIN IMMEDIATE``, holding this file's write turn.
+
+        Commits when the block ends, rolls back if it raises. The append path and the
+        read side (projections keep their tables in the same file) both write through it.
+        """
         if os.getpid() != self._pid:
             self._after_fork()
         lock = self._write_lock
@@ -225,21 +238,24 @@ class SQLiteStore(EventStore):
             try:
                 conn.execute(sql.BEGIN_WRITE)
                 try:
-                    records = self._write(conn, appends, tracking)
-                    if self.before_commit is not None:
-                        self.before_commit()
+                    yield conn
                     conn.execute(sql.COMMIT)
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute(sql.ROLLBACK)
                     raise
-                return records
             except sqlite3.Error as exc:
                 raise self._unavailable(exc) from exc
             finally:
                 self._give_back(conn)
         finally:
             lock.release()
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for reads (autocommit; each statement sees the latest commit)."""
+        with self._conn() as conn:
+            yield conn
 
     def _write(
         self,
