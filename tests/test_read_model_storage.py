@@ -1,0 +1,89 @@
+"""The read-model storage contract, on memory, SQLite and Postgres."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import ledger
+from ledger.records import START, LogCursor
+from projections.storage import ReadModelStorage, storage_for
+from projections.storage.base import BUILD_SUFFIX
+
+
+@pytest.fixture
+def storage(store_url: str) -> ReadModelStorage:
+    with ledger.connect(store_url) as led:
+        yield storage_for(led.store)
+
+
+C1, C2 = LogCursor(5, 7), LogCursor(9, 8)
+
+
+def test_a_first_claim_creates_the_row_at_the_start(storage: ReadModelStorage) -> None:
+    row = storage.claim("conversation", 3, "runner-a", 30)
+    assert row is not None
+    assert (row.version, row.generation, row.cursor, row.owner) == (3, 1, START, "runner-a")
+    assert storage.claim("conversation", 3, "runner-b", 30) is None  # held
+    assert storage.claim("conversation", 3, "runner-a", 30) is not None  # renewed
+
+
+def test_an_expired_or_released_lease_is_taken_over(storage: ReadModelStorage) -> None:
+    assert storage.claim("p", 1, "a", 0.2) is not None
+    assert storage.claim("p", 1, "b", 30) is None
+    time.sleep(0.4)
+    taken = storage.claim("p", 1, "b", 30)
+    assert taken is not None and taken.owner == "b"
+    assert not storage.commit("p", 1, "a", START, C1, {("u", "k"): b"late"}, 30)
+    storage.release("p", "b")
+    assert storage.claim("p", 1, "c", 30) is not None
+
+
+def test_commit_is_fenced_on_cursor_generation_and_owner(storage: ReadModelStorage) -> None:
+    storage.claim("p", 1, "a", 30)
+    assert storage.commit("p", 1, "a", START, C1, {("u1", "s1"): b"one"}, 30)
+    assert storage.get("p", "u1", "s1") == b"one"
+    for generation, owner, expected in [(1, "a", START), (2, "a", C1), (1, "b", C1)]:
+        assert not storage.commit(
+            "p", generation, owner, expected, C2, {("u1", "s1"): b"stale"}, 30
+        )
+    assert storage.get("p", "u1", "s1") == b"one"
+    assert storage.commit("p", 1, "a", C1, C2, {("u1", "s1"): b"two", ("u2", "s1"): b"x"}, 30)
+    row = storage.projector("p")
+    assert row is not None and row.cursor == C2
+    assert storage.load("p", 1, [("u1", "s1"), ("u2", "s1"), ("u3", "s9")]) == {
+        ("u1", "s1"): b"two",
+        ("u2", "s1"): b"x",
+    }
+    assert [k for _, k, _ in storage.scan("p", "u2")] == ["s1"]
+    assert len(storage.scan("p", None)) == 2
+
+
+def test_a_rebuild_is_invisible_until_swapped_in_whole(storage: ReadModelStorage) -> None:
+    storage.claim("p", 1, "live", 30)
+    storage.commit("p", 1, "live", START, C1, {("u", "k"): b"old", ("u", "gone"): b"old"}, 30)
+    build = "p" + BUILD_SUFFIX
+    row = storage.claim(build, 2, "rebuilder", 30)
+    assert row is not None and row.generation == 2
+    assert storage.commit(build, 2, "rebuilder", START, C2, {("u", "k"): b"new"}, 30)
+    assert storage.get("p", "u", "k") == b"old"  # readers still see generation 1
+    storage.swap("p", 2, 2, C2, build)
+    assert storage.get("p", "u", "k") == b"new"
+    assert storage.get("p", "u", "gone") is None
+    live = storage.projector("p")
+    assert live is not None
+    assert (live.version, live.generation, live.cursor, live.owner) == (2, 2, C2, "live")
+    assert storage.projector(build) is None
+    # the live runner's next commit, fenced on generation 1, changes nothing
+    assert not storage.commit("p", 1, "live", C1, C2, {("u", "k"): b"stale"}, 30)
+    assert storage.get("p", "u", "k") == b"new"
+
+
+def test_drop_forgets_an_abandoned_build(storage: ReadModelStorage) -> None:
+    build = "p" + BUILD_SUFFIX
+    storage.claim(build, 1, "r", 30)
+    storage.commit(build, 1, "r", START, C1, {("u", "k"): b"half"}, 30)
+    storage.drop(build)
+    assert storage.projector(build) is None
+    assert storage.load(build, 1, [("u", "k")]) == {}
