@@ -13,7 +13,6 @@ from ledger.store.sqlite import SQLiteStore
 from projections.storage import sqlite_sql as sql
 from projections.storage.base import DocKey, ProjectorRow, ReadModelStorage, projection_of
 
-
 _CHUNK = 400  # (user_id, key) pairs per query, well under SQLite's parameter limit
 
 
