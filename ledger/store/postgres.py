@@ -176,6 +176,11 @@ class PostgresStore(EventStore):
         with _translated():
             self._pool.open(wait=False)
 
+    @property
+    def conninfo(self) -> str:
+        """The libpq connection string this store uses (search_path included)."""
+        return self._conninfo
+
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> PostgresStore:
         """A store for ``postgresql://...?schema=name``; other parameters go to psycopg."""

@@ -24,6 +24,9 @@ from psycopg import sql
 #: Key of the advisory lock that serialises migrations (arbitrary, fixed forever).
 MIGRATION_LOCK = 7_460_919_182_774_812_001
 
+#: LISTEN on this channel to hear of appends; the payload is the ledger's schema name.
+NOTIFY_CHANNEL = "ledger_events"
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -104,6 +107,24 @@ STEPS: tuple[Step, ...] = (
         FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()""",
             """CREATE TRIGGER ledger_runs_no_truncate BEFORE TRUNCATE ON ledger_runs
         FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()""",
+        ),
+    ),
+    Step(
+        5,
+        "wake live readers",
+        (
+            # One notification per appending statement, delivered at commit (and folded
+            # into one per transaction): projectors and tails LISTEN instead of polling.
+            # The payload names the schema, so ledgers sharing a database don't mix.
+            f"""CREATE FUNCTION ledger_notify_append() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_SCHEMA);
+            RETURN NULL;
+        END
+        $$""",
+            """CREATE TRIGGER ledger_events_notify AFTER INSERT ON ledger_events
+        FOR EACH STATEMENT EXECUTE FUNCTION ledger_notify_append()""",
         ),
     ),
 )
