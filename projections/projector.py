@@ -1,0 +1,89 @@
+"""A projector: a named, versioned reducer whose states are stored as documents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import msgspec
+
+from ledger.events import Event
+
+S = TypeVar("S")
+
+
+class Reducer(Protocol[S]):
+    """A pure fold of events into one state per key (see ``projections.reducers``)."""
+
+    def key(self, event: Event) -> str | None:
+        """The document an event belongs to, or None if this read model ignores it."""
+
+    def initial(self, event: Event) -> S:
+        """The empty state of the document ``event`` opens."""
+
+    def apply(self, state: S, event: Event) -> S:
+        """``state`` with ``event`` applied (never mutates ``state``)."""
+
+    def encode(self, state: S) -> bytes:
+        """The state as stored bytes."""
+
+    def decode(self, data: bytes) -> S:
+        """The state back from stored bytes."""
+
+
+class _Envelope(msgspec.Struct):
+    """What a document holds: the state and, per run, the last version folded into it.
+
+    ``applied`` makes applying idempotent per run (an event at or below it is skipped)
+    and lets readers fold the events a projector has not reached yet (read your writes).
+    """
+
+    applied: dict[str, int]
+    state: msgspec.Raw
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(_Envelope).decode
+
+
+@dataclass
+class Document(Generic[S]):
+    """A decoded document: its state and the per-run versions it includes."""
+
+    state: S
+    applied: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Projector(Generic[S]):
+    """A read model: ``name`` in storage, ``version`` bumps force a rebuild."""
+
+    name: str
+    version: int
+    reducer: Reducer[S]
+
+    def load(self, data: bytes) -> Document[S]:
+        """Decode a stored document."""
+        envelope = _decode(data)
+        return Document(self.reducer.decode(bytes(envelope.state)), envelope.applied)
+
+    def dump(self, doc: Document[S]) -> bytes:
+        """Encode a document for storage."""
+        return _encode(_Envelope(doc.applied, msgspec.Raw(self.reducer.encode(doc.state))))
+
+    def fold(self, doc: Document[S] | None, events: Iterable[Event]) -> Document[S] | None:
+        """Apply ``events`` (all of this document's key, in log order) to ``doc``."""
+        for event in events:
+            if doc is None:
+                doc = Document(self.reducer.initial(event), {})
+            elif doc.applied.get(event.run_id, 0) >= event.version:
+                continue  # already in this document: never apply twice
+            doc.state = self.reducer.apply(doc.state, event)
+            doc.applied[event.run_id] = event.version
+        return doc
+
+
+def describe(projector: Projector[Any]) -> str:
+    """``name@version`` for logs and status."""
+    return f"{projector.name}@{projector.version}"

@@ -1,0 +1,152 @@
+"""The projector runner: exactly once, resumable, shared by leases, rebuilt whole.
+
+Uses a deliberately simple reducer (events and tokens per session) so that these tests
+exercise the runner; the real read models have their own tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import msgspec
+import pytest
+
+import ledger
+from ledger.events import Event
+from projections.projector import Projector
+from projections.runner import ProjectorRunner
+from tests.writers import turn
+
+
+class Tally(msgspec.Struct):
+    events: int = 0
+    tokens: int = 0
+    versions: dict[str, list[int]] = {}
+
+
+class TallyReducer:
+    def key(self, event: Event) -> str | None:
+        return event.session_id
+
+    def initial(self, event: Event) -> Tally:
+        return Tally(versions={})
+
+    def apply(self, state: Tally, event: Event) -> Tally:
+        usage = event.data.get("usage") or {} if event.type == "model_responded" else {}
+        versions = {k: list(v) for k, v in state.versions.items()}
+        versions.setdefault(event.run_id, []).append(event.version)
+        return Tally(state.events + 1, state.tokens + usage.get("input_tokens", 0), versions)
+
+    def encode(self, state: Tally) -> bytes:
+        return msgspec.json.encode(state)
+
+    def decode(self, data: bytes) -> Tally:
+        return msgspec.json.decode(data, type=Tally)
+
+
+TALLY = Projector("tally", 1, TallyReducer())
+
+
+def tally(runner: ProjectorRunner, user: str, session: str) -> Tally | None:
+    data = runner.storage.get("tally", user, session)
+    return None if data is None else TALLY.load(data).state
+
+
+@pytest.fixture
+def led(store_url: str) -> ledger.Ledger:
+    with ledger.connect(store_url) as connection:
+        yield connection
+
+
+def write_sessions(led: ledger.Ledger, sessions: int = 3, turns: int = 4) -> None:
+    for s in range(sessions):
+        for user in ("usr_a", "usr_b"):
+            run = led.tenant(user).start_run(session_id=f"sess_{s}")
+            for n in range(turns):
+                turn(run, n)
+
+
+def expected_count(turns: int = 4) -> int:
+    return 1 + 5 * turns
+
+
+def test_catch_up_applies_every_event_once(led: ledger.Ledger) -> None:
+    write_sessions(led)
+    runner = ProjectorRunner(led, [TALLY], batch_size=7)
+    assert runner.catch_up() == 6 * expected_count()
+    assert runner.catch_up() == 0
+    for s in range(3):
+        for user in ("usr_a", "usr_b"):
+            state = tally(runner, user, f"sess_{s}")
+            assert state is not None and state.events == expected_count()
+            assert state.tokens == 4 * (1200 + 1400)
+            ((_, versions),) = state.versions.items()
+            assert versions == list(range(1, expected_count() + 1))
+    assert tally(runner, "usr_a", "sess_9") is None
+
+
+def test_a_second_runner_resumes_where_the_first_committed(led: ledger.Ledger) -> None:
+    write_sessions(led, sessions=1)
+    first = ProjectorRunner(led, [TALLY], batch_size=5, lease_seconds=0.2)
+    first.step()
+    first.step()
+    time.sleep(0.4)  # the first runner "dies": its lease expires
+    second = ProjectorRunner(led, [TALLY], batch_size=5)
+    second.catch_up()
+    assert tally(second, "usr_a", "sess_0").events == expected_count()  # type: ignore[union-attr]
+    assert tally(second, "usr_b", "sess_0").events == expected_count()  # type: ignore[union-attr]
+
+
+def test_a_held_lease_keeps_other_runners_out(led: ledger.Ledger) -> None:
+    write_sessions(led, sessions=1)
+    holder = ProjectorRunner(led, [TALLY], batch_size=5)
+    holder.step()
+    other = ProjectorRunner(led, [TALLY], batch_size=5)
+    assert other.catch_up() == 0
+    assert holder.catch_up() > 0
+
+
+def test_new_events_are_picked_up_live(led: ledger.Ledger) -> None:
+    runner = ProjectorRunner(led, [TALLY])
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), kwargs={"poll_seconds": 0.05})
+    thread.start()
+    try:
+        run = led.tenant("usr_a").start_run(session_id="live")
+        turn(run, 1)
+        deadline = time.monotonic() + 10
+        while (state := tally(runner, "usr_a", "live")) is None or state.events < 6:
+            assert time.monotonic() < deadline, "the live runner never caught up"
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    row = runner.storage.projector("tally")
+    assert row is not None and row.owner is None  # released on clean shutdown
+
+
+def test_a_version_bump_rebuilds_beside_the_live_copy(led: ledger.Ledger) -> None:
+    write_sessions(led, sessions=1)
+    runner = ProjectorRunner(led, [TALLY])
+    runner.catch_up()
+    live = runner.storage.projector("tally")
+    assert live is not None and live.generation == 1
+    bumped = ProjectorRunner(led, [Projector("tally", 2, TallyReducer())], owner=runner.owner)
+    bumped.catch_up()
+    row = runner.storage.projector("tally")
+    assert row is not None and (row.version, row.generation) == (2, 2)
+    assert tally(runner, "usr_a", "sess_0").events == expected_count()  # type: ignore[union-attr]
+
+
+def test_rebuild_reports_progress_and_keeps_counts(led: ledger.Ledger) -> None:
+    write_sessions(led)
+    runner = ProjectorRunner(led, [TALLY], batch_size=10)
+    runner.catch_up()
+    seen: list[int] = []
+    assert runner.rebuild(TALLY, progress=seen.append) == 6 * expected_count()
+    assert sum(seen) == 6 * expected_count()
+    assert tally(runner, "usr_b", "sess_2").events == expected_count()  # type: ignore[union-attr]
+    runner.catch_up()
+    assert tally(runner, "usr_b", "sess_2").events == expected_count()  # type: ignore[union-attr]
