@@ -1,0 +1,36 @@
+"""Projector processes for the crash and concurrency tests (importable, so 'spawn' works)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import ledger
+from projections.projector import Projector
+from projections.runner import ProjectorRunner
+from tests.tally import TALLY
+
+
+def projectors() -> list[Projector[object]]:
+    """The projectors these tests run."""
+    return [TALLY]  # type: ignore[list-item]
+
+
+def catch_up_until_killed(url: str, batch_size: int, lease_seconds: float) -> None:
+    """Catch up in small batches, forever (the test kills this process)."""
+    with ledger.connect(url) as led:
+        runner = ProjectorRunner(
+            led, projectors(), batch_size=batch_size, lease_seconds=lease_seconds
+        )
+        while True:
+            if runner.step() == 0:
+                time.sleep(0.01)
+
+
+def run_live_for(url: str, seconds: float, lease_seconds: float) -> None:
+    """Follow the log live for ``seconds``, then shut down cleanly."""
+    with ledger.connect(url) as led:
+        runner = ProjectorRunner(led, projectors(), batch_size=200, lease_seconds=lease_seconds)
+        stop = threading.Event()
+        threading.Timer(seconds, stop.set).start()
+        runner.run(stop, poll_seconds=0.05)
