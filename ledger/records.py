@@ -102,3 +102,11 @@ class Tracking(NamedTuple):
 
     name: str
     position: int
+
+
+class LogLag(msgspec.Struct, frozen=True):
+    """How far a reader at some cursor is behind the log's head."""
+
+    head: LogCursor | None  # the last committed event readers may see, None if empty
+    pending: int  # events after the cursor
+    oldest_pending_at: datetime | None  # recorded_at of the first of them

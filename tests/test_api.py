@@ -224,3 +224,18 @@ def test_recorded_at_comes_from_the_store(led: ledger.Ledger) -> None:
     )
     event = led.tenant("usr_a").events(run.run_id)[0]
     assert event.recorded_at >= before
+
+
+def test_lag_counts_what_lies_after_a_cursor(led: ledger.Ledger) -> None:
+    from ledger.records import START
+
+    empty = led.store.lag(START)
+    assert (empty.head, empty.pending, empty.oldest_pending_at) == (None, 0, None)
+    run = led.tenant("usr_a").start_run(session_id="s")
+    record_turn(run)
+    records = led.store.read_log(START, 100)
+    everything = led.store.lag(START)
+    assert (everything.head, everything.pending) == (records[-1].cursor, 6)
+    assert everything.oldest_pending_at == records[0].recorded_at
+    assert led.store.lag(records[2].cursor).pending == 3
+    assert led.store.lag(records[-1].cursor).pending == 0

@@ -25,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from ledger.records import LogCursor, Record, RunAppend, RunHead, Tracking
+from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 
 
 class EventStore(ABC):
@@ -66,6 +66,10 @@ class EventStore(ABC):
         self, after: LogCursor, limit: int = 1000, *, user_id: str | None = None
     ) -> list[Record]:
         """Committed events of the global log after ``after``, in log order."""
+
+    @abstractmethod
+    def lag(self, after: LogCursor) -> LogLag:
+        """The log's head, and how many committed events lie after ``after``."""
 
     @abstractmethod
     def list_runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunHead]:

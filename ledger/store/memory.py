@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from ledger.chain import GENESIS
 from ledger.errors import ConcurrencyError, NotFound, RunIdTaken
-from ledger.records import LogCursor, Record, RunAppend, RunHead, Tracking
+from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.store.base import EventStore, RecordConflict
 
 
@@ -153,6 +153,12 @@ class MemoryStore(EventStore):
                 if len(out) >= limit:
                     break
             return out
+
+    def lag(self, after: LogCursor) -> LogLag:
+        with self._lock:
+            pending = self._log[after.position :]
+            head = self._log[-1].cursor if self._log else None
+        return LogLag(head, len(pending), pending[0].recorded_at if pending else None)
 
     def list_runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunHead]:
         with self._lock:

@@ -36,7 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ledger.chain import GENESIS
 from ledger.errors import ConcurrencyError, InvalidEvent, NotFound, RunIdTaken, StoreUnavailable
-from ledger.records import LogCursor, Record, RunAppend, RunHead, Tracking
+from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
 from ledger.store.postgres_schema import check_schema_name
@@ -355,6 +355,17 @@ class PostgresStore(EventStore):
         }
         statement = q.READ_LOG if user_id is None else q.READ_LOG_TENANT
         return self._fetch(statement, params, _record_rows)
+
+    def lag(self, after: LogCursor) -> LogLag:
+        with self._conn() as conn:
+            cur = conn.cursor(binary=True)
+            count, oldest = cur.execute(
+                q.LAG, {"tx_id": str(after.tx_id), "position": after.position}, prepare=True
+            ).fetchone() or (0, None)
+            head = cur.execute(q.LOG_HEAD, prepare=True).fetchone()
+        return LogLag(
+            None if head is None else LogCursor(int(head[0]), int(head[1])), int(count), oldest
+        )
 
     def list_runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunHead]:
         return self._fetch(

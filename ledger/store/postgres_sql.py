@@ -144,6 +144,18 @@ ORDER BY position
 LIMIT %(limit)s::bigint
 """
 
+#: How much of the log lies after a cursor, and when the first of it was recorded.
+LAG = f"""
+SELECT count(*), min(recorded_at) FROM ledger_events
+WHERE (tx_id, position) > (%(tx_id)s::xid8, %(position)s::bigint) AND {_HORIZON}
+"""
+
+#: The last event of the log below the horizon.
+LOG_HEAD = f"""
+SELECT tx_id, position FROM ledger_events WHERE {_HORIZON}
+ORDER BY tx_id DESC, position DESC LIMIT 1
+"""
+
 #: The largest position below the horizon.
 MAX_POSITION = f"SELECT max(position) FROM ledger_events WHERE {_HORIZON}"
 

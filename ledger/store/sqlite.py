@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote
 
 from ledger.chain import GENESIS, canonical_time
 from ledger.errors import ConcurrencyError, NotFound, RunIdTaken, StoreUnavailable
-from ledger.records import LogCursor, Record, RunAppend, RunHead, Tracking
+from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.store import sqlite_sql as sql
 from ledger.store.base import EventStore, RecordConflict
 
@@ -408,6 +408,16 @@ class SQLiteStore(EventStore):
             return self._records(sql.SELECT_NOTIFICATIONS, (low, high, limit))
         statement = sql.SELECT_NOTIFICATIONS_OF_TYPES.format(types=", ".join("?" * len(types)))
         return self._records(statement, (low, high, *types, limit))
+
+    def lag(self, after: LogCursor) -> LogLag:
+        with self._conn() as conn:
+            count, oldest = conn.execute(sql.SELECT_LAG, (after.position,)).fetchone()
+            head = conn.execute(sql.SELECT_LOG_HEAD).fetchone()
+        return LogLag(
+            None if head is None else LogCursor(int(head[0]), int(head[1])),
+            int(count),
+            None if oldest is None else _parse_time(oldest).astimezone(UTC),
+        )
 
     def max_position(self) -> int | None:
         with self._conn() as conn:

@@ -282,3 +282,9 @@ ORDER BY position LIMIT ?
 """
 
 SELECT_MAX_POSITION = "SELECT max(position) FROM ledger_events"
+
+#: How much of the log lies after a position, and when the first of it was recorded.
+SELECT_LAG = "SELECT count(*), min(recorded_at) FROM ledger_events WHERE position > ?"
+
+#: The last event of the log.
+SELECT_LOG_HEAD = "SELECT tx_id, position FROM ledger_events ORDER BY position DESC LIMIT 1"
