@@ -115,3 +115,22 @@ def test_rebuild_reports_progress_and_keeps_counts(led: ledger.Ledger) -> None:
     assert tally(runner, "usr_b", "sess_2").events == expected_count()  # type: ignore[union-attr]
     runner.catch_up()
     assert tally(runner, "usr_b", "sess_2").events == expected_count()  # type: ignore[union-attr]
+
+
+def test_status_shows_position_head_and_lag(led: ledger.Ledger) -> None:
+    from projections.status import status
+
+    write_sessions(led, sessions=1, turns=1)
+    (before,) = status(led, [TALLY])
+    assert (before.position, before.lag_events, before.stored_version) == (0, 12, None)
+    assert before.lag_seconds is not None and before.lag_seconds >= 0
+    runner = ProjectorRunner(led, [TALLY], batch_size=5)
+    runner.step()
+    (partway,) = status(led, [TALLY])
+    assert partway.lag_events == 7 and partway.owner == runner.owner
+    runner.catch_up()
+    (after,) = status(led, [TALLY])
+    assert (after.lag_events, after.lag_seconds) == (0, None)
+    assert after.position == after.head_position
+    (bumped,) = status(led, [Projector("tally", 2, TallyReducer())])
+    assert bumped.needs_rebuild

@@ -1,0 +1,65 @@
+"""Where each projector stands: its position, the log's head, and the lag between them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from ledger.connection import Ledger
+from ledger.records import START
+from projections.projector import Projector
+from projections.storage import storage_for
+
+
+class ProjectorStatus(BaseModel):
+    """One projector, as ``ledger projections status`` shows it."""
+
+    name: str
+    version: int  # the version this code projects
+    stored_version: int | None  # the version its read model was built with
+    generation: int | None
+    position: int  # global position of the last event applied (0: none yet)
+    tx_id: int
+    head_position: int | None  # the last committed event of the log
+    lag_events: int
+    lag_seconds: float | None  # age of the oldest event not applied yet
+    owner: str | None
+    lease_until: datetime | None
+    updated_at: datetime | None
+    needs_rebuild: bool
+
+
+def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[ProjectorStatus]:
+    """The status of every projector in ``projectors``."""
+    storage = storage_for(ledger.store)
+    now = datetime.now(UTC)
+    out = []
+    for projector in projectors:
+        row = storage.projector(projector.name)
+        cursor = row.cursor if row is not None else START
+        lag = ledger.store.lag(cursor)
+        out.append(
+            ProjectorStatus(
+                name=projector.name,
+                version=projector.version,
+                stored_version=None if row is None else row.version,
+                generation=None if row is None else row.generation,
+                position=cursor.position,
+                tx_id=cursor.tx_id,
+                head_position=None if lag.head is None else lag.head.position,
+                lag_events=lag.pending,
+                lag_seconds=(
+                    None
+                    if lag.oldest_pending_at is None
+                    else max(0.0, (now - lag.oldest_pending_at).total_seconds())
+                ),
+                owner=None if row is None else row.owner,
+                lease_until=None if row is None else row.lease_until,
+                updated_at=None if row is None else row.updated_at,
+                needs_rebuild=row is not None and row.version != projector.version,
+            )
+        )
+    return out
