@@ -22,8 +22,8 @@ class Reducer(Protocol[S]):
     def initial(self, event: Event) -> S:
         """The empty state of the document ``event`` opens."""
 
-    def apply(self, state: S, event: Event) -> S:
-        """``state`` with ``event`` applied (never mutates ``state``)."""
+    def step(self, state: S, event: Event) -> None:
+        """Fold ``event`` into ``state`` in place."""
 
     def encode(self, state: S) -> bytes:
         """The state as stored bytes."""
@@ -73,13 +73,13 @@ class Projector(Generic[S]):
         return _encode(_Envelope(doc.applied, msgspec.Raw(self.reducer.encode(doc.state))))
 
     def fold(self, doc: Document[S] | None, events: Iterable[Event]) -> Document[S] | None:
-        """Apply ``events`` (all of this document's key, in log order) to ``doc``."""
+        """Fold ``events`` (all of this document's key, in log order) into ``doc``, in place."""
         for event in events:
             if doc is None:
                 doc = Document(self.reducer.initial(event), {})
             elif doc.applied.get(event.run_id, 0) >= event.version:
                 continue  # already in this document: never apply twice
-            doc.state = self.reducer.apply(doc.state, event)
+            self.reducer.step(doc.state, event)
             doc.applied[event.run_id] = event.version
         return doc
 

@@ -9,6 +9,7 @@ import msgspec
 
 from ledger.events import Event
 from projections.projector import Projector
+from projections.reducers import Reducer
 from projections.runner import ProjectorRunner
 
 
@@ -18,24 +19,20 @@ class Tally(msgspec.Struct):
     versions: dict[str, list[int]] = {}
 
 
-class TallyReducer:
+class TallyReducer(Reducer[Tally]):
+    state_type = Tally
+
     def key(self, event: Event) -> str | None:
         return event.session_id
 
     def initial(self, event: Event) -> Tally:
         return Tally(versions={})
 
-    def apply(self, state: Tally, event: Event) -> Tally:
+    def step(self, state: Tally, event: Event) -> None:
         usage = event.data.get("usage") or {} if event.type == "model_responded" else {}
-        versions = {k: list(v) for k, v in state.versions.items()}
-        versions.setdefault(event.run_id, []).append(event.version)
-        return Tally(state.events + 1, state.tokens + usage.get("input_tokens", 0), versions)
-
-    def encode(self, state: Tally) -> bytes:
-        return msgspec.json.encode(state)
-
-    def decode(self, data: bytes) -> Tally:
-        return msgspec.json.decode(data, type=Tally)
+        state.events += 1
+        state.tokens += usage.get("input_tokens", 0)
+        state.versions.setdefault(event.run_id, []).append(event.version)
 
 
 TALLY = Projector("tally", 1, TallyReducer())

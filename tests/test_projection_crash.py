@@ -36,7 +36,7 @@ def expected_tallies(led: ledger.Ledger) -> dict[tuple[str, str], Tally]:
     for run in led.auditor().runs():
         state = out.setdefault((run.user_id, run.session_id), Tally(versions={}))
         for event in led.auditor().events(run.run_id):
-            state = TALLY.reducer.apply(state, event)
+            TALLY.reducer.step(state, event)
         out[(run.user_id, run.session_id)] = state
     return out
 

@@ -1,0 +1,84 @@
+"""What model calls cost: a price table per model, shipped with defaults, overridable.
+
+Prices are USD per million tokens. ``input_tokens`` is taken to include the
+``cache_read_input_tokens`` (as OpenAI reports them), which are charged at the
+``cache_read`` price. A model the table does not know costs ``None``, never 0: an
+unknown cost must not look like a free one.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+import msgspec
+
+from ledger.errors import InvalidEvent
+
+
+class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """USD per million tokens for one model."""
+
+    input: float
+    output: float
+    cache_read: float | None = None
+
+
+class PriceTable:
+    """Prices by model name; a dated or suffixed name matches its longest known prefix."""
+
+    def __init__(self, prices: dict[str, Price]) -> None:
+        self._prices = dict(prices)
+        self._by_length = sorted(self._prices, key=len, reverse=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PriceTable:
+        """A table from a JSON file ``{"model": {"input": .., "output": .., ...}}``."""
+        raw = Path(path).read_bytes()
+        try:
+            data = msgspec.json.decode(raw)
+            prices = {
+                name: msgspec.convert(entry, Price)
+                for name, entry in data.items()
+                if not name.startswith("_")
+            }
+        except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
+            raise InvalidEvent(f"price table {path}: {exc}") from None
+        return cls(prices)
+
+    @classmethod
+    def default(cls) -> PriceTable:
+        """$LEDGER_PRICES if set, else the table shipped with the package."""
+        override = os.environ.get("LEDGER_PRICES")
+        if override:
+            return cls.load(override)
+        shipped = files("projections").joinpath("prices.json")
+        return cls.load(str(shipped))
+
+    def price(self, model: str | None) -> Price | None:
+        """The price of ``model``: exact name, else the longest known prefix, else None."""
+        if not model:
+            return None
+        found = self._prices.get(model)
+        if found is not None:
+            return found
+        for name in self._by_length:
+            if model.startswith(name):
+                return self._prices[name]
+        return None
+
+    def cost(
+        self, model: str | None, input_tokens: int, output_tokens: int, cache_read: int = 0
+    ) -> float | None:
+        """USD for one call, or None when the model's price is unknown."""
+        price = self.price(model)
+        if price is None:
+            return None
+        cached = min(cache_read, input_tokens)
+        cached_price = price.input if price.cache_read is None else price.cache_read
+        return (
+            (input_tokens - cached) * price.input
+            + cached * cached_price
+            + output_tokens * price.output
+        ) / 1_000_000
