@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ledger.auditor import Auditor
+from ledger.read_side import ReadSide, load_read_side
 from ledger.settings import Settings
 from ledger.store import EventStore, open_store
 from ledger.tenant import Tenant
@@ -14,6 +15,7 @@ class Ledger:
     def __init__(self, store: EventStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self._read_side: ReadSide | None = None
 
     def __repr__(self) -> str:
         return f"Ledger(backend={self.store.backend!r})"
@@ -26,6 +28,13 @@ class Ledger:
     def tenant(self, user_id: str) -> Tenant:
         """A handle that sees only ``user_id``'s runs, events and read models."""
         return Tenant(self, user_id)
+
+    @property
+    def read_side(self) -> ReadSide:
+        """The read models (conversation, run metadata, memory), loaded on first use."""
+        if self._read_side is None:
+            self._read_side = load_read_side(self)
+        return self._read_side
 
     def auditor(self) -> Auditor:
         """The one handle that reads across tenants (verify, export, admin listings)."""

@@ -103,8 +103,24 @@ class Tenant:
         )
         return [to_event(r) for r in records]
 
-    def runs(self, session_id: str | None = None) -> list[RunSummary]:
-        """This tenant's runs, oldest first, optionally in one session."""
+    def runs(self, session_id: str | None = None) -> list[Any]:
+        """RunMetadata of this tenant's runs, oldest first, optionally in one session."""
+        return self._ledger.read_side.runs(self, session_id)
+
+    def run_metadata(self, run_id: str) -> Any:
+        """Tokens, cost, tool calls, retries, wall time and status of one run, per turn."""
+        return self._ledger.read_side.run_metadata(self, run_id)
+
+    def conversation(self, session_id: str) -> Any:
+        """The ConversationState agents read on every LLM call (includes the latest turn)."""
+        return self._ledger.read_side.conversation(self, session_id)
+
+    def memories(self, namespace: str | None = None) -> list[Any]:
+        """This user's current long-term memories, with the run that wrote each."""
+        return self._ledger.read_side.memories(self, namespace)
+
+    def summaries(self, session_id: str | None = None) -> list[RunSummary]:
+        """This tenant's registered runs and their heads (no read model needed)."""
         return [to_summary(h) for h in self._ledger.store.list_runs(self.user_id, session_id)]
 
     def _head(self, run_id: str) -> RunHead:

@@ -114,8 +114,8 @@ def test_another_tenants_run_is_not_found_and_untouchable(led: ledger.Ledger) ->
         b.run(run.run_id)
     with pytest.raises(ledger.RunIdTaken):
         b.start_run(session_id="s", run_id="run_shared_name")
-    assert b.runs() == []
-    assert [r.run_id for r in a.runs()] == ["run_shared_name"]
+    assert b.summaries() == []
+    assert [r.run_id for r in a.summaries()] == ["run_shared_name"]
     assert len(a.events(run.run_id)) == 6
 
 
@@ -130,13 +130,13 @@ def test_resume_continues_at_the_head(led: ledger.Ledger) -> None:
     assert led.auditor().verify().ok
 
 
-def test_runs_lists_a_tenants_runs_by_session(led: ledger.Ledger) -> None:
+def test_summaries_list_a_tenants_runs_by_session(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     r1 = t.start_run(session_id="s1")
     r2 = t.start_run(session_id="s2")
     record_turn(r2)
-    assert [r.run_id for r in t.runs()] == [r1.run_id, r2.run_id]
-    assert [(r.run_id, r.version) for r in t.runs("s2")] == [(r2.run_id, 6)]
+    assert [r.run_id for r in t.summaries()] == [r1.run_id, r2.run_id]
+    assert [(r.run_id, r.version) for r in t.summaries("s2")] == [(r2.run_id, 6)]
 
 
 NASTY = '\U0001f9e0 astral 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, NUL \x00 inside, quotes " \\ and 中文'

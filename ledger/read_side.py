@@ -1,0 +1,50 @@
+"""The seam between the write side and the read side.
+
+``Tenant.conversation()``, ``run_metadata()``, ``runs()`` and ``memories()`` are part of
+the embedded API, but the read models live in ``projections``, which depends on
+``ledger`` and not the other way round. The read side registers itself under the entry
+point group ``ledger.read_side`` (see pyproject.toml); the ledger finds it there, so the
+dependency direction of DESIGN.md holds without a single import of ``projections``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ledger.errors import LedgerError
+
+if TYPE_CHECKING:
+    from ledger.connection import Ledger
+    from ledger.tenant import Tenant
+
+GROUP = "ledger.read_side"
+
+
+class ReadSide(Protocol):
+    """What the tenant handle asks of the read models (all scoped to ``tenant``)."""
+
+    def conversation(self, tenant: Tenant, session_id: str) -> Any:
+        """The ConversationState of one session."""
+
+    def run_metadata(self, tenant: Tenant, run_id: str) -> Any:
+        """The RunMetadata of one run."""
+
+    def runs(self, tenant: Tenant, session_id: str | None) -> list[Any]:
+        """RunMetadata of the tenant's runs, oldest first."""
+
+    def memories(self, tenant: Tenant, namespace: str | None) -> list[Any]:
+        """The tenant's current memories."""
+
+
+def load_read_side(ledger: Ledger) -> ReadSide:
+    """The installed read side, bound to ``ledger``."""
+    found = entry_points(group=GROUP, name="default")
+    if not found:
+        raise LedgerError(
+            "no read side is installed (entry point group 'ledger.read_side'); "
+            "reinstall the run-ledger package: pip install -e ."
+        )
+    factory = next(iter(found)).load()
+    read_side: ReadSide = factory(ledger)
+    return read_side

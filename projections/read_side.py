@@ -1,0 +1,67 @@
+"""The read side behind ``Tenant.conversation()``, ``runs()``, ``run_metadata()``,
+``memories()`` (registered with the ledger as the ``ledger.read_side`` entry point).
+
+Every read is scoped to the tenant and includes everything committed before it started
+(``projections.reading.current``), whether or not a projector is running.
+"""
+
+from __future__ import annotations
+
+from ledger.connection import Ledger
+from ledger.errors import NotFound
+from ledger.tenant import Tenant
+from projections.catalog import CONVERSATION, MEMORY, RUN_METADATA, default_projectors
+from projections.models import ConversationState, Memory, RunMetadata
+from projections.reading import current
+from projections.storage import storage_for
+
+
+class ReadSide:
+    """Reads of the three read models for one ledger."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.projectors = {p.name: p for p in default_projectors()}
+        self.storage = storage_for(ledger.store)
+
+    def conversation(self, tenant: Tenant, session_id: str) -> ConversationState:
+        """The session's conversation; NotFound if the tenant has no run in it."""
+        runs = self.ledger.store.list_runs(tenant.user_id, session_id)
+        if not runs:
+            raise NotFound(f"session {session_id!r} not found for user {tenant.user_id!r}")
+        doc = current(self.ledger, self.projectors[CONVERSATION], tenant.user_id, session_id, runs)
+        if doc is None:
+            raise NotFound(f"session {session_id!r} has no events yet")
+        return ConversationState.from_state(doc.state)
+
+    def run_metadata(self, tenant: Tenant, run_id: str) -> RunMetadata:
+        """One run's metadata; NotFound for a missing run or another tenant's."""
+        head = self.ledger.store.run_head(tenant.user_id, run_id)
+        if head is None:
+            raise NotFound(f"run {run_id!r} not found for user {tenant.user_id!r}")
+        doc = current(self.ledger, self.projectors[RUN_METADATA], tenant.user_id, run_id, [head])
+        if doc is None:
+            raise NotFound(f"run {run_id!r} has no events yet")
+        return RunMetadata.from_state(doc.state)
+
+    def runs(self, tenant: Tenant, session_id: str | None) -> list[RunMetadata]:
+        """Metadata of the tenant's runs (oldest first), one stored-document scan."""
+        stored = {key: data for _, key, data in self.storage.scan(RUN_METADATA, tenant.user_id)}
+        projector = self.projectors[RUN_METADATA]
+        out = []
+        for head in self.ledger.store.list_runs(tenant.user_id, session_id):
+            doc = current(
+                self.ledger, projector, tenant.user_id, head.run_id, [head], stored.get(head.run_id)
+            )
+            if doc is not None:
+                out.append(RunMetadata.from_state(doc.state))
+        return out
+
+    def memories(self, tenant: Tenant, namespace: str | None) -> list[Memory]:
+        """The tenant's current memories, optionally of one namespace."""
+        runs = self.ledger.store.list_runs(tenant.user_id)
+        doc = current(self.ledger, self.projectors[MEMORY], tenant.user_id, tenant.user_id, runs)
+        if doc is None:
+            return []
+        items = sorted(doc.state.current.values(), key=lambda m: (m.namespace, m.key))
+        return [Memory.from_item(m) for m in items if namespace in (None, m.namespace)]
