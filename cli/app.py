@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 import ledger
-from cli import render
+from cli import context, projections_cmd, render
+from cli.context import JsonFlag, UserOption, connect
+from ledger import digest as log_digest
 from ledger.jsonl import append_jsonl
 
 app = typer.Typer(
@@ -19,6 +22,7 @@ app = typer.Typer(
     help="Record what AI agents do; replay, verify and audit it.",
     pretty_exceptions_enable=False,
 )
+app.add_typer(projections_cmd.app, name="projections")
 
 UrlOption = Annotated[
     str | None,
@@ -28,15 +32,6 @@ UrlOption = Annotated[
         help="Ledger URL: postgresql://..., sqlite:///path.db or memory:// [default: sqlite:///ledger.db]",
     ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-UserOption = Annotated[str | None, typer.Option("--user", help="Only this tenant (user_id).")]
-
-
-class State:
-    url: str | None = None
-
-
-state = State()
 
 
 @app.callback()
@@ -44,17 +39,13 @@ def _main(
     url: UrlOption = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
-    state.url = url
-
-
-def _connect() -> ledger.Ledger:
-    return ledger.connect(state.url)
+    context.state.url = url
 
 
 @app.command()
 def init() -> None:
     """Create or migrate the ledger's schema (safe to run again, and from many processes)."""
-    with _connect() as led:
+    with connect() as led:
         render.out.print(f"ledger ready: {led.backend} store at {led.settings.url}")
 
 
@@ -71,7 +62,7 @@ def append(
         if not path.is_file():
             raise ledger.InvalidEvent(f"no such file: {source}")
         lines = path.read_text(encoding="utf-8").splitlines()
-    with _connect() as led:
+    with connect() as led:
         summary = append_jsonl(led.store, lines, led.settings.max_event_bytes)
     if json:
         render.print_json(summary)
@@ -86,7 +77,7 @@ def events(
     json: JsonFlag = False,
 ) -> None:
     """Show a run's stored events in order."""
-    with _connect() as led:
+    with connect() as led:
         found = led.tenant(user).events(run_id) if user else led.auditor().events(run_id)
     if json:
         render.print_json(found)
@@ -94,42 +85,125 @@ def events(
         render.events_table(found)
 
 
+class SortKey(StrEnum):
+    """How ``ledger runs`` orders its rows."""
+
+    created = "created"
+    cost = "cost"
+    tokens = "tokens"
+    wall_time = "wall_time"
+
+
+_SORTS = {
+    SortKey.created: lambda m: m.started_at.timestamp(),
+    SortKey.cost: lambda m: m.cost_usd if m.cost_usd is not None else -1.0,
+    SortKey.tokens: lambda m: float(m.total_tokens),
+    SortKey.wall_time: lambda m: m.wall_time_ms,
+}
+
+
 @app.command()
 def runs(
     user: UserOption = None,
     session: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
+    sort: Annotated[
+        SortKey,
+        typer.Option(
+            "--sort", help="created (oldest first), or cost / tokens / wall_time (largest first)."
+        ),
+    ] = SortKey.created,
+    limit: Annotated[int | None, typer.Option("--limit", help="Show at most N runs.")] = None,
     json: JsonFlag = False,
 ) -> None:
-    """List runs, oldest first."""
-    with _connect() as led:
-        found = led.tenant(user).runs(session) if user else led.auditor().runs(None, session)
+    """List runs with tokens, cost, tools, retries, wall time: "why did this cost so much?"."""
+    with connect() as led:
+        users = [user] if user else sorted({r.user_id for r in led.auditor().runs()})
+        found = [m for u in users for m in led.tenant(u).runs(session)]
+    found.sort(key=_SORTS[sort], reverse=sort is not SortKey.created)
+    found = found[:limit] if limit is not None else found
     if json:
-        render.print_json(found)
+        render.print_json([m.model_dump(mode="json") for m in found])
     else:
         render.runs_table(found)
+
+
+@app.command()
+def state(
+    session_id: Annotated[str, typer.Argument(help="The session to show.")],
+    user: Annotated[str, typer.Option("--user", help="The tenant (user_id) it belongs to.")],
+    json: JsonFlag = False,
+) -> None:
+    """The conversation state an agent reads on every LLM call, for one session."""
+    with connect() as led:
+        conversation = led.tenant(user).conversation(session_id)
+    if json:
+        render.print_json(conversation.model_dump(mode="json"))
+    else:
+        render.conversation(conversation)
+
+
+@app.command()
+def memory(
+    user: Annotated[str, typer.Option("--user", help="The tenant (user_id).")],
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Only this one.")] = None,
+    json: JsonFlag = False,
+) -> None:
+    """A user's current long-term memories, with the run that wrote each."""
+    with connect() as led:
+        items = led.tenant(user).memories(namespace)
+    if json:
+        render.print_json([m.model_dump(mode="json") for m in items])
+    else:
+        render.memories_table(items)
 
 
 @app.command()
 def verify(
     user: UserOption = None,
     run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    digest: Annotated[
+        bool, typer.Option("--digest", help="Also print a digest of the whole log to keep.")
+    ] = False,
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="Prove the log a digest covered is unchanged."),
+    ] = None,
     json: JsonFlag = False,
 ) -> None:
     """Recompute every hash chain in scope; exit 1 naming the first bad event of each bad run."""
-    with _connect() as led:
+    expected = None if against is None else log_digest.Digest.parse(against)
+    with connect() as led:
         report = led.auditor().verify(user, run)
+        taken = log_digest.take(led.store) if digest else None
+        matches = None if expected is None else log_digest.check(led.store, expected)
+    result: dict[str, object] = {
+        "ok": report.ok and matches is not False,
+        "runs": report.runs,
+        "events": report.events,
+        "problems": report.problems,
+    }
+    if taken is not None:
+        result["digest"] = str(taken)
+    if matches is not None:
+        result["digest_matches"] = matches
     if json:
-        render.print_json(
-            {
-                "ok": report.ok,
-                "runs": report.runs,
-                "events": report.events,
-                "problems": report.problems,
-            }
-        )
+        render.print_json(result)
     else:
         render.verify_summary(report)
-    if not report.ok:
+        if taken is not None:
+            render.out.print("digest (keep it outside the database):")
+            render.out.print(str(taken), soft_wrap=True, markup=False)
+        if matches is False:
+            render.err.print(
+                "[red]DIGEST MISMATCH[/red]: events the digest covered were "
+                "changed, deleted or inserted"
+            )
+        elif matches:
+            render.out.print(
+                f"digest matches: the {expected.events} events it covers "  # type: ignore[union-attr]
+                "are unchanged"
+            )
+    if not result["ok"]:
         raise typer.Exit(1)
 
 
@@ -138,7 +212,7 @@ def demo() -> None:
     """Record a sample agent run (from recorded model/tool fixtures) and print it back."""
     from cli.demo import record_demo_run
 
-    with _connect() as led:
+    with connect() as led:
         run_id = record_demo_run(led)
         found = led.auditor().events(run_id)
     render.out.print(f"recorded run {run_id} in {led.settings.url}\n")

@@ -11,7 +11,9 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from ledger import Event, RunSummary, VerifyReport
+from ledger import Event, VerifyReport
+from projections.models import ConversationState, Memory, RunMetadata
+from projections.status import ProjectorStatus
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -74,16 +76,112 @@ def events_table(events: Sequence[Event]) -> None:
     out.print(table)
 
 
-def runs_table(runs: Sequence[RunSummary]) -> None:
-    """A listing of runs."""
+def _money(cost: float | None) -> str:
+    return "?" if cost is None else f"${cost:.4f}"
+
+
+def runs_table(runs: Sequence[RunMetadata]) -> None:
+    """Runs with what they cost in tokens, money and time."""
     if not runs:
         out.print("no runs")
         return
     table = Table(box=None, pad_edge=False)
-    for column in ("run_id", "user_id", "session_id", "created_at", "events"):
+    for column in (
+        "run_id",
+        "user_id",
+        "session_id",
+        "status",
+        "model",
+        "tokens",
+        "cost",
+        "tools",
+        "retries",
+        "wall_s",
+        "slowest_turn",
+    ):
         table.add_column(column, no_wrap=True)
     for r in runs:
-        table.add_row(r.run_id, r.user_id, r.session_id, _time(r.created_at), str(r.version))
+        slowest = (
+            "-"
+            if r.slowest_turn is None
+            else (f"#{r.slowest_turn} {r.turns[r.slowest_turn].wall_time_ms / 1000:.2f}s")
+        )
+        table.add_row(
+            r.run_id,
+            r.user_id,
+            r.session_id,
+            r.status,
+            r.model or "-",
+            str(r.total_tokens),
+            _money(r.cost_usd),
+            str(r.tool_calls),
+            str(r.retries),
+            f"{r.wall_time_ms / 1000:.2f}",
+            slowest,
+        )
+    out.print(table)
+
+
+def conversation(state: ConversationState) -> None:
+    """A session's messages, then its totals."""
+    for m in state.messages:
+        role = m["role"]
+        if role == "tool":
+            body = m.get("error") or msgspec.json.encode(m.get("output")).decode()
+            out.print(
+                f"[bold]tool[/bold] {m.get('name')}({_clip(str(m.get('input')), 40)})"
+                f" → {_clip(str(body))}",
+                markup=True,
+            )
+        else:
+            calls = ", ".join(c["name"] for c in m.get("tool_calls") or [])
+            text = _clip(str(m.get("content") or ""), 100) + (f" → {calls}" if calls else "")
+            out.print(f"[bold]{role}[/bold] {text}")
+    meta = state.run_metadata
+    out.print(
+        f"\n{len(state.messages)} messages · model {meta.model} · {meta.total_tokens} "
+        f"tokens · {meta.tool_calls} tool calls · {meta.retries} retries · "
+        f"{meta.wall_time_ms / 1000:.2f}s"
+    )
+
+
+def memories_table(items: Sequence[Memory]) -> None:
+    """Current memories and where they came from."""
+    if not items:
+        out.print("no memories")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("namespace", "key", "value", "run_id", "written_at"):
+        table.add_column(column, no_wrap=column != "value")
+    for m in items:
+        table.add_row(
+            m.namespace,
+            m.key,
+            _clip(msgspec.json.encode(m.value).decode()),
+            m.run_id,
+            _time(m.written_at),
+        )
+    out.print(table)
+
+
+def projector_table(rows: Sequence[ProjectorStatus]) -> None:
+    """Projectors with their position, the log's head and the lag."""
+    table = Table(box=None, pad_edge=False)
+    for column in ("projector", "version", "position", "head", "lag", "lag_s", "owner", "note"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        lag_s = "-" if r.lag_seconds is None else f"{r.lag_seconds:.1f}"
+        note = "needs rebuild" if r.needs_rebuild else ("never ran" if r.generation is None else "")
+        table.add_row(
+            r.name,
+            str(r.version),
+            str(r.position),
+            str(r.head_position or 0),
+            str(r.lag_events),
+            lag_s,
+            r.owner or "-",
+            note,
+        )
     out.print(table)
 
 
