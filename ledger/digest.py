@@ -1,0 +1,83 @@
+"""Log digests: a short string an auditor keeps outside the database (like QLDB's).
+
+A digest covers the global log up to a horizon: the number of events and a root hash
+chained over their stored hashes in log order. Later, ``check`` proves that every event
+the digest covered is unchanged, even against someone able to rewrite a whole run's
+hash chain consistently (which the per-run check alone cannot see): such a rewrite
+changes the stored hashes, so the root no longer matches. Events appended after the
+digest lie beyond its horizon (the log never puts a new event behind a cursor already
+read, invariant 6) and do not affect it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+
+import msgspec
+
+from ledger.errors import InvalidEvent
+from ledger.records import START, LogCursor
+from ledger.store.base import EventStore
+
+_PREFIX = "ledger-digest-v1"
+_FORMAT = re.compile(rf"^{_PREFIX}:(\d+):(\d+):(\d+):([0-9a-f]{{64}})$")
+_BATCH = 5000
+
+
+class Digest(msgspec.Struct, frozen=True):
+    """``events`` events of the log up to ``horizon``, chained into ``root``."""
+
+    horizon: LogCursor
+    events: int
+    root: bytes
+
+    def __str__(self) -> str:
+        h = self.horizon
+        return f"{_PREFIX}:{h.tx_id}:{h.position}:{self.events}:{self.root.hex()}"
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        """Read a digest string; InvalidEvent saying what a digest looks like otherwise."""
+        found = _FORMAT.match(text.strip())
+        if found is None:
+            raise InvalidEvent(
+                f"not a ledger digest: {text[:80]!r} (expected "
+                f"'{_PREFIX}:<tx_id>:<position>:<events>:<64 hex digits>', "
+                "as printed by 'ledger verify --digest')"
+            )
+        tx_id, position, events, root = found.groups()
+        return cls(LogCursor(int(tx_id), int(position)), int(events), bytes.fromhex(root))
+
+
+def take(store: EventStore, progress: Callable[[int], None] | None = None) -> Digest:
+    """The digest of everything committed now."""
+    return _chain(store, None, progress)
+
+
+def check(store: EventStore, digest: Digest, progress: Callable[[int], None] | None = None) -> bool:
+    """True if the log up to the digest's horizon is exactly what the digest covered."""
+    return _chain(store, digest.horizon, progress) == digest
+
+
+def _chain(
+    store: EventStore, upto: LogCursor | None, progress: Callable[[int], None] | None
+) -> Digest:
+    root = hashlib.sha256(_PREFIX.encode())
+    cursor, count = START, 0
+    while True:
+        batch = store.read_log(cursor, _BATCH)
+        if upto is not None:
+            batch = [r for r in batch if r.cursor <= upto]
+        for record in batch:
+            root.update(record.hash)
+        if not batch:
+            break
+        count += len(batch)
+        cursor = batch[-1].cursor
+        if progress is not None:
+            progress(len(batch))
+        if upto is not None and cursor >= upto:
+            break
+    return Digest(cursor if upto is None else upto, count, root.digest())

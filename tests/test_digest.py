@@ -1,0 +1,123 @@
+"""Log digests: kept outside the database, they prove covered events are unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+import ledger
+from ledger.chain import recompute
+from ledger.digest import Digest, check, take
+from ledger.errors import InvalidEvent
+from tests.test_tamper import tamper_postgres, tamper_sqlite, verify_cli
+from tests.writers import turn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+def tamper(url: str, sql: str, *params: object) -> None:
+    if url.startswith("sqlite"):
+        tamper_sqlite(url, sql.replace("%s", "?"), *params)
+    else:
+        tamper_postgres(url, sql, *params)
+
+
+def some_runs(led: ledger.Ledger, n: int = 3) -> list[str]:
+    runs = []
+    for i in range(n):
+        run = led.tenant(f"usr_{i}").start_run(session_id="s")
+        turn(run, i)
+        runs.append(run.run_id)
+    return runs
+
+
+def test_a_digest_round_trips_as_text(url: str) -> None:
+    with ledger.connect(url) as led:
+        some_runs(led)
+        digest = take(led.store)
+    assert digest.events == 18
+    assert Digest.parse(str(digest)) == digest
+    assert Digest.parse(f"  {digest}\n") == digest
+    for bad in ["", "ledger-digest-v1:1:2:3:zz", str(digest)[:-1], "sha256:abc"]:
+        with pytest.raises(InvalidEvent, match="not a ledger digest"):
+            Digest.parse(bad)
+
+
+def test_events_appended_after_a_digest_do_not_disturb_it(url: str) -> None:
+    with ledger.connect(url) as led:
+        some_runs(led)
+        digest = take(led.store)
+        some_runs(led, 2)
+        assert check(led.store, digest)
+        assert take(led.store).events == 30
+    result = verify_cli(url, "--against", str(digest), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["digest_matches"] is True
+
+
+def test_a_tampered_covered_event_fails_the_digest(url: str) -> None:
+    with ledger.connect(url) as led:
+        runs = some_runs(led)
+        digest = take(led.store)
+    tamper(
+        url,
+        "UPDATE ledger_events SET type = 'run_failed' WHERE run_id = %s AND version = 2",
+        runs[1],
+    )
+    result = verify_cli(url, "--against", str(digest), "--json")
+    assert result.returncode == 1  # the chain check finds it, and names it
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert [(p["run_id"], p["version"]) for p in report["problems"]] == [(runs[1], 2)]
+
+
+def test_a_consistently_rewritten_chain_passes_verify_but_not_the_digest(url: str) -> None:
+    """An attacker who rewrites a whole run's chain fools the per-run check, not a digest."""
+    with ledger.connect(url) as led:
+        runs = some_runs(led)
+        digest = take(led.store)
+        victim = led.store.read_run(None, runs[0])
+    forged = victim[1].payload.replace(b"question", b"QUESTION")
+    assert forged != victim[1].payload
+    prev = victim[0].hash
+    rewritten = []
+    for record in victim[1:]:
+        payload = forged if record.version == 2 else record.payload
+        fixed = msgspec.structs.replace(record, payload=payload, prev_hash=prev)
+        digest_of = recompute(fixed, prev)
+        rewritten.append((payload, prev, digest_of, record.version))
+        prev = digest_of
+    for payload, prev_hash, new_hash, version in rewritten:
+        tamper(
+            url,
+            "UPDATE ledger_events SET payload = %s, prev_hash = %s, hash = %s "
+            "WHERE run_id = %s AND version = %s",
+            payload,
+            prev_hash,
+            new_hash,
+            runs[0],
+            version,
+        )
+    assert verify_cli(url).returncode == 0  # the chain alone cannot tell
+    result = verify_cli(url, "--against", str(digest))
+    assert result.returncode == 1 and "DIGEST MISMATCH" in result.stderr
+
+
+def test_a_malformed_digest_is_bad_input(url: str) -> None:
+    result = verify_cli(url, "--against", "not-a-digest")
+    assert result.returncode == 2
+    assert "not a ledger digest" in result.stderr
+
+
+def test_digest_is_printed_for_keeping(url: str) -> None:
+    with ledger.connect(url) as led:
+        some_runs(led, 1)
+    result = verify_cli(url, "--digest")
+    assert result.returncode == 0
+    line = result.stdout.strip().splitlines()[-1]
+    assert Digest.parse(line).events == 6
