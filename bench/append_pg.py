@@ -1,0 +1,120 @@
+"""Benchmark 1: Postgres appends at 1 and 16 writers, ours against two baselines.
+
+Systems (each measurement in a fresh schema of one fresh database, repeats interleaved
+so all systems share the machine's drift):
+
+* ours, API    ``ledger.connect`` -> tenant -> run -> ``with run.turn(): 5 events``
+* ours, store  ``store.append`` of a RunAppend sealed in advance (storage cost alone)
+* raw psycopg  one prepared binary ``INSERT ... SELECT FROM unnest(...)`` per turn
+* eventsourcing  the library's default Postgres recorder via an Application
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ledger
+from bench.es_app import create_es_tables
+from bench.pgserver import create_schema, describe_server, fresh_database, with_schema
+from bench.raw_pg import create_raw_table
+from bench.report import Ratio, Series, print_ratios, print_table, progress
+from bench.runner import measure
+
+
+@dataclass(frozen=True)
+class System:
+    key: str
+    name: str
+    spec: str
+    prepare: Callable[[str, str, int], dict[str, Any]]  # (db url, schema, total turns)
+
+
+def _ours(url: str, schema: str, total: int) -> dict[str, Any]:
+    schema_url = with_schema(url, schema)
+    ledger.connect(schema_url).close()  # migrate once, before the writers start
+    return {"url": schema_url, "total": total}
+
+
+def _raw(url: str, schema: str, total: int) -> dict[str, Any]:
+    create_schema(url, schema)
+    create_raw_table(url, schema)
+    return {"url": url, "schema": schema, "total": total}
+
+
+def _es(url: str, schema: str, total: int) -> dict[str, Any]:
+    create_schema(url, schema)
+    create_es_tables(url, schema)
+    return {"url": url, "schema": schema}
+
+
+SYSTEMS = (
+    System("api", "ours: public API", "bench.ours:OursApi", _ours),
+    System("store", "ours: store.append", "bench.ours:OursStore", _ours),
+    System("raw", "raw psycopg floor", "bench.raw_pg:RawPg", _raw),
+    System("es", "eventsourcing default recorder", "bench.es_app:EsWriter", _es),
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    repeats: int
+    writer_counts: tuple[int, ...]
+    turns: dict[int, int]  # measured turns per writer, by writer count
+    warmup: int
+
+
+FULL = Plan(repeats=5, writer_counts=(1, 16), turns={1: 1000, 16: 150}, warmup=30)
+QUICK = Plan(repeats=3, writer_counts=(1, 16), turns={1: 200, 16: 40}, warmup=10)
+
+
+def run(quick: bool = False) -> list[Ratio]:
+    plan = QUICK if quick else FULL
+    series = {(s.key, w): Series(s.name, w) for w in plan.writer_counts for s in SYSTEMS}
+    with fresh_database() as url:
+        print(f"\nBenchmark 1 on {describe_server(url)}", flush=True)
+        for r in range(plan.repeats):
+            for w in plan.writer_counts:
+                turns = plan.turns[w]
+                order = SYSTEMS[r % len(SYSTEMS) :] + SYSTEMS[: r % len(SYSTEMS)]
+                for system in order:
+                    schema = f"r{r}_w{w}_{system.key}"
+                    params = system.prepare(url, schema, plan.warmup + turns)
+                    sample = measure(system.spec, w, turns, plan.warmup, params)
+                    series[(system.key, w)].samples.append(sample)
+                    progress(r, plan.repeats, system.name, w, sample)
+    print_table(
+        "Benchmark 1: Postgres appends (median of repeats)",
+        [series[(s.key, w)] for w in plan.writer_counts for s in SYSTEMS],
+    )
+    ratios: list[Ratio] = []
+    for w in plan.writer_counts:
+        ratios.append(
+            Ratio(
+                f"ours API / raw psycopg, {w} writers", series[("api", w)], series[("raw", w)], 0.8
+            )
+        )
+        ratios.append(
+            Ratio(
+                f"ours store / raw psycopg, {w} writers", series[("store", w)], series[("raw", w)]
+            )
+        )
+    top = max(plan.writer_counts)
+    ratios.append(
+        Ratio(
+            f"ours API / eventsourcing, {top} writers",
+            series[("api", top)],
+            series[("es", top)],
+            2.5,
+        )
+    )
+    ratios.append(
+        Ratio(
+            f"ours API / eventsourcing, {min(plan.writer_counts)} writers",
+            series[("api", min(plan.writer_counts))],
+            series[("es", min(plan.writer_counts))],
+        )
+    )
+    print_ratios(ratios)
+    return ratios
