@@ -27,7 +27,13 @@ def canonical_time(moment: datetime) -> str:
     """The one text form of a timestamp used in the chain: UTC, microseconds, 'Z'."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    # Formatted by hand: strftime costs more than the rest of sealing an event.
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
 
 
 def envelope_bytes(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.chain import Unsealed, seal
 from ledger.errors import InvalidEvent, LedgerError
 from ledger.events import CATALOG, encode_payload
-from ledger.records import Record, RunAppend
+from ledger.records import RunAppend
 
 if TYPE_CHECKING:
     from ledger.tenant import Tenant
@@ -89,11 +89,11 @@ class Run:
         else:
             self._commit([event])
 
-    def _commit(self, events: Sequence[Unsealed]) -> list[Record]:
+    def _commit(self, events: Sequence[Unsealed]) -> None:
         sealed = seal(
             self.user_id, self.session_id, self.run_id, self.version, self._head_hash, events
         )
-        records = self._tenant._ledger.store.append(
+        self._tenant._ledger.store.append(
             [
                 RunAppend(
                     user_id=self.user_id,
@@ -103,10 +103,10 @@ class Run:
                     expected_hash=self._head_hash,
                     events=sealed,
                 )
-            ]
+            ],
+            returning=False,
         )
         self.version, self._head_hash = sealed[-1].version, sealed[-1].hash
-        return records
 
     # -- the event catalog -----------------------------------------------------------
     def message_received(

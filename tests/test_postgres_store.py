@@ -419,3 +419,21 @@ def test_before_commit_hook_runs_inside_the_transaction(
     with pytest.raises(RuntimeError):
         store.append([follow(stored[-1], b"c")])
     assert len(store.read_run("u1", "r1")) == 2
+
+
+def test_an_append_notifies_listeners_after_commit(pg_url: str) -> None:
+    import psycopg as _psycopg
+
+    import ledger as _ledger
+    from ledger.store.postgres_schema import NOTIFY_CHANNEL
+
+    with _ledger.connect(pg_url) as led:
+        store = led.store
+        listener = _psycopg.connect(store.conninfo, autocommit=True)  # type: ignore[attr-defined]
+        try:
+            listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            led.tenant("usr_a").start_run(session_id="s")
+            notices = list(listener.notifies(timeout=2.0, stop_after=1))
+        finally:
+            listener.close()
+    assert [n.payload for n in notices] == [store.schema]  # type: ignore[attr-defined]

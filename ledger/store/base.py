@@ -40,9 +40,17 @@ class EventStore(ABC):
 
     @abstractmethod
     def append(
-        self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
+        self,
+        appends: Sequence[RunAppend],
+        *,
+        tracking: Tracking | None = None,
+        returning: bool = True,
     ) -> list[Record]:
-        """Store all events of all ``appends`` (and ``tracking``) atomically; return them."""
+        """Store all events of all ``appends`` (and ``tracking``) atomically; return them.
+
+        With ``returning=False`` nothing is returned (the agent's hot path does not need
+        positions back, and not reading them back is measurably cheaper).
+        """
 
     @abstractmethod
     def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:

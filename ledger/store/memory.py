@@ -29,7 +29,11 @@ class MemoryStore(EventStore):
         self._tracking: dict[str, int] = {}
 
     def append(
-        self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
+        self,
+        appends: Sequence[RunAppend],
+        *,
+        tracking: Tracking | None = None,
+        returning: bool = True,
     ) -> list[Record]:
         with self._lock:
             new_runs: dict[str, RunHead] = {}
@@ -98,8 +102,7 @@ class MemoryStore(EventStore):
             raise ConcurrencyError(
                 f"run {item.run_id!r} is at version {head_version}, not {item.expected_version}"
             )
-        versions = {e.version for e in events}
-        if any(e.version in versions for e in item.events):
+        if item.events and item.events[0].version <= head_version:
             raise ConcurrencyError(f"run {item.run_id!r}: version already stored")
 
     def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:

@@ -21,6 +21,7 @@ hook) go in one explicit transaction, pipelined.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -39,7 +40,7 @@ from ledger.errors import ConcurrencyError, InvalidEvent, NotFound, RunIdTaken, 
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
-from ledger.store.postgres_schema import check_schema_name
+from ledger.store.postgres_schema import NOTIFY_CHANNEL, check_schema_name
 from ledger.store.postgres_schema import migrate as migrate_schema
 
 _XID8_OID = 5069
@@ -148,6 +149,9 @@ class PostgresStore(EventStore):
 
     backend = "postgres"
 
+    #: Seconds between two notifications from this store (see ``_notify``).
+    notify_interval = 0.02
+
     def __init__(
         self,
         conninfo: str,
@@ -164,6 +168,7 @@ class PostgresStore(EventStore):
         params.update(options=options)
         params.setdefault("connect_timeout", connect_timeout)
         self._conninfo = make_conninfo("", **params)
+        self._last_notify = 0.0
         self.migrate()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._conninfo,
@@ -215,7 +220,11 @@ class PostgresStore(EventStore):
 
     # -- writes ------------------------------------------------------------------
     def append(
-        self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
+        self,
+        appends: Sequence[RunAppend],
+        *,
+        tracking: Tracking | None = None,
+        returning: bool = True,
     ) -> list[Record]:
         if (
             len(appends) == 1
@@ -223,20 +232,41 @@ class PostgresStore(EventStore):
             and appends[0].events
             and self.before_commit is None
         ):
-            return self._append_one(appends[0])
-        if not appends and tracking is None:
+            stored = self._append_one(appends[0], returning)
+        elif not appends and tracking is None:
             return []
-        return self._append_many(appends, tracking)
+        else:
+            stored = self._append_many(appends, tracking)
+        if any(item.events for item in appends):
+            self._notify()
+        return stored
 
-    def _append_one(self, item: RunAppend) -> list[Record]:
-        statement = q.START_RUN if item.starts_run else q.APPEND_RUN
+    def _append_one(self, item: RunAppend, returning: bool) -> list[Record]:
+        if returning:
+            statement = q.START_RUN if item.starts_run else q.APPEND_RUN
+        else:
+            statement = q.START_RUN_QUIET if item.starts_run else q.APPEND_RUN_QUIET
         with self._conn() as conn:
             cur = conn.cursor(binary=True)
             cur.execute(statement, _event_params(item), prepare=True)
-            rows = cur.fetchall()
-            if len(rows) != len(item.events):
+            inserted = cur.rowcount
+            rows = cur.fetchall() if returning else []
+            if inserted != len(item.events):
                 self._explain(conn, item)
-        return _records(item, rows)
+        return _records(item, rows) if returning else []
+
+    def _notify(self) -> None:
+        """Wake live readers, after the commit and at most once per ``notify_interval``.
+
+        A burst of appends shares one notification; readers also poll every
+        ``notify_interval`` or so, so the last append of a burst is seen promptly too.
+        """
+        now = time.monotonic()
+        if now - self._last_notify < self.notify_interval:
+            return
+        self._last_notify = now
+        with self._conn() as conn:
+            conn.execute(q.NOTIFY, {"channel": NOTIFY_CHANNEL, "schema": self.schema}, prepare=True)
 
     def _append_many(self, appends: Sequence[RunAppend], tracking: Tracking | None) -> list[Record]:
         with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction():

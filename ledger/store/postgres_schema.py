@@ -109,24 +109,6 @@ STEPS: tuple[Step, ...] = (
         FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()""",
         ),
     ),
-    Step(
-        5,
-        "wake live readers",
-        (
-            # One notification per appending statement, delivered at commit (and folded
-            # into one per transaction): projectors and tails LISTEN instead of polling.
-            # The payload names the schema, so ledgers sharing a database don't mix.
-            f"""CREATE FUNCTION ledger_notify_append() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_SCHEMA);
-            RETURN NULL;
-        END
-        $$""",
-            """CREATE TRIGGER ledger_events_notify AFTER INSERT ON ledger_events
-        FOR EACH STATEMENT EXECUTE FUNCTION ledger_notify_append()""",
-        ),
-    ),
 )
 
 LATEST = STEPS[-1].version

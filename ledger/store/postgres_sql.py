@@ -36,7 +36,7 @@ _RETURNING = "RETURNING version, position, tx_id, recorded_at"
 
 #: Start a run: register it and store its first events in one statement. The events
 #: are inserted (and positions drawn) only if this statement registered the run.
-START_RUN = f"""
+START_RUN_QUIET = f"""
 WITH reg AS (
     INSERT INTO ledger_runs (run_id, user_id, session_id)
     VALUES (%(run_id)s, %(user_id)s, %(session_id)s)
@@ -46,8 +46,8 @@ WITH reg AS (
 {_INSERT_COLUMNS}
 {_SELECT_NEW}
 WHERE EXISTS (SELECT 1 FROM reg)
-{_RETURNING}
 """
+START_RUN = f"{START_RUN_QUIET}{_RETURNING}"
 
 #: Register a run that has no events yet (one row, or none if the id is taken).
 REGISTER_RUN = """
@@ -56,20 +56,23 @@ VALUES (%(run_id)s, %(user_id)s, %(session_id)s)
 ON CONFLICT (run_id) DO NOTHING
 """
 
-#: Append to a run: inserted only if the run belongs to the tenant and its head is
-#: exactly the expected (version, hash); checked before any position is drawn.
-APPEND_RUN = f"""
+#: Append to a run: inserted only if its head (for this tenant) is exactly the expected
+#: (version, hash); checked before any position is drawn. A head row keyed by the
+#: tenant exists only if the run was registered to that tenant, so no separate check.
+APPEND_RUN_QUIET = f"""
 {_INSERT_COLUMNS}
 {_SELECT_NEW}
 WHERE ROW(%(expected_version)s::bigint, %(expected_hash)b::bytea) = (
         SELECT h.version, h.hash FROM ledger_events h
         WHERE h.user_id = %(user_id)s AND h.run_id = %(run_id)s
         ORDER BY h.version DESC LIMIT 1)
-  AND EXISTS (
-        SELECT 1 FROM ledger_runs r
-        WHERE r.run_id = %(run_id)s AND r.user_id = %(user_id)s)
-{_RETURNING}
 """
+APPEND_RUN = f"{APPEND_RUN_QUIET}{_RETURNING}"
+
+#: Tell live readers (LISTEN ledger_events) that this schema has new events. Sent by
+#: the writer after its commit, never inside the append transaction: a transaction
+#: that notifies holds a cluster-wide lock through its commit, serialising writers.
+NOTIFY = "SELECT pg_notify(%(channel)s, %(schema)s)"
 
 #: Why an append did not happen: the run's owner and head, if it is registered at all.
 RUN_STATE = """

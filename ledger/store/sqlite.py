@@ -211,10 +211,14 @@ class SQLiteStore(EventStore):
     # -- write path -----------------------------------------------------------------
 
     def append(
-        self, appends: Sequence[RunAppend], *, tracking: Tracking | None = None
+        self,
+        appends: Sequence[RunAppend],
+        *,
+        tracking: Tracking | None = None,
+        returning: bool = True,
     ) -> list[Record]:
         with self.transaction() as conn:
-            records = self._write(conn, appends, tracking)
+            records = self._write(conn, appends, tracking, returning)
             if self.before_commit is not None:
                 self.before_commit()
         return records
@@ -262,6 +266,7 @@ class SQLiteStore(EventStore):
         conn: sqlite3.Connection,
         appends: Sequence[RunAppend],
         tracking: Tracking | None,
+        returning: bool = True,
     ) -> list[Record]:
         now = datetime.now(UTC)
         now_text = canonical_time(now)
@@ -287,7 +292,8 @@ class SQLiteStore(EventStore):
                 head = (user_id, session_id, run_id, e.version, position, tx_id, e.type, e.schema)
                 tail = (e.payload, e.prev_hash, e.hash, e.key_id)
                 rows.append((*head, canonical_time(e.occurred_at), now_text, *tail))
-                stored.append(Record(*head, e.occurred_at.astimezone(UTC), now, *tail))
+                if returning:
+                    stored.append(Record(*head, e.occurred_at.astimezone(UTC), now, *tail))
                 position += 1
         try:
             conn.executemany(sql.INSERT_EVENT, rows)
