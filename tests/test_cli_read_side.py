@@ -1,0 +1,106 @@
+"""The read side from the shell: state, memory, runs --sort, projections run/status/rebuild."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ledger
+from tests.test_cli import ledger_cli
+from tests.writers import turn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+def seed(url: str) -> dict[str, str]:
+    with ledger.connect(url) as led:
+        cheap = led.tenant("usr_a").start_run(session_id="sess_1", model="gpt-4o-mini")
+        turn(cheap, 1)
+        dear = led.tenant("usr_a").start_run(session_id="sess_2", model="gpt-4o")
+        for n in range(3):
+            turn(dear, n)
+        dear.memory_written(namespace="prefs", key="tone", value="brief")
+        other = led.tenant("usr_b").start_run(session_id="sess_1", model="gpt-4o")
+        turn(other, 1)
+        return {"cheap": cheap.run_id, "dear": dear.run_id, "other": other.run_id}
+
+
+def test_runs_sorted_by_cost_tokens_and_wall_time(url: str) -> None:
+    runs = seed(url)
+    by_cost = json.loads(
+        ledger_cli(url, "runs", "--user", "usr_a", "--sort", "cost", "--json").stdout
+    )
+    assert [r["run_id"] for r in by_cost] == [runs["dear"], runs["cheap"]]
+    assert by_cost[0]["cost_usd"] > by_cost[1]["cost_usd"] > 0
+    everyone = json.loads(
+        ledger_cli(url, "runs", "--sort", "tokens", "--limit", "2", "--json").stdout
+    )
+    assert everyone[0]["run_id"] == runs["dear"] and len(everyone) == 2
+    table = ledger_cli(url, "runs", "--user", "usr_a", "--sort", "wall_time")
+    assert table.returncode == 0 and runs["dear"] in table.stdout and "$" in table.stdout
+
+
+def test_state_and_memory(url: str) -> None:
+    seed(url)
+    state = json.loads(ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--json").stdout)
+    assert state["session_id"] == "sess_2" and len(state["messages"]) == 12
+    assert ledger_cli(url, "state", "sess_2", "--user", "usr_b").returncode == 1
+    memory = json.loads(ledger_cli(url, "memory", "--user", "usr_a", "--json").stdout)
+    assert [(m["namespace"], m["key"], m["value"]) for m in memory] == [("prefs", "tone", "brief")]
+    assert json.loads(ledger_cli(url, "memory", "--user", "usr_b", "--json").stdout) == []
+
+
+def test_projections_status_rebuild_and_unknown_name(url: str) -> None:
+    seed(url)
+    before = json.loads(ledger_cli(url, "projections", "status", "--json").stdout)
+    assert {p["name"] for p in before} == {"conversation", "run_metadata", "memory"}
+    assert all(p["lag_events"] == 29 and p["generation"] is None for p in before)
+    rebuilt = ledger_cli(url, "projections", "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    after = json.loads(ledger_cli(url, "projections", "status", "--json").stdout)
+    assert all(p["lag_events"] == 0 and p["position"] == p["head_position"] for p in after)
+    unknown = ledger_cli(url, "projections", "rebuild", "sentiment")
+    assert unknown.returncode == 2 and "no read model named 'sentiment'" in unknown.stderr
+
+
+def test_projections_run_follows_live_and_stops_cleanly_on_sigterm(url: str) -> None:
+    seed(url)
+    env = {**os.environ, "COLUMNS": "200"}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "cli", "--url", url, "projections", "run", "--poll", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            status = json.loads(ledger_cli(url, "projections", "status", "--json").stdout)
+            if all(p["lag_events"] == 0 and p["owner"] for p in status):
+                break
+            assert time.monotonic() < deadline, "the runner never caught up"
+            time.sleep(0.1)
+        with ledger.connect(url) as led:
+            turn(led.tenant("usr_b").start_run(session_id="late"), 1)
+        while json.loads(ledger_cli(url, "projections", "status", "--json").stdout)[0][
+            "lag_events"
+        ]:
+            assert time.monotonic() < deadline, "the live runner missed the new turn"
+            time.sleep(0.05)
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 0, err
+    assert "stopped cleanly" in err
+    status = json.loads(ledger_cli(url, "projections", "status", "--json").stdout)
+    assert all(p["owner"] is None for p in status)  # leases given back

@@ -1,0 +1,333 @@
+"""The three read models: exact shapes, numbers, isolation, read-your-writes, and the
+property that a projected model after k events equals the fold of the first k."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ledger
+import ledger.records
+import ledger.tenant
+from ledger import NotFound
+from projections.catalog import default_projectors
+from projections.prices import PriceTable
+from projections.reducers import ConversationReducer, MemoryReducer, RunMetadataReducer
+from projections.runner import ProjectorRunner
+
+T0 = datetime(2025, 3, 15, 10, 0, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def led(store_url: str) -> ledger.Ledger:
+    with ledger.connect(store_url) as connection:
+        yield connection
+
+
+def scripted_run(t: ledger.Tenant, session: str = "sess_1", model: str = "gpt-4o") -> ledger.Run:
+    """Two turns with a tool call, a tool error, a retry, a step and memory writes."""
+    run = t.start_run(session_id=session, agent="bot", model=model, occurred_at=at(0))
+    with run.turn():
+        run.message_received(content="weather?", occurred_at=at(1))
+        run.model_responded(
+            model=model,
+            tool_calls=[{"id": "c1", "name": "wx", "arguments": {"city": "Oslo"}}],
+            usage={"input_tokens": 1000, "output_tokens": 50},
+            latency_ms=700,
+            occurred_at=at(2),
+        )
+        run.tool_called(call_id="c1", name="wx", input={"city": "Oslo"}, occurred_at=at(2.1))
+        run.tool_returned(
+            call_id="c1", name="wx", output={"t": 3}, duration_ms=900, occurred_at=at(3)
+        )
+        run.model_responded(
+            model=model,
+            content="3 degrees",
+            usage={"input_tokens": 1100, "output_tokens": 20},
+            latency_ms=400,
+            occurred_at=at(3.5),
+        )
+    with run.turn():
+        run.message_received(content="and tomorrow?", occurred_at=at(10))
+        run.retry_attempted(
+            what="model", attempt=2, error="429", delay_ms=500, occurred_at=at(10.5)
+        )
+        run.tool_called(call_id="c2", name="wx", input={"day": 2}, occurred_at=at(11))
+        run.tool_returned(
+            call_id="c2", name="wx", error="timeout", duration_ms=3000, occurred_at=at(14)
+        )
+    run.step_completed(step="forecast", index=1, occurred_at=at(14.1))
+    run.memory_written(namespace="prefs", key="city", value="Oslo", occurred_at=at(14.2))
+    run.memory_written(namespace="prefs", key="units", value="C", occurred_at=at(14.3))
+    run.memory_forgotten(namespace="prefs", key="units", occurred_at=at(14.4))
+    run.complete(output="done", occurred_at=at(15))
+    return run
+
+
+def test_conversation_is_exactly_the_contract_shape(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    scripted_run(t)
+    state = t.conversation("sess_1").model_dump(mode="json")
+    assert state == {
+        "session_id": "sess_1",
+        "user_id": "usr_a",
+        "created_at": "2025-03-15T10:00:00Z",
+        "updated_at": "2025-03-15T10:00:15Z",
+        "messages": [
+            {"role": "user", "content": "weather?", "timestamp": "2025-03-15T10:00:01Z"},
+            {
+                "role": "assistant",
+                "content": "",
+                "timestamp": "2025-03-15T10:00:02Z",
+                "tool_calls": [{"id": "c1", "name": "wx", "arguments": {"city": "Oslo"}}],
+            },
+            {
+                "role": "tool",
+                "call_id": "c1",
+                "name": "wx",
+                "input": {"city": "Oslo"},
+                "output": {"t": 3},
+                "duration_ms": 900.0,
+                "timestamp": "2025-03-15T10:00:02.100000Z",
+            },
+            {
+                "role": "assistant",
+                "content": "3 degrees",
+                "timestamp": "2025-03-15T10:00:03.500000Z",
+            },
+            {"role": "user", "content": "and tomorrow?", "timestamp": "2025-03-15T10:00:10Z"},
+            {
+                "role": "tool",
+                "call_id": "c2",
+                "name": "wx",
+                "input": {"day": 2},
+                "error": "timeout",
+                "duration_ms": 3000.0,
+                "timestamp": "2025-03-15T10:00:11Z",
+            },
+        ],
+        "run_metadata": {
+            "model": "gpt-4o",
+            "total_tokens": 2170,
+            "tool_calls": 2,
+            "retries": 1,
+            "wall_time_ms": 15000.0,
+        },
+    }
+
+
+def test_run_metadata_answers_cost_and_slowness(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = scripted_run(t)
+    meta = t.run_metadata(run.run_id)
+    assert (meta.status, meta.agent, meta.model, meta.version) == ("completed", "bot", "gpt-4o", 15)
+    assert (meta.input_tokens, meta.output_tokens, meta.total_tokens) == (2100, 70, 2170)
+    assert meta.cost_usd == pytest.approx((2100 * 2.5 + 70 * 10.0) / 1e6)
+    assert (meta.model_calls, meta.tool_calls, meta.tool_errors, meta.retries) == (2, 2, 1, 1)
+    assert meta.wall_time_ms == 15000.0
+    assert meta.tools["wx"].model_dump() == {
+        "calls": 2,
+        "errors": 1,
+        "total_duration_ms": 3900.0,
+        "max_duration_ms": 3000.0,
+    }
+    assert [turn.index for turn in meta.turns] == [0, 1]
+    assert meta.turns[1].wall_time_ms == pytest.approx(5000.0)  # 10.0 s -> 15.0 s
+    assert meta.turns[1].retry_delay_ms == 500 and meta.turns[1].errors == 1
+    assert meta.slowest_turn == 1
+    assert meta.slowest_tool_call is not None
+    assert (meta.slowest_tool_call.call_id, meta.slowest_tool_call.duration_ms) == ("c2", 3000)
+    assert [s.model_dump() for s in meta.completed_steps] == [{"step": "forecast", "index": 1}]
+    assert meta.pending_tool_calls == []
+    assert [m.run_id for m in t.runs()] == [run.run_id]
+
+
+def test_unknown_models_cost_null_not_zero(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = scripted_run(t, model="in-house-model-7")
+    meta = t.run_metadata(run.run_id)
+    assert meta.cost_usd is None
+    assert all(turn.cost_usd is None for turn in meta.turns if turn.model_calls)
+
+
+def test_prices_can_be_overridden_by_a_file(tmp_path: Any) -> None:
+    table = tmp_path / "prices.json"
+    table.write_text('{"in-house": {"input": 1.0, "output": 2.0}}')
+    prices = PriceTable.load(table)
+    assert prices.cost("in-house-v2", 1_000_000, 500_000) == pytest.approx(2.0)
+    assert prices.cost("gpt-4o", 1, 1) is None
+
+
+def test_memory_keeps_current_values_and_history(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = scripted_run(t)
+    memories = t.memories()
+    assert [(m.namespace, m.key, m.value, m.run_id) for m in memories] == [
+        ("prefs", "city", "Oslo", run.run_id)
+    ]
+    assert t.memories("other") == []
+    history = MemoryReducer().fold(led.auditor().events(run.run_id))
+    assert history is not None
+    assert [(c.op, c.key) for c in history.history] == [
+        ("write", "city"),
+        ("write", "units"),
+        ("forget", "units"),
+    ]
+
+
+def test_pending_tool_calls_and_a_running_status(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    run.tool_called(call_id="c9", name="slow", input={"n": 1})
+    meta = t.run_metadata(run.run_id)
+    assert meta.status == "running"
+    assert [(c.call_id, c.name, c.input) for c in meta.pending_tool_calls] == [
+        ("c9", "slow", {"n": 1})
+    ]
+
+
+def test_no_read_returns_another_tenants_data(led: ledger.Ledger) -> None:
+    a, b = led.tenant("usr_a"), led.tenant("usr_b")
+    run = scripted_run(a, session="shared_name")
+    scripted_run(b, session="other")
+    ProjectorRunner(led, default_projectors()).catch_up()
+    with pytest.raises(NotFound):
+        b.conversation("shared_name")
+    with pytest.raises(NotFound):
+        b.run_metadata(run.run_id)
+    assert {m.user_id for m in b.runs()} == {"usr_b"}
+    assert all(m.run_id != run.run_id for m in b.memories())
+    assert b.conversation("other").user_id == "usr_b"
+
+
+def test_after_a_turn_returns_the_conversation_includes_it(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    runner = ProjectorRunner(led, default_projectors())
+    for n in range(3):
+        with run.turn():
+            run.message_received(content=f"q{n}")
+            run.model_responded(content=f"a{n}")
+        assert t.conversation("s").messages[-1]["content"] == f"a{n}"
+        if n == 1:
+            runner.catch_up()  # projected or not, the read is the same
+
+
+# -- the property -----------------------------------------------------------------------
+
+ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "msg",
+                "model",
+                "call",
+                "return",
+                "error",
+                "retry",
+                "step",
+                "remember",
+                "forget",
+                "complete",
+            ]
+        ),
+        st.integers(0, 2),  # which run
+        st.integers(0, 3),  # a small argument
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def play(led: ledger.Ledger, actions: list[tuple[str, int, int]]) -> None:
+    t = led.tenant("usr_p")
+    runs = [t.start_run(session_id=f"s{i % 2}", model="gpt-4o") for i in range(3)]
+    open_calls: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    for n, (kind, which, arg) in enumerate(actions):
+        run = runs[which]
+        if kind == "msg":
+            run.message_received(content=f"m{n}", role="user" if arg else "system")
+        elif kind == "model":
+            run.model_responded(
+                model=["gpt-4o", "mystery"][arg % 2],
+                content=f"r{n}",
+                usage={"input_tokens": arg * 10, "output_tokens": arg},
+                latency_ms=arg * 5,
+            )
+        elif kind == "call":
+            open_calls[which].append(f"c{n}")
+            run.tool_called(call_id=f"c{n}", name=f"tool{arg}", input={"n": n})
+        elif kind in ("return", "error"):
+            call = open_calls[which].pop(0) if open_calls[which] else f"orphan{n}"
+            if kind == "return":
+                run.tool_returned(call_id=call, name="tool", output=[n], duration_ms=arg)
+            else:
+                run.tool_returned(call_id=call, name="tool", error="boom", duration_ms=arg)
+        elif kind == "retry":
+            run.retry_attempted(what="tool", attempt=arg + 1, delay_ms=arg)
+        elif kind == "step":
+            run.step_completed(step=f"step{arg}", index=n)
+        elif kind == "remember":
+            run.memory_written(namespace="ns", key=f"k{arg}", value={"n": n})
+        elif kind == "forget":
+            run.memory_forgotten(namespace="ns", key=f"k{arg}")
+        else:
+            run.complete(output=n)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=ACTIONS, data=st.data())
+def test_the_read_model_after_k_events_is_the_fold_of_the_first_k(
+    actions: list[tuple[str, int, int]], data: st.DataObject
+) -> None:
+    with ledger.connect("memory://") as led:
+        play(led, actions)
+        log = led.store.read_log(ledger.records.START, 10_000)
+        k = data.draw(st.integers(0, len(log)), label="k")
+        runner = ProjectorRunner(led, default_projectors(), batch_size=1)
+        for _ in range(k):
+            runner.step()
+        events = [ledger.tenant.to_event(r) for r in log[:k]]
+        for projector in default_projectors():
+            reducer = projector.reducer
+            keys = {("usr_p", reducer.key(e)) for e in events if reducer.key(e) is not None}
+            stored = {
+                (u, key): projector.load(d).state
+                for u, key, d in runner.storage.scan(projector.name, None)
+            }
+            assert set(stored) == keys
+            for user, key in keys:
+                expected = reducer.fold([e for e in events if reducer.key(e) == key])
+                assert stored[(user, key)] == expected, (projector.name, key)
+
+
+@settings(max_examples=40, deadline=None)
+@given(actions=ACTIONS, split=st.integers(0, 60))
+def test_folding_in_two_chunks_equals_one_fold_and_apply_is_pure(
+    actions: list[tuple[str, int, int]], split: int
+) -> None:
+    with ledger.connect("memory://") as led:
+        play(led, actions)
+        events = [
+            ledger.tenant.to_event(r) for r in led.store.read_log(ledger.records.START, 10_000)
+        ]
+    for reducer in (ConversationReducer(), RunMetadataReducer(), MemoryReducer()):
+        mine = [e for e in events if reducer.key(e) == reducer.key(events[0])]
+        cut = min(split, len(mine))
+        whole = reducer.fold(mine)
+        first = reducer.fold(mine[:cut])
+        assert reducer.fold(mine[cut:], first) == whole
+        if first is not None and cut < len(mine):
+            before = reducer.encode(first)
+            reducer.apply(first, mine[cut])
+            assert reducer.encode(first) == before  # apply never touches its input
+        if whole is not None:
+            assert reducer.decode(reducer.encode(whole)) == whole
