@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from ledger.errors import NotFound
 from ledger.events import Event
@@ -28,6 +29,10 @@ class Auditor:
         if self._ledger.store.run_head(None, run_id) is None:
             raise NotFound(f"run {run_id!r} not found")
         return [to_event(r) for r in self._ledger.store.read_run(None, run_id)]
+
+    def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
+        """RunState of any tenant's run at a version or a time (None: its head)."""
+        return self._ledger.replayer.replay(None, run_id, at)
 
     def verify(self, user_id: str | None = None, run_id: str | None = None) -> VerifyReport:
         """Recompute the hash chain of every run in scope; report the first bad event of each."""

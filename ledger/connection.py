@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ledger.auditor import Auditor
-from ledger.read_side import ReadSide, load_read_side
+from ledger.read_side import ReadSide, Replayer, load_read_side, load_replayer
 from ledger.settings import Settings
 from ledger.store import EventStore, open_store
 from ledger.tenant import Tenant
@@ -16,6 +16,7 @@ class Ledger:
         self.store = store
         self.settings = settings
         self._read_side: ReadSide | None = None
+        self._replayer: Replayer | None = None
 
     def __repr__(self) -> str:
         return f"Ledger(backend={self.store.backend!r})"
@@ -35,6 +36,13 @@ class Ledger:
         if self._read_side is None:
             self._read_side = load_read_side(self)
         return self._read_side
+
+    @property
+    def replayer(self) -> Replayer:
+        """The replay engine (point-in-time state, forks), loaded on first use."""
+        if self._replayer is None:
+            self._replayer = load_replayer(self)
+        return self._replayer
 
     def auditor(self) -> Auditor:
         """The one handle that reads across tenants (verify, export, admin listings)."""

@@ -9,6 +9,7 @@ dependency direction of DESIGN.md holds without a single import of ``projections
 
 from __future__ import annotations
 
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from ledger.tenant import Tenant
 
 GROUP = "ledger.read_side"
+REPLAY_GROUP = "ledger.replay"
 
 
 class ReadSide(Protocol):
@@ -37,14 +39,33 @@ class ReadSide(Protocol):
         """The tenant's current memories."""
 
 
-def load_read_side(ledger: Ledger) -> ReadSide:
-    """The installed read side, bound to ``ledger``."""
-    found = entry_points(group=GROUP, name="default")
+class Replayer(Protocol):
+    """What the tenant and run handles ask of the replay engine."""
+
+    def replay(self, user_id: str | None, run_id: str, at: int | datetime | None) -> Any:
+        """RunState of a run at a version or time (None: its head)."""
+
+    def fork(self, tenant: Tenant, run_id: str, at: int) -> Any:
+        """A new run in the same session whose history up to ``at`` is the parent's."""
+
+
+def _load(group: str, ledger: Ledger) -> Any:
+    found = entry_points(group=group, name="default")
     if not found:
         raise LedgerError(
-            "no read side is installed (entry point group 'ledger.read_side'); "
+            f"nothing is installed for entry point group {group!r}; "
             "reinstall the run-ledger package: pip install -e ."
         )
-    factory = next(iter(found)).load()
-    read_side: ReadSide = factory(ledger)
+    return next(iter(found)).load()(ledger)
+
+
+def load_read_side(ledger: Ledger) -> ReadSide:
+    """The installed read side, bound to ``ledger``."""
+    read_side: ReadSide = _load(GROUP, ledger)
     return read_side
+
+
+def load_replayer(ledger: Ledger) -> Replayer:
+    """The installed replay engine, bound to ``ledger``."""
+    replayer: Replayer = _load(REPLAY_GROUP, ledger)
+    return replayer

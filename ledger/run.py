@@ -62,6 +62,11 @@ class Run:
         if events:
             self._commit(events)
 
+    def state(self) -> Any:
+        """RunState at this run's head: completed steps and pending tool calls tell an
+        interrupted agent where to resume."""
+        return self._tenant.replay(self.run_id)
+
     def refresh(self) -> Run:
         """Move this handle to the run's current head (after a ConcurrencyError)."""
         head = self._tenant._head(self.run_id)

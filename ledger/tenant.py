@@ -77,12 +77,23 @@ class Tenant:
         metadata: dict[str, Any] | None = None,
         *,
         occurred_at: datetime | None = None,
+        parent_run_id: str | None = None,
+        parent_version: int | None = None,
     ) -> Run:
-        """Register a new run in ``session_id`` and record its ``run_started`` event."""
+        """Register a new run in ``session_id`` and record its ``run_started`` event.
+
+        ``parent_run_id``/``parent_version`` mark a fork (see ``fork``)."""
         session_id = check_id("session_id", session_id)
         run_id = check_id("run_id", run_id) if run_id is not None else new_run_id()
         started = CATALOG.validate(
-            "run_started", {"agent": agent, "model": model, "metadata": metadata}
+            "run_started",
+            {
+                "agent": agent,
+                "model": model,
+                "metadata": metadata,
+                "parent_run_id": parent_run_id,
+                "parent_version": parent_version,
+            },
         )
         run = Run(self, run_id, session_id, 0, GENESIS)
         run._emit("run_started", msgspec.to_builtins(started), occurred_at)
@@ -118,6 +129,16 @@ class Tenant:
     def memories(self, namespace: str | None = None) -> list[Any]:
         """This user's current long-term memories, with the run that wrote each."""
         return self._ledger.read_side.memories(self, namespace)
+
+    def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
+        """RunState of one of this tenant's runs at a version or a time (None: its head)."""
+        return self._ledger.replayer.replay(self.user_id, check_id("run_id", run_id), at)
+
+    def fork(self, run_id: str, at: int) -> Run:
+        """Start a new run in the same session whose history up to version ``at`` is the
+        parent's (recorded in its run_started), to try another continuation."""
+        forked: Run = self._ledger.replayer.fork(self, check_id("run_id", run_id), at)
+        return forked
 
     def summaries(self, session_id: str | None = None) -> list[RunSummary]:
         """This tenant's registered runs and their heads (no read model needed)."""

@@ -1,0 +1,42 @@
+"""The replay engine behind ``t.replay()``, ``t.fork()`` and ``run.state()``
+(registered with the ledger as the ``ledger.replay`` entry point)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ledger.connection import Ledger
+from ledger.errors import InvalidEvent
+from ledger.run import Run
+from ledger.tenant import Tenant
+from replay.state import RunState, lineage, replay
+
+
+class Replayer:
+    """Point-in-time states and forks of one ledger's runs."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def replay(self, user_id: str | None, run_id: str, at: int | datetime | None) -> RunState:
+        """The state of a run (of ``user_id``, or of anyone for the auditor) at ``at``."""
+        return replay(self.ledger.store, user_id, run_id, at)
+
+    def fork(self, tenant: Tenant, run_id: str, at: int) -> Run:
+        """A new run in the parent's session, starting from the parent's state at ``at``."""
+        events = lineage(self.ledger.store, tenant.user_id, run_id)
+        own = [e for e in events if e.run_id == run_id]
+        head = own[-1].version
+        if not 1 <= at <= head:
+            raise InvalidEvent(
+                f"cannot fork run {run_id!r} at version {at}: it has versions 1..{head}"
+            )
+        started = own[0].data if own[0].type == "run_started" else {}
+        return tenant.start_run(
+            session_id=own[0].session_id,
+            agent=started.get("agent"),
+            model=started.get("model"),
+            parent_run_id=run_id,
+            parent_version=at,
+            metadata={"forked_from": {"run_id": run_id, "version": at}},
+        )
