@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 import ledger
-from cli import context, projections_cmd, render
+from cli import context, projections_cmd, render, replay_cmd
 from cli.context import JsonFlag, UserOption, connect
 from ledger import digest as log_digest
 from ledger.jsonl import append_jsonl
@@ -23,6 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(projections_cmd.app, name="projections")
+app.command("replay")(replay_cmd.replay_command)
+app.command("fork")(replay_cmd.fork_command)
+app.command("tail")(replay_cmd.tail_command)
 
 UrlOption = Annotated[
     str | None,

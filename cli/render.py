@@ -16,7 +16,7 @@ from projections.models import ConversationState, Memory, RunMetadata
 from projections.status import ProjectorStatus
 
 out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PREVIEW = 70
 
