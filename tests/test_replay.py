@@ -1,0 +1,183 @@
+"""The replay engine: any run at any point, equal to the fold and to the projections;
+--at-time, forks, resume state, and the errors users hit."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ledger
+import ledger.records
+import ledger.tenant
+from ledger import InvalidEvent, NotFound
+from projections.catalog import RUN_METADATA, default_projectors
+from projections.models import RunMetadata
+from projections.reducers import RunMetadataReducer
+from projections.runner import ProjectorRunner
+from tests.test_cli import ledger_cli
+from tests.test_read_models import ACTIONS, play
+from tests.writers import turn
+
+
+@pytest.fixture
+def led(store_url: str) -> ledger.Ledger:
+    with ledger.connect(store_url) as connection:
+        yield connection
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=ACTIONS, data=st.data())
+def test_replay_at_k_is_the_fold_of_k_and_what_projections_held(
+    actions: list[tuple[str, int, int]], data: st.DataObject
+) -> None:
+    with ledger.connect("memory://") as led:
+        play(led, actions)
+        log = led.store.read_log(ledger.records.START, 10_000)
+        run_id = data.draw(st.sampled_from(sorted({r.run_id for r in log})), label="run")
+        own = [r for r in log if r.run_id == run_id]
+        k = data.draw(st.integers(1, len(own)), label="k")
+        state = led.tenant("usr_p").replay(run_id, at=k)
+        folded = RunMetadataReducer().fold([ledger.tenant.to_event(r) for r in own[:k]])
+        assert folded is not None
+        assert state.version == k and state.status == folded.status
+        assert state.run_metadata.total_tokens == folded.total_tokens
+        assert state.run_metadata.cost_usd == folded.cost_usd
+        assert [c.call_id for c in state.pending_tool_calls] == list(folded.pending)
+        # and the run metadata read model, after the log up to that event was projected
+        runner = ProjectorRunner(led, default_projectors(), batch_size=1)
+        for _ in range(log.index(own[k - 1]) + 1):
+            runner.step()
+        stored = runner.storage.get(RUN_METADATA, "usr_p", run_id)
+        assert stored is not None
+        projected = RunMetadata.from_state(default_projectors()[1].load(stored).state)
+        assert projected.version == state.version
+        assert (projected.total_tokens, projected.cost_usd, projected.status) == (
+            state.run_metadata.total_tokens,
+            state.run_metadata.cost_usd,
+            state.status,
+        )
+        assert [c.call_id for c in projected.pending_tool_calls] == [
+            c.call_id for c in state.pending_tool_calls
+        ]
+
+
+def test_at_time_picks_the_last_event_recorded_at_or_before(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    turn(run, 1)  # one transaction: five events share one recorded_at
+    run.step_completed(step="after", index=1)
+    events = t.events(run.run_id)
+    turn_time = events[1].recorded_at
+    assert {e.recorded_at for e in events[1:6]} == {turn_time}
+    assert t.replay(run.run_id, at=turn_time).version == 6  # last of those sharing it
+    between = turn_time + (events[6].recorded_at - turn_time) / 2
+    if events[6].recorded_at > turn_time:
+        assert t.replay(run.run_id, at=between).version == 6
+    assert t.replay(run.run_id, at=events[-1].recorded_at + timedelta(days=1)).version == 7
+    with pytest.raises(InvalidEvent, match="before run"):
+        t.replay(run.run_id, at=events[0].recorded_at - timedelta(seconds=1))
+
+
+def test_a_fork_replays_the_parent_up_to_n_then_its_own(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    parent = t.start_run(session_id="s", model="gpt-4o")
+    turn(parent, 1)
+    turn(parent, 2)
+    parent_before = t.events(parent.run_id)
+    child = t.fork(parent.run_id, at=6)
+    child.message_received(content="a different continuation")
+    state = t.replay(child.run_id)
+    assert (state.parent_run_id, state.parent_version) == (parent.run_id, 6)
+    at_fork = t.replay(parent.run_id, at=6)
+    assert state.messages[: len(at_fork.messages)] == at_fork.messages
+    assert state.messages[-1]["content"] == "a different continuation"
+    assert t.events(parent.run_id) == parent_before  # untouched
+    assert led.auditor().verify().ok
+    grandchild = t.fork(child.run_id, at=1)  # a fork of a fork, at its run_started
+    assert t.replay(grandchild.run_id).messages == at_fork.messages
+    with pytest.raises(InvalidEvent, match="cannot fork"):
+        t.fork(parent.run_id, at=99)
+
+
+def test_resume_shows_completed_steps_and_pending_tool_calls(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    run.step_completed(step="plan", index=1)
+    run.tool_called(call_id="c1", name="search", input={"q": "x"})
+    state = t.run(run.run_id).state()
+    assert [(s.step, s.index) for s in state.completed_steps] == [("plan", 1)]
+    assert [(c.call_id, c.name, c.input) for c in state.pending_tool_calls] == [
+        ("c1", "search", {"q": "x"})
+    ]
+    assert state.status == "running"
+
+
+def test_unknown_other_tenants_and_out_of_range(led: ledger.Ledger) -> None:
+    a, b = led.tenant("usr_a"), led.tenant("usr_b")
+    run = a.start_run(session_id="s")
+    with pytest.raises(NotFound):
+        b.replay(run.run_id)
+    with pytest.raises(NotFound):
+        a.replay("run_nope")
+    for bad in (0, 2):
+        with pytest.raises(InvalidEvent, match="outside run"):
+            a.replay(run.run_id, at=bad)
+    assert led.auditor().replay(run.run_id).user_id == "usr_a"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+def test_replay_fork_and_tail_from_the_shell(url: str) -> None:
+    with ledger.connect(url) as led:
+        run = led.tenant("usr_a").start_run(session_id="s")
+        turn(run, 1)
+        run_id = run.run_id
+    shown = ledger_cli(url, "replay", run_id, "--at", "3")
+    assert shown.returncode == 0 and "▶" in shown.stdout and "at version 3" in shown.stdout
+    state: dict[str, Any] = json.loads(ledger_cli(url, "replay", run_id, "--json").stdout)
+    assert set(state) >= {
+        "run_id",
+        "user_id",
+        "session_id",
+        "status",
+        "version",
+        "position",
+        "at",
+        "messages",
+        "run_metadata",
+        "pending_tool_calls",
+        "completed_steps",
+    }
+    assert set(state["run_metadata"]) >= {
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "tool_calls",
+        "retries",
+        "wall_time_ms",
+        "cost_usd",
+    }
+    change = json.loads(
+        ledger_cli(url, "replay", run_id, "--from", "1", "--to", "6", "--json").stdout
+    )
+    assert len(change["messages_added"]) == 4 and change["input_tokens"] == 2600
+    at_time = ledger_cli(url, "replay", run_id, "--at-time", state["at"], "--json")
+    assert json.loads(at_time.stdout)["version"] == 6
+    assert ledger_cli(url, "replay", run_id, "--user", "usr_b").returncode == 1
+    assert ledger_cli(url, "replay", "run_nope").returncode == 1
+    assert ledger_cli(url, "replay", run_id, "--at", "50").returncode == 2
+    assert ledger_cli(url, "replay", run_id, "--at-time", "yesterday").returncode == 2
+    forked = json.loads(
+        ledger_cli(url, "fork", run_id, "--at", "2", "--user", "usr_a", "--json").stdout
+    )
+    assert forked["parent_run_id"] == run_id
+    assert ledger_cli(url, "tail", "--for", "0.3").returncode == 0
