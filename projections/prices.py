@@ -8,6 +8,7 @@ unknown cost must not look like a free one.
 
 from __future__ import annotations
 
+import functools
 import os
 from importlib.resources import files
 from pathlib import Path
@@ -53,8 +54,10 @@ class PriceTable:
         override = os.environ.get("LEDGER_PRICES")
         if override:
             return cls.load(override)
-        shipped = files("projections").joinpath("prices.json")
-        return cls.load(str(shipped))
+        return _shipped()
+
+    def __contains__(self, model: object) -> bool:
+        return isinstance(model, str) and self.price(model) is not None
 
     def price(self, model: str | None) -> Price | None:
         """The price of ``model``: exact name, else the longest known prefix, else None."""
@@ -82,3 +85,9 @@ class PriceTable:
             + cached * cached_price
             + output_tokens * price.output
         ) / 1_000_000
+
+
+@functools.cache
+def _shipped() -> PriceTable:
+    """The table shipped with the package (read once per process)."""
+    return PriceTable.load(str(files("projections").joinpath("prices.json")))

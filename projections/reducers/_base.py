@@ -1,0 +1,91 @@
+"""What every reducer shares: the pure forms built on ``step`` and the stored encoding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from ledger.events import Event
+
+S = TypeVar("S")
+
+
+def millis(start: datetime, end: datetime) -> float:
+    """Milliseconds from ``start`` to ``end`` (never negative: agent clocks drift)."""
+    return max(0.0, (end - start).total_seconds() * 1000)
+
+
+def usage_of(event: Event) -> dict[str, Any] | None:
+    """The ``usage`` of a model_responded event, or None when the agent reported none."""
+    usage: dict[str, Any] | None = event.data.get("usage")
+    return usage
+
+
+def tokens(usage: dict[str, Any] | None) -> tuple[int, int, int, int]:
+    """(input, output, cache_read_input, reasoning) tokens; absent counts are 0."""
+    if not usage:
+        return 0, 0, 0, 0
+    return (
+        int(usage.get("input_tokens") or 0),
+        int(usage.get("output_tokens") or 0),
+        int(usage.get("cache_read_input_tokens") or 0),
+        int(usage.get("reasoning_tokens") or 0),
+    )
+
+
+class Reducer(Generic[S]):
+    """A read model's fold: subclasses give ``state_type``, ``key``, ``initial``, ``step``.
+
+    ``step`` folds in place, because the projector owns the states it decoded and a long
+    session must not be copied per event. Everything else here is pure: ``apply`` and
+    ``fold`` never change a state the caller passed in.
+    """
+
+    state_type: type[S]
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(self.state_type)
+
+    def key(self, event: Event) -> str | None:
+        """The document ``event`` belongs to, or None if this read model ignores it."""
+        raise NotImplementedError
+
+    def initial(self, event: Event) -> S:
+        """The empty state of the document ``event`` opens (``event`` is not folded in)."""
+        raise NotImplementedError
+
+    def step(self, state: S, event: Event) -> None:
+        """Fold ``event`` into ``state``, in place."""
+        raise NotImplementedError
+
+    def encode(self, state: S) -> bytes:
+        """The state as stored bytes (msgspec JSON)."""
+        return self._encoder.encode(state)
+
+    def decode(self, data: bytes) -> S:
+        """A state back from its stored bytes."""
+        state: S = self._decoder.decode(data)
+        return state
+
+    def copy(self, state: S) -> S:
+        """A deep, independent copy of ``state`` (through its encoding, so exact)."""
+        return self.decode(self.encode(state))
+
+    def apply(self, state: S, event: Event) -> S:
+        """A new state: ``state`` with ``event`` folded in; ``state`` itself is unchanged."""
+        new = self.copy(state)
+        self.step(new, event)
+        return new
+
+    def fold(self, events: Iterable[Event], state: S | None = None) -> S | None:
+        """Fold ``events`` (log order) onto a copy of ``state``, or from empty; None if none."""
+        current = None if state is None else self.copy(state)
+        for event in events:
+            if current is None:
+                current = self.initial(event)
+            self.step(current, event)
+        return current

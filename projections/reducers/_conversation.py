@@ -1,0 +1,130 @@
+"""The conversation read model (one document per session): the messages an agent sends
+to its model on every call, and the session's totals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from ledger.events import Event
+from projections.reducers._base import Reducer, millis, tokens, usage_of
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """One entry of a conversation; fields left UNSET are absent from its JSON."""
+
+    role: str
+    timestamp: datetime
+    content: str | UnsetType = UNSET
+    tool_calls: list[Any] | UnsetType = UNSET
+    call_id: str | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    input: Any | UnsetType = UNSET
+    output: Any | UnsetType = UNSET
+    error: str | UnsetType = UNSET
+    duration_ms: float | UnsetType = UNSET
+
+
+class Span(msgspec.Struct):
+    """When a run's earliest and latest events happened (agent clock)."""
+
+    first: datetime
+    last: datetime
+
+
+class Conversation(msgspec.Struct):
+    """The state agents read on every LLM call (one per session)."""
+
+    session_id: str
+    user_id: str
+    created_at: datetime
+    updated_at: datetime
+    messages: list[Message] = []
+    model: str | None = None
+    total_tokens: int = 0
+    tool_calls: int = 0
+    retries: int = 0
+    spans: dict[str, Span] = {}  # run_id -> its span; runs of a session interleave
+    # run_id -> call_id -> index in messages of a tool entry still waiting for its result.
+    # Keyed by run too: two runs of one session may both have a "call_1".
+    open_calls: dict[str, dict[str, int]] = {}
+
+    @property
+    def wall_time_ms(self) -> float:
+        """Summed over the session's runs: each run's last event minus its first."""
+        return sum(millis(s.first, s.last) for s in self.spans.values())
+
+
+class ConversationReducer(Reducer[Conversation]):
+    """Folds a session's events (of all its runs, in log order) into its Conversation.
+
+    Given the events of one run only, it gives that run's conversation (replay does so).
+    """
+
+    state_type = Conversation
+
+    def key(self, event: Event) -> str | None:
+        """The session: every event of a session counts (times, totals, messages)."""
+        return event.session_id
+
+    def initial(self, event: Event) -> Conversation:
+        """An empty conversation opened at ``event``."""
+        when = event.occurred_at
+        return Conversation(event.session_id, event.user_id, when, when)
+
+    def step(self, state: Conversation, event: Event) -> None:
+        """Fold ``event`` into ``state`` in place."""
+        when, d = event.occurred_at, event.data
+        state.created_at = min(state.created_at, when)
+        state.updated_at = max(state.updated_at, when)
+        span = state.spans.get(event.run_id)
+        if span is None:
+            state.spans[event.run_id] = Span(when, when)
+        else:
+            span.first, span.last = min(span.first, when), max(span.last, when)
+        match event.type:
+            case "run_started":
+                state.model = d.get("model") or state.model
+            case "message_received":
+                state.messages.append(Message(d["role"], when, content=d["content"]))
+            case "model_responded":
+                state.model = d.get("model") or state.model
+                tokens_in, tokens_out, _, _ = tokens(usage_of(event))
+                state.total_tokens += tokens_in + tokens_out
+                calls = d.get("tool_calls") or UNSET  # model APIs reject an empty list
+                content = d.get("content") or ""
+                state.messages.append(Message("assistant", when, content, tool_calls=calls))
+            case "tool_called":
+                state.tool_calls += 1
+                open_calls = state.open_calls.setdefault(event.run_id, {})
+                open_calls[d["call_id"]] = len(state.messages)
+                entry = Message("tool", when, call_id=d["call_id"], name=d["name"])
+                entry.input = d.get("input")
+                state.messages.append(entry)
+            case "tool_returned":
+                self._tool_returned(state, event)
+            case "retry_attempted":
+                state.retries += 1
+            case _:
+                pass  # steps, memory and the run's end add no message
+
+    def _tool_returned(self, state: Conversation, event: Event) -> None:
+        d = event.data
+        open_calls = state.open_calls.get(event.run_id, {})
+        index = open_calls.pop(d["call_id"], None)
+        if not open_calls:
+            state.open_calls.pop(event.run_id, None)
+        if index is None:  # a result whose call was never recorded: an entry of its own
+            entry = Message("tool", event.occurred_at, call_id=d["call_id"], name=d["name"])
+            state.messages.append(entry)
+        else:
+            entry = state.messages[index]
+        if d.get("error") is not None:
+            entry.error = d["error"]
+        else:
+            entry.output = d.get("output")
+        if d.get("duration_ms") is not None:
+            entry.duration_ms = d["duration_ms"]

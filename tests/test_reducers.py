@@ -1,0 +1,603 @@
+"""The reducers and the read models' public shapes: unit tests on recorded runs, and
+properties over random valid logs (incremental == batch, chunking, encoding, shapes,
+projection == replay)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ledger
+from cli.demo import RECORDED, record_demo_run
+from ledger.events import CATALOG, Event, to_data
+from projections import reducers as r
+from projections.models import (
+    ConversationState,
+    Memory,
+    RunMetadata,
+    RunState,
+    memory_history,
+)
+from projections.prices import PriceTable
+from projections.projector import Projector
+
+T0 = datetime(2025, 3, 15, 10, 22, 31, tzinfo=UTC)
+PRICES = PriceTable.load(Path(r.__file__).parent.parent / "prices.json")
+CONVERSATION = r.ConversationReducer()
+RUNS = r.RunMetadataReducer(PRICES)
+MEMORY = r.MemoryReducer()
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def led() -> Iterator[ledger.Ledger]:
+    with ledger.connect("memory://") as connection:
+        yield connection
+
+
+def log(t: ledger.Tenant) -> list[Event]:
+    """Every event of a tenant, in log order."""
+    events = [e for s in t.summaries() for e in t.events(s.run_id)]
+    return sorted(events, key=lambda e: e.position)
+
+
+def record_demo(led: ledger.Ledger) -> ledger.Run:
+    """cli/demo.py's run, on a fixed clock."""
+    run = led.tenant("usr_demo").start_run(
+        session_id="sess_demo", agent="weather-assistant", model="gpt-4o", occurred_at=at(0)
+    )
+    first, final = RECORDED["first_response"], RECORDED["final_response"]
+    with run.turn():
+        run.message_received(
+            content="What's the weather in Lisbon tonight?", role="user", occurred_at=at(0.1)
+        )
+        run.retry_attempted(
+            what="model", attempt=2, error="429 rate limited", delay_ms=250, occurred_at=at(0.2)
+        )
+        run.model_responded(model="gpt-4o", **first, occurred_at=at(1))  # type: ignore[arg-type]
+        run.tool_called(
+            call_id="call_1", name="get_weather", input={"city": "Lisbon"}, occurred_at=at(1.01)
+        )
+        run.tool_returned(
+            call_id="call_1",
+            name="get_weather",
+            output=RECORDED["tool_output"],
+            duration_ms=87.0,
+            occurred_at=at(1.1),
+        )
+        run.model_responded(model="gpt-4o", **final, occurred_at=at(1.7))  # type: ignore[arg-type]
+    run.step_completed(step="answer", index=1, occurred_at=at(1.75))
+    run.memory_written(namespace="prefs", key="home_city", value="Lisbon", occurred_at=at(1.8))
+    run.complete(output=final["content"], occurred_at=at(1.9))
+    return run
+
+
+# -- the demo run ---------------------------------------------------------------------
+
+
+def test_demo_conversation_is_exactly_the_contract_shape(led: ledger.Ledger) -> None:
+    record_demo(led)
+    state = CONVERSATION.fold(log(led.tenant("usr_demo")))
+    assert state is not None
+    assert ConversationState.from_state(state).model_dump(mode="json") == {
+        "session_id": "sess_demo",
+        "user_id": "usr_demo",
+        "created_at": "2025-03-15T10:22:31Z",
+        "updated_at": "2025-03-15T10:22:32.900000Z",
+        "messages": [
+            {
+                "role": "user",
+                "content": "What's the weather in Lisbon tonight?",
+                "timestamp": "2025-03-15T10:22:31.100000Z",
+            },
+            {
+                "role": "assistant",
+                "content": "",
+                "timestamp": "2025-03-15T10:22:32Z",
+                "tool_calls": [
+                    {"id": "call_1", "name": "get_weather", "arguments": {"city": "Lisbon"}}
+                ],
+            },
+            {
+                "role": "tool",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "input": {"city": "Lisbon"},
+                "output": {"city": "Lisbon", "temp_c": 19, "sky": "clear"},
+                "duration_ms": 87.0,
+                "timestamp": "2025-03-15T10:22:32.010000Z",
+            },
+            {
+                "role": "assistant",
+                "content": RECORDED["final_response"]["content"],
+                "timestamp": "2025-03-15T10:22:32.700000Z",
+            },
+        ],
+        "run_metadata": {
+            "model": "gpt-4o",
+            "total_tokens": 924,
+            "tool_calls": 1,
+            "retries": 1,
+            "wall_time_ms": 1900,
+        },
+    }
+
+
+def test_demo_run_metadata_answers_cost_and_time(led: ledger.Ledger) -> None:
+    run = record_demo(led)
+    state = RUNS.fold(led.tenant("usr_demo").events(run.run_id))
+    assert state is not None
+    meta = RunMetadata.from_state(state).model_dump(mode="json")
+    assert meta["cost_usd"] == pytest.approx((880 * 2.5 + 44 * 10.0) / 1e6)
+    turn = meta["turns"][0]
+    assert turn.pop("cost_usd") == pytest.approx(meta.pop("cost_usd"))
+    assert meta == {
+        "run_id": run.run_id,
+        "user_id": "usr_demo",
+        "session_id": "sess_demo",
+        "agent": "weather-assistant",
+        "model": "gpt-4o",
+        "parent_run_id": None,
+        "parent_version": None,
+        "status": "completed",
+        "error": None,
+        "started_at": "2025-03-15T10:22:31Z",
+        "updated_at": "2025-03-15T10:22:32.900000Z",
+        "wall_time_ms": 1900,
+        "input_tokens": 880,
+        "output_tokens": 44,
+        "total_tokens": 924,
+        "cache_read_input_tokens": 0,
+        "reasoning_tokens": 0,
+        "model_calls": 2,
+        "tool_calls": 1,
+        "tool_errors": 0,
+        "retries": 1,
+        "tools": {
+            "get_weather": {
+                "calls": 1,
+                "errors": 0,
+                "total_duration_ms": 87.0,
+                "max_duration_ms": 87.0,
+            }
+        },
+        "turns": [turn],
+        "slowest_turn": 0,
+        "slowest_tool_call": {
+            "call_id": "call_1",
+            "name": "get_weather",
+            "duration_ms": 87.0,
+            "turn": 0,
+        },
+        "version": 10,
+        "position": state.position,
+        "completed_steps": [{"step": "answer", "index": 1}],
+        "pending_tool_calls": [],
+    }
+    assert turn == {
+        "index": 0,
+        "started_at": "2025-03-15T10:22:31.100000Z",
+        "ended_at": "2025-03-15T10:22:32.900000Z",
+        "wall_time_ms": 1800,
+        "input_tokens": 880,
+        "output_tokens": 44,
+        "model_calls": 2,
+        "model_latency_ms": 1152.0,
+        "tool_calls": 1,
+        "tool_duration_ms": 87.0,
+        "retries": 1,
+        "retry_delay_ms": 250.0,
+        "errors": 0,
+    }
+
+
+def test_demo_memory_and_its_history(led: ledger.Ledger) -> None:
+    run = record_demo(led)
+    state = MEMORY.fold(log(led.tenant("usr_demo")))
+    assert state is not None
+    assert [m.model_dump(mode="json") for m in Memory.list_from_state(state)] == [
+        {
+            "namespace": "prefs",
+            "key": "home_city",
+            "value": "Lisbon",
+            "run_id": run.run_id,
+            "written_at": "2025-03-15T10:22:32.800000Z",
+        }
+    ]
+    assert [c.op for c in memory_history(state)] == ["write"]
+
+
+def test_the_real_demo_on_the_wall_clock(led: ledger.Ledger) -> None:
+    run_id = record_demo_run(led)
+    events = led.tenant("usr_demo").events(run_id)
+    state = RunState.from_events(events, prices=PRICES).model_dump(mode="json")
+    assert state["status"] == "completed" and state["version"] == 10
+    assert state["run_metadata"]["total_tokens"] == 924
+    assert state["run_metadata"]["cost_usd"] == pytest.approx(0.00264)
+    assert [m["role"] for m in state["messages"]] == ["user", "assistant", "tool", "assistant"]
+    assert state["completed_steps"] == [{"step": "answer", "index": 1}]
+    assert state["at"].endswith("Z")
+
+
+# -- particular cases -----------------------------------------------------------------
+
+
+def test_unknown_model_or_missing_usage_costs_none_never_zero(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    unknown = t.start_run(session_id="s", model="house-model-7b")
+    unknown.model_responded(content="hi", usage={"input_tokens": 10, "output_tokens": 2})
+    no_usage = t.start_run(session_id="s", model="gpt-4o")
+    no_usage.model_responded(content="hi")
+    no_calls = t.start_run(session_id="s", model="gpt-4o")
+    for run, cost in ((unknown, None), (no_usage, None), (no_calls, 0.0)):
+        state = RUNS.fold(t.events(run.run_id))
+        assert state is not None
+        assert RunMetadata.from_state(state).cost_usd == cost
+    assert PRICES.cost("house-model-7b", 10, 2) is None
+
+
+def test_a_tool_error_is_an_error_entry_and_counted(led: ledger.Ledger) -> None:
+    run = led.tenant("usr_a").start_run(session_id="s", model="gpt-4o")
+    with run.turn():
+        run.message_received(content="look it up")
+        run.tool_called(call_id="c1", name="search", input={"q": "x"})
+        run.tool_returned(call_id="c1", name="search", error="timeout", duration_ms=3000)
+        run.tool_called(call_id="c2", name="search", input={"q": "y"})
+    run.fail(error="gave up")
+    events = led.tenant("usr_a").events(run.run_id)
+    conversation = CONVERSATION.fold(events)
+    assert conversation is not None
+    tool = ConversationState.from_state(conversation).model_dump(mode="json")["messages"][1]
+    assert {k: v for k, v in tool.items() if k != "timestamp"} == {
+        "role": "tool",
+        "call_id": "c1",
+        "name": "search",
+        "input": {"q": "x"},
+        "error": "timeout",
+        "duration_ms": 3000.0,
+    }
+    state = RUNS.fold(events)
+    assert state is not None
+    meta = RunMetadata.from_state(state)
+    assert (meta.status, meta.error, meta.tool_errors) == ("failed", "gave up", 1)
+    assert meta.tools["search"].model_dump() == {
+        "calls": 2,
+        "errors": 1,
+        "total_duration_ms": 3000.0,
+        "max_duration_ms": 3000.0,
+    }
+    assert meta.turns[0].errors == 2  # the tool's and the run's
+    assert [p.model_dump() for p in meta.pending_tool_calls] == [
+        {"call_id": "c2", "name": "search", "input": {"q": "y"}}
+    ]
+
+
+def test_a_forgotten_memory_leaves_the_current_view_but_not_the_history(
+    led: ledger.Ledger,
+) -> None:
+    t = led.tenant("usr_a")
+    first = t.start_run(session_id="s1")
+    first.memory_written(namespace="prefs", key="tone", value="brief")
+    first.memory_written(namespace="facts", key="city", value="Porto")
+    second = t.start_run(session_id="s2")
+    second.memory_forgotten(namespace="prefs", key="tone")
+    state = MEMORY.fold(log(t))
+    assert state is not None
+    assert [(m.namespace, m.key, m.run_id) for m in Memory.list_from_state(state)] == [
+        ("facts", "city", first.run_id)
+    ]
+    assert Memory.list_from_state(state, namespace="prefs") == []
+    history = [c.model_dump(exclude={"at"}) for c in memory_history(state)]
+    assert history == [
+        {"op": "write", "namespace": "prefs", "key": "tone", "value": "brief",
+         "run_id": first.run_id},
+        {"op": "write", "namespace": "facts", "key": "city", "value": "Porto",
+         "run_id": first.run_id},
+        {"op": "forget", "namespace": "prefs", "key": "tone", "value": None,
+         "run_id": second.run_id},
+    ]  # fmt: skip
+
+
+def test_interleaved_runs_of_one_session(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    one = t.start_run(session_id="s", model="gpt-4o", occurred_at=at(0))
+    one.message_received(content="first", occurred_at=at(1))
+    one.tool_called(call_id="call_1", name="f", input=1, occurred_at=at(3))
+    two = t.start_run(session_id="s", model="claude-sonnet-4", occurred_at=at(4))
+    two.message_received(content="second", occurred_at=at(5))
+    two.tool_called(call_id="call_1", name="f", input=2, occurred_at=at(6))
+    two.tool_returned(call_id="call_1", name="f", output="two", occurred_at=at(7))
+    one.tool_returned(call_id="call_1", name="f", output="one", occurred_at=at(8))
+    one.complete(occurred_at=at(9))
+    two.model_responded(model="claude-sonnet-4-20250514", usage={"input_tokens": 5},
+                        occurred_at=at(19))  # fmt: skip
+    two.complete(occurred_at=at(20))
+    state = CONVERSATION.fold(log(t))
+    assert state is not None
+    public = ConversationState.from_state(state).model_dump(mode="json")
+    tools = [(m["input"], m["output"]) for m in public["messages"] if m["role"] == "tool"]
+    assert tools == [(1, "one"), (2, "two")]  # each result found its own run's call
+    assert public["run_metadata"] == {
+        "model": "claude-sonnet-4-20250514",
+        "total_tokens": 5,
+        "tool_calls": 2,
+        "retries": 0,
+        "wall_time_ms": 9000 + 16000,  # per run, not first-to-last of the session
+    }
+    only_two = CONVERSATION.fold(t.events(two.run_id))
+    assert only_two is not None
+    assert [m.content for m in only_two.messages if m.role == "user"] == ["second"]
+
+
+def test_turns_a_prelude_and_messages_that_belong_together(led: ledger.Ledger) -> None:
+    run = led.tenant("usr_a").start_run(session_id="s", model="gpt-4o", occurred_at=at(0))
+    run.step_completed(step="warm-up", index=0, occurred_at=at(0.5))  # turn 0: a prelude
+    with run.turn():
+        run.message_received(content="be brief", role="system", occurred_at=at(1))
+        run.message_received(content="hello", occurred_at=at(1.1))  # same turn as the prompt
+        run.model_responded(content="hi", latency_ms=3000, occurred_at=at(4.1))
+    with run.turn():
+        run.message_received(content="thanks", occurred_at=at(5))
+        run.model_responded(content="bye", occurred_at=at(5.5))
+    state = RUNS.fold(led.tenant("usr_a").events(run.run_id))
+    assert state is not None
+    meta = RunMetadata.from_state(state)
+    assert [(t.index, t.wall_time_ms, t.model_calls) for t in meta.turns] == [
+        (0, 0, 0),
+        (1, 3100, 1),
+        (2, 500, 1),
+    ]
+    assert meta.slowest_turn == 1 and meta.turns[1].model_latency_ms == 3000.0
+    assert meta.slowest_tool_call is None
+    bare = RUNS.fold(led.tenant("usr_a").events(led.tenant("usr_a").start_run("s").run_id))
+    assert bare is not None and bare.turns == []  # run_started alone is no turn
+
+
+def test_datetimes_are_utc_with_z_whatever_the_agent_clock_zone(led: ledger.Ledger) -> None:
+    lisbon_summer = timezone(timedelta(hours=1))
+    run = led.tenant("usr_a").start_run(
+        session_id="s", occurred_at=datetime(2025, 7, 1, 12, 0, tzinfo=lisbon_summer)
+    )
+    run.message_received(content="hi", occurred_at=datetime(2025, 7, 1, 12, 0, 1,
+                                                            tzinfo=lisbon_summer))  # fmt: skip
+    state = CONVERSATION.fold(led.tenant("usr_a").events(run.run_id))
+    assert state is not None
+    public = ConversationState.from_state(state).model_dump(mode="json")
+    assert public["created_at"] == "2025-07-01T11:00:00Z"
+    assert public["messages"][0]["timestamp"] == "2025-07-01T11:00:01Z"
+
+
+def test_prices_match_by_name_then_longest_prefix_and_can_be_overridden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert PRICES.price("gpt-4o-2024-08-06") == PRICES.price("gpt-4o")
+    assert PRICES.price("gpt-4o-mini-2024-07-18") == PRICES.price("gpt-4o-mini")
+    assert PRICES.price("gpt-4o-mini") != PRICES.price("gpt-4o")
+    assert PRICES.price("claude-3-5-sonnet-20241022") == PRICES.price("claude-3-5-sonnet")
+    assert PRICES.price("llama-3.1-8b") is None and PRICES.price(None) is None
+    # cache_read tokens are part of input_tokens and cost the cache_read price
+    assert PRICES.cost("gpt-4o", 1_000_000, 0, cache_read=400_000) == pytest.approx(
+        0.6 * 2.5 + 0.4 * 1.25
+    )
+    custom = tmp_path / "prices.json"
+    custom.write_text(json.dumps({"house-model": {"input": 1.0, "output": 2.0}}))
+    assert PriceTable.load(custom).cost("house-model-v2", 1_000_000, 500_000) == 2.0
+    monkeypatch.setenv("LEDGER_PRICES", str(custom))
+    assert PriceTable.default().price("gpt-4o") is None
+    custom.write_text("[1, 2]")
+    with pytest.raises(ledger.InvalidEvent, match="price table"):
+        PriceTable.load(custom)
+
+
+def test_public_models_publish_a_json_schema() -> None:
+    for model in (ConversationState, RunMetadata, RunState, Memory):
+        schema = model.model_json_schema()
+        assert schema["type"] == "object" and schema["required"]
+    messages = ConversationState.model_json_schema()["properties"]["messages"]
+    assert [s["title"] for s in messages["items"]["oneOf"]] == [
+        "InputMessage",
+        "AssistantMessage",
+        "ToolMessage",
+    ]
+
+
+# -- properties over random valid logs ------------------------------------------------
+
+MODELS = st.sampled_from(["gpt-4o", "gpt-4o-mini-2024-07-18", "claude-sonnet-4", "mystery", None])
+SMALL_JSON = st.one_of(
+    st.none(), st.integers(-5, 5), st.text(max_size=4), st.dictionaries(st.text(max_size=3),
+                                                                       st.integers(), max_size=2)
+)  # fmt: skip
+DURATION = st.one_of(st.none(), st.floats(0, 5000, allow_nan=False))
+USAGE = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {"input_tokens": st.integers(0, 5000), "output_tokens": st.integers(0, 500)},
+        optional={"cache_read_input_tokens": st.integers(0, 100),
+                  "reasoning_tokens": st.integers(0, 100)},
+    ),
+)  # fmt: skip
+KINDS = st.sampled_from(
+    ["message", "model", "model", "tool_called", "tool_returned", "tool_returned", "retry",
+     "step", "memory_written", "memory_forgotten"]
+)  # fmt: skip
+
+
+@st.composite
+def run_script(draw: st.DrawFn, n: int) -> list[tuple[str, dict[str, Any]]]:
+    """The (type, data) of one valid run: run_started, work, maybe an end."""
+    script: list[tuple[str, dict[str, Any]]] = [("run_started", {"model": draw(MODELS)})]
+    pending: list[str] = []
+    for i in range(draw(st.integers(0, 10))):
+        kind = draw(KINDS)
+        if kind == "message":
+            role = draw(st.sampled_from(["user", "system"]))
+            script.append(("message_received", {"role": role, "content": f"m{i}"}))
+        elif kind == "model":
+            calls = draw(st.lists(st.sampled_from(["c1", "c2"]), max_size=2))
+            script.append(("model_responded", {
+                "model": draw(MODELS), "content": f"a{i}", "usage": draw(USAGE),
+                "latency_ms": draw(DURATION),
+                "tool_calls": [{"id": c, "name": "f", "arguments": {"i": i}} for c in calls],
+            }))  # fmt: skip
+        elif kind == "tool_called":
+            call = draw(st.sampled_from(["c1", "c2", f"c{i}"]))
+            pending.append(call)
+            name = draw(st.sampled_from(["search", "fetch"]))
+            script.append(
+                ("tool_called", {"call_id": call, "name": name, "input": draw(SMALL_JSON)})
+            )
+        elif kind == "tool_returned":
+            answer = draw(st.booleans())  # else: a result whose call was never recorded
+            call = pending.pop(0) if pending and answer else f"orphan{i}"
+            failed = draw(st.booleans())
+            script.append(("tool_returned", {
+                "call_id": call, "name": draw(st.sampled_from(["search", "fetch"])),
+                "output": None if failed else draw(SMALL_JSON),
+                "error": "boom" if failed else None, "duration_ms": draw(DURATION),
+            }))  # fmt: skip
+        elif kind == "retry":
+            script.append(("retry_attempted", {"what": "model", "attempt": i,
+                                               "delay_ms": draw(DURATION)}))  # fmt: skip
+        elif kind == "step":
+            script.append(("step_completed", {"step": f"s{i}", "index": i}))
+        else:
+            key = {"namespace": draw(st.sampled_from(["prefs", "facts"])),
+                   "key": draw(st.sampled_from(["a", "b"]))}  # fmt: skip
+            if kind == "memory_written":
+                script.append((kind, {**key, "value": draw(SMALL_JSON)}))
+            else:
+                script.append((kind, key))
+    end = draw(st.sampled_from([None, "run_completed", "run_failed"]))
+    if end is not None:
+        script.append((end, {"output": n} if end == "run_completed" else {"error": "x"}))
+    return script
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> list[Event]:
+    """A user's log: a few runs in one or two sessions, interleaved; real envelopes."""
+    scripts = [draw(run_script(n)) for n in range(draw(st.integers(1, 3)))]
+    sessions = [draw(st.sampled_from(["s1", "s2"])) for _ in scripts]
+    turns = draw(st.permutations([n for n, s in enumerate(scripts) for _ in s]))
+    cursor, when, events = [0] * len(scripts), T0, []
+    for position, n in enumerate(turns, start=1):
+        type_, data = scripts[n][cursor[n]]
+        cursor[n] += 1
+        when += timedelta(milliseconds=draw(st.integers(-50, 2000)))  # agent clocks drift
+        payload = to_data(CATALOG.validate(type_, data))
+        events.append(Event(
+            user_id="usr_p", session_id=sessions[n], run_id=f"run_{n}", version=cursor[n],
+            position=position, type=type_, schema=1, occurred_at=when,
+            recorded_at=T0 + timedelta(seconds=position), data=payload, hash="", prev_hash="",
+        ))  # fmt: skip
+    return events
+
+
+def documents(reducer: r.Reducer[Any], events: list[Event]) -> dict[str, list[Event]]:
+    """The events of each document of a read model, in log order."""
+    out: dict[str, list[Event]] = {}
+    for event in events:
+        key = reducer.key(event)
+        if key is not None:
+            out.setdefault(key, []).append(event)
+    return out
+
+
+REDUCERS: list[r.Reducer[Any]] = [CONVERSATION, RUNS, MEMORY]
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(logs())
+def test_incremental_equals_batch_and_apply_never_mutates(events: list[Event]) -> None:
+    for reducer in REDUCERS:
+        for evs in documents(reducer, events).values():
+            state: Any = None
+            for k, event in enumerate(evs, start=1):
+                before: bytes | None = None if state is None else reducer.encode(state)
+                base = reducer.initial(event) if state is None else state
+                state = reducer.apply(base, event)
+                if before is not None:
+                    assert reducer.encode(base) == before  # the caller's state is untouched
+                assert state == reducer.fold(evs[:k])
+                assert reducer.decode(reducer.encode(state)) == state
+
+
+@PROPERTY
+@given(logs(), st.data())
+def test_folding_in_two_chunks_equals_one_fold(events: list[Event], data: st.DataObject) -> None:
+    for reducer in REDUCERS:
+        for evs in documents(reducer, events).values():
+            split = data.draw(st.integers(0, len(evs)))
+            whole = reducer.fold(evs)
+            assert reducer.fold(evs[split:], reducer.fold(evs[:split])) == whole
+            projector = Projector("p", 1, reducer)
+            first = projector.fold(None, evs[:split])
+            stored = None if first is None else projector.load(projector.dump(first))
+            doc = projector.fold(stored, evs)  # replays the first chunk: skipped, not doubled
+            assert doc is not None and doc.state == whole
+
+
+CONVERSATION_KEYS = {"session_id", "user_id", "created_at", "updated_at", "messages",
+                     "run_metadata"}  # fmt: skip
+CONVERSATION_METADATA_KEYS = {"model", "total_tokens", "tool_calls", "retries", "wall_time_ms"}
+# CONTRACT's RunState keys, plus the additive fork fields.
+RUN_STATE_KEYS = {"run_id", "user_id", "session_id", "status", "version", "position", "at",
+                  "messages", "run_metadata", "pending_tool_calls", "completed_steps",
+                  "parent_run_id", "parent_version"}  # fmt: skip
+RUN_STATE_METADATA_KEYS = CONVERSATION_METADATA_KEYS - {"total_tokens"} | {
+    "input_tokens", "output_tokens", "total_tokens", "cost_usd"}  # fmt: skip
+
+
+def check_messages(messages: list[dict[str, Any]]) -> None:
+    for m in messages:
+        if m["role"] in ("user", "system"):
+            assert set(m) == {"role", "content", "timestamp"}
+        elif m["role"] == "assistant":
+            assert set(m) - {"tool_calls"} == {"role", "content", "timestamp"}
+            assert m.get("tool_calls", [1]) != []
+        else:
+            assert m["role"] == "tool"
+            assert {"role", "call_id", "name", "timestamp"} <= set(m)
+            assert set(m) <= {"role", "call_id", "name", "timestamp", "input", "output",
+                              "error", "duration_ms"}  # fmt: skip
+            assert not {"output", "error"} <= set(m)
+        assert m["timestamp"].endswith("Z")
+
+
+@PROPERTY
+@given(logs())
+def test_public_json_has_exactly_the_contract_keys(events: list[Event]) -> None:
+    for state in map(CONVERSATION.fold, documents(CONVERSATION, events).values()):
+        assert state is not None
+        public = ConversationState.from_state(state).model_dump(mode="json")
+        assert set(public) == CONVERSATION_KEYS
+        assert set(public["run_metadata"]) == CONVERSATION_METADATA_KEYS
+        check_messages(public["messages"])
+        assert ConversationState.model_validate_json(json.dumps(public)).model_dump(
+            mode="json") == public  # fmt: skip
+    for run_id, evs in documents(RUNS, events).items():
+        for k in range(1, len(evs) + 1):  # replay at every version == the read model then
+            replayed = RunState.from_events(evs[:k], prices=PRICES).model_dump(mode="json")
+            assert set(replayed) == RUN_STATE_KEYS
+            assert set(replayed["run_metadata"]) == RUN_STATE_METADATA_KEYS
+            check_messages(replayed["messages"])
+            upto = [e for e in events if e.position <= evs[k - 1].position]
+            projected = RUNS.fold(documents(RUNS, upto)[run_id])
+            assert projected is not None
+            assert replayed["run_metadata"]["total_tokens"] == projected.total_tokens
+            assert replayed["version"] == projected.version == k
+        meta = RunMetadata.from_state(RUNS.fold(evs))  # type: ignore[arg-type]
+        assert meta.tool_calls == sum(e.type == "tool_called" for e in evs)
+        assert meta.total_tokens == sum(t.input_tokens + t.output_tokens for t in meta.turns)
