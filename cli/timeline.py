@@ -9,8 +9,8 @@ from rich.text import Text
 
 from cli.render import out, preview
 from ledger.events import Event
+from projections.models import RunState
 from replay.diff import RunDiff
-from replay.state import RunState
 
 _STYLES = {"retry_attempted": "yellow", "run_failed": "bold red", "run_completed": "green"}
 

@@ -22,8 +22,8 @@ MEMORY = "memory"
 def default_projectors(prices: PriceTable | None = None) -> list[Projector[Any]]:
     """Conversation per session, run metadata per run, memory per user."""
     return [
-        Projector(CONVERSATION, 1, ConversationReducer()),
-        Projector(RUN_METADATA, 1, RunMetadataReducer(prices)),
+        Projector(CONVERSATION, 2, ConversationReducer()),
+        Projector(RUN_METADATA, 2, RunMetadataReducer(prices)),
         Projector(MEMORY, 1, MemoryReducer()),
     ]
 

@@ -9,7 +9,8 @@ from ledger.connection import Ledger
 from ledger.errors import InvalidEvent
 from ledger.run import Run
 from ledger.tenant import Tenant
-from replay.state import RunState, lineage, replay
+from projections.models import RunState
+from replay.state import lineage, replay
 
 
 class Replayer:

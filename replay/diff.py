@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from replay.state import RunState
+from projections.models import RunState
 
 
 class RunDiff(BaseModel):

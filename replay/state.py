@@ -8,49 +8,15 @@ events up to the fork point (recursively: forks of forks) followed by its own.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-
-from pydantic import BaseModel
 
 from ledger.errors import InvalidEvent, NotFound
 from ledger.events import CATALOG, Event
 from ledger.store.base import EventStore
 from ledger.tenant import to_event
-from projections.models import CompletedStep, ToolCall
+from projections.models import RunState
 from projections.reducers import ConversationReducer, RunMetadataReducer
 
 Point = int | datetime | None
-
-
-class RunStateMetadata(BaseModel):
-    """Totals of the run so far."""
-
-    model: str | None
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    tool_calls: int
-    retries: int
-    wall_time_ms: float
-    cost_usd: float | None
-
-
-class RunState(BaseModel):
-    """What the agent knew at one point of a run (CONTRACT.md RunState)."""
-
-    run_id: str
-    user_id: str
-    session_id: str
-    status: str
-    version: int
-    position: int
-    at: datetime
-    messages: list[dict[str, Any]]
-    run_metadata: RunStateMetadata
-    pending_tool_calls: list[ToolCall]
-    completed_steps: list[CompletedStep]
-    parent_run_id: str | None = None
-    parent_version: int | None = None
 
 
 def lineage(store: EventStore, user_id: str | None, run_id: str) -> list[Event]:
@@ -101,46 +67,27 @@ def resolve(events: list[Event], run_id: str, at: Point) -> int:
 
 
 def fold_state(events: list[Event], run_id: str) -> RunState:
-    """RunState after ``events`` (a lineage prefix, non-empty), seen as run ``run_id``."""
-    conversation = ConversationReducer().fold(events)
+    """RunState after ``events`` (a lineage prefix, non-empty), seen as run ``run_id``.
+
+    A fork's lineage starts with its ancestors' events, so the fold is re-labelled with
+    the replayed run's id, its own version and where it was forked from.
+    """
     meta = RunMetadataReducer().fold(events)
-    assert conversation is not None and meta is not None
+    conversation = ConversationReducer().fold(events)
+    assert meta is not None and conversation is not None
     last = events[-1]
     started = next((e for e in events if e.run_id == run_id and e.type == "run_started"), None)
-    return RunState(
-        run_id=run_id,
-        user_id=last.user_id,
-        session_id=last.session_id,
-        status=meta.status,
-        version=last.version if last.run_id == run_id else 0,
-        position=last.position,
-        at=last.recorded_at,
-        messages=[_builtins(m) for m in conversation.messages],
-        run_metadata=RunStateMetadata(
-            model=meta.model,
-            input_tokens=meta.input_tokens,
-            output_tokens=meta.output_tokens,
-            total_tokens=meta.total_tokens,
-            tool_calls=meta.tool_calls,
-            retries=meta.retries,
-            wall_time_ms=meta.wall_time_ms,
-            cost_usd=meta.cost_usd,
-        ),
-        pending_tool_calls=[
-            ToolCall(call_id=c.call_id, name=c.name, input=c.input, turn=c.turn)
-            for c in meta.pending.values()
-        ],
-        completed_steps=[CompletedStep(step=s.step, index=s.index) for s in meta.completed_steps],
-        parent_run_id=None if started is None else started.data.get("parent_run_id"),
-        parent_version=None if started is None else started.data.get("parent_version"),
+    state = RunState.from_states(meta, conversation.messages, last.recorded_at, last.position)
+    return state.model_copy(
+        update={
+            "run_id": run_id,
+            "user_id": last.user_id,
+            "session_id": last.session_id,
+            "version": last.version if last.run_id == run_id else 0,
+            "parent_run_id": None if started is None else started.data.get("parent_run_id"),
+            "parent_version": None if started is None else started.data.get("parent_version"),
+        }
     )
-
-
-def _builtins(message: Any) -> dict[str, Any]:
-    import msgspec
-
-    data: dict[str, Any] = msgspec.to_builtins(message)
-    return data
 
 
 def replay(store: EventStore, user_id: str | None, run_id: str, at: Point = None) -> RunState:

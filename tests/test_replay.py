@@ -38,7 +38,8 @@ def test_replay_at_k_is_the_fold_of_k_and_what_projections_held(
     with ledger.connect("memory://") as led:
         play(led, actions)
         log = led.store.read_log(ledger.records.START, 10_000)
-        run_id = data.draw(st.sampled_from(sorted({r.run_id for r in log})), label="run")
+        started = [r.run_id for r in log if r.version == 1]  # run ids are random: draw a rank
+        run_id = started[data.draw(st.integers(0, len(started) - 1), label="run")]
         own = [r for r in log if r.run_id == run_id]
         k = data.draw(st.integers(1, len(own)), label="k")
         state = led.tenant("usr_p").replay(run_id, at=k)
