@@ -86,6 +86,28 @@ class Record(msgspec.Struct, frozen=True):
         return LogCursor(self.tx_id, self.position)
 
 
+def stored(
+    item: RunAppend, event: NewEvent, position: int, tx_id: int, recorded_at: datetime
+) -> Record:
+    """The Record ``event`` of ``item`` became once the store placed it in the log."""
+    return Record(
+        user_id=item.user_id,
+        session_id=item.session_id,
+        run_id=item.run_id,
+        version=event.version,
+        position=position,
+        tx_id=tx_id,
+        type=event.type,
+        schema=event.schema,
+        occurred_at=event.occurred_at,
+        recorded_at=recorded_at,
+        payload=event.payload,
+        prev_hash=event.prev_hash,
+        hash=event.hash,
+        key_id=event.key_id,
+    )
+
+
 class RunHead(msgspec.Struct, frozen=True):
     """A run's registration and its latest event (version 0 and genesis hash if none yet)."""
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from ledger.chain import GENESIS
 from ledger.errors import ConcurrencyError, NotFound, RunIdTaken
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
+from ledger.records import stored as record_of
 from ledger.store.base import EventStore, RecordConflict
 
 
@@ -50,24 +51,7 @@ class MemoryStore(EventStore):
             for item in appends:
                 for event in item.events:
                     position += 1
-                    stored.append(
-                        Record(
-                            user_id=item.user_id,
-                            session_id=item.session_id,
-                            run_id=item.run_id,
-                            version=event.version,
-                            position=position,
-                            tx_id=tx_id,
-                            type=event.type,
-                            schema=event.schema,
-                            occurred_at=event.occurred_at,
-                            recorded_at=now,
-                            payload=event.payload,
-                            prev_hash=event.prev_hash,
-                            hash=event.hash,
-                            key_id=event.key_id,
-                        )
-                    )
+                    stored.append(record_of(item, event, position, tx_id, now))
             if self.before_commit is not None:
                 self.before_commit()
             self._runs.update(new_runs)

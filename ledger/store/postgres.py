@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ledger.chain import GENESIS
 from ledger.errors import ConcurrencyError, InvalidEvent, NotFound, RunIdTaken, StoreUnavailable
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
+from ledger.records import stored as record_of
 from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
 from ledger.store.postgres_schema import NOTIFY_CHANNEL, check_schema_name
@@ -119,28 +120,11 @@ def _event_params(item: RunAppend) -> dict[str, Any]:
 
 
 def _records(item: RunAppend, rows: Sequence[tuple[Any, ...]]) -> list[Record]:
-    stored = {int(r[0]): r for r in rows}
+    placed = {int(r[0]): r for r in rows}
     out: list[Record] = []
     for e in item.events:
-        _, position, tx_id, recorded_at = stored[e.version]
-        out.append(
-            Record(
-                user_id=item.user_id,
-                session_id=item.session_id,
-                run_id=item.run_id,
-                version=e.version,
-                position=position,
-                tx_id=tx_id,
-                type=e.type,
-                schema=e.schema,
-                occurred_at=e.occurred_at,
-                recorded_at=recorded_at,
-                payload=e.payload,
-                prev_hash=e.prev_hash,
-                hash=e.hash,
-                key_id=e.key_id,
-            )
-        )
+        _, position, tx_id, recorded_at = placed[e.version]
+        out.append(record_of(item, e, position, tx_id, recorded_at))
     return out
 
 
