@@ -6,14 +6,15 @@ import threading
 import time
 
 import ledger
+from projections.catalog import default_projectors
 from projections.projector import Projector
 from projections.runner import ProjectorRunner
 from tests.tally import TALLY
 
 
 def projectors() -> list[Projector[object]]:
-    """The projectors these tests run."""
-    return [TALLY]  # type: ignore[list-item]
+    """The projectors these tests run: the three real read models and a counting one."""
+    return [*default_projectors(), TALLY]  # type: ignore[list-item]
 
 
 def catch_up_until_killed(url: str, batch_size: int, lease_seconds: float) -> None:
