@@ -7,7 +7,20 @@ from projections.storage.base import DocKey, ProjectorRow, ReadModelStorage
 
 
 def storage_for(store: EventStore) -> ReadModelStorage:
-    """The read-model storage that shares ``store``'s database (and transactions)."""
+    """The read-model storage that shares ``store``'s database (and transactions).
+
+    Made once per store: creating it prepares the tables, which must not happen on
+    every read.
+    """
+    existing = getattr(store, "_read_model_storage", None)
+    if isinstance(existing, ReadModelStorage):
+        return existing
+    made = _make(store)
+    store._read_model_storage = made  # type: ignore[attr-defined]
+    return made
+
+
+def _make(store: EventStore) -> ReadModelStorage:
     if store.backend == "memory":
         from projections.storage.memory import MemoryStorage
 
