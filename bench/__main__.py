@@ -1,4 +1,8 @@
-"""``python -m bench [pg] [sqlite] [growth] [--quick]``: run the append benchmarks."""
+"""``python -m bench [pg] [sqlite] [growth] [read] [--quick]``: run the benchmarks.
+
+pg, sqlite, growth: appends (benchmarks 1-3); read: the read side (benchmarks 4-6:
+rebuild, live lag, ``t.conversation()`` latency).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 
 from bench.workload import turn_bytes
 
-BENCHMARKS = ("pg", "sqlite", "growth")
+BENCHMARKS = ("pg", "sqlite", "growth", "read")
 
 
 def _machine() -> str:
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="fewer turns and repeats, small growth preload (about a minute each)",
+        help="fewer turns and repeats, smaller preloads (a few minutes in all)",
     )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.benchmarks) - set(BENCHMARKS))
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {unknown[0]!r} (choose from {', '.join(BENCHMARKS)})")
     chosen = args.benchmarks or list(BENCHMARKS)
     print(
-        f"Run Ledger append benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        f"Run Ledger benchmarks, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
         f"{' (quick)' if args.quick else ''}"
     )
     print(f"machine: {_machine()}")
@@ -90,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import growth
 
         growth.run(quick=args.quick)
+    if "read" in chosen:
+        from bench import read_side
+
+        read_side.run(quick=args.quick)
     print(f"\ndone in {time.monotonic() - started:,.0f}s")
     return 0
 
