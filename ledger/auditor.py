@@ -19,16 +19,17 @@ class Auditor:
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        self._store = ledger.store.for_auditor()
 
     def runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunSummary]:
         """Every registered run, oldest first, optionally narrowed."""
-        return [to_summary(h) for h in self._ledger.store.list_runs(user_id, session_id)]
+        return [to_summary(h) for h in self._store.list_runs(user_id, session_id)]
 
     def events(self, run_id: str) -> list[Event]:
         """A run's events, whoever it belongs to."""
-        if self._ledger.store.run_head(None, run_id) is None:
+        if self._store.run_head(None, run_id) is None:
             raise NotFound(f"run {run_id!r} not found")
-        return [to_event(r) for r in self._ledger.store.read_run(None, run_id)]
+        return [to_event(r) for r in self._store.read_run(None, run_id)]
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
         """RunState of any tenant's run at a version or a time (None: its head)."""
@@ -36,7 +37,7 @@ class Auditor:
 
     def verify(self, user_id: str | None = None, run_id: str | None = None) -> VerifyReport:
         """Recompute the hash chain of every run in scope; report the first bad event of each."""
-        store = self._ledger.store
+        store = self._store
         if run_id is not None:
             head = store.run_head(user_id, run_id)
             if head is None:

@@ -375,7 +375,7 @@ def test_migrate_concurrently_on_a_fresh_schema(pg_url: str) -> None:
         found = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)
         ).fetchone()
-    assert found == (4,)  # runs, events, tracking, schema_version
+    assert found == (5,)  # runs, events, tracking, keys, schema_version
 
 
 def test_from_url_keeps_everything_in_its_schema(pg_url: str) -> None:

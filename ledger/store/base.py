@@ -107,6 +107,13 @@ class EventStore(ABC):
     def max_tracking(self, name: str) -> int | None:
         """The highest tracking position recorded for ``name``."""
 
+    def for_auditor(self) -> EventStore:
+        """This store as the auditor sees it: every tenant readable, nothing writable.
+
+        Postgres enforces that with a role; the embedded stores are single-user by
+        nature and return themselves (the API's checks hold in their queries)."""
+        return self
+
     @abstractmethod
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""

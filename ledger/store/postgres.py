@@ -21,6 +21,7 @@ hook) go in one explicit transaction, pipelined.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,7 +42,12 @@ from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracki
 from ledger.records import stored as record_of
 from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
-from ledger.store.postgres_schema import NOTIFY_CHANNEL, check_schema_name
+from ledger.store.postgres_schema import (
+    APP_ROLE,
+    AUDITOR_ROLE,
+    NOTIFY_CHANNEL,
+    check_schema_name,
+)
 from ledger.store.postgres_schema import migrate as migrate_schema
 
 _XID8_OID = 5069
@@ -136,6 +142,10 @@ class PostgresStore(EventStore):
     #: Seconds between two notifications from this store (see ``_notify``).
     notify_interval = 0.02
 
+    #: The role reads across tenants (``user_id=None``) run as: None is the login role
+    #: (projector runners, migrations); ``for_auditor()`` views use ``ledger_auditor``.
+    _cross_role: str | None = None
+
     def __init__(
         self,
         conninfo: str,
@@ -180,6 +190,21 @@ class PostgresStore(EventStore):
         """Create the schema and tables if missing; return how many steps were applied."""
         with _translated(), psycopg.connect(self._conninfo, autocommit=True) as conn:
             return migrate_schema(conn, self.schema)
+
+    def for_auditor(self) -> PostgresStore:
+        """A view of this store (same pool) whose cross-tenant reads run as the auditor
+        role: it reads every tenant and the database refuses any write it tries."""
+        view = copy.copy(self)
+        view._cross_role = AUDITOR_ROLE
+        return view
+
+    def _scope(self, user_id: str | None) -> dict[str, str] | None:
+        """The role and tenant a statement for ``user_id`` must run under (None: as is)."""
+        if user_id is not None:
+            return {"role": APP_ROLE, "user_id": user_id}
+        if self._cross_role is not None:
+            return {"role": self._cross_role, "user_id": ""}
+        return None
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
@@ -232,7 +257,9 @@ class PostgresStore(EventStore):
             statement = q.START_RUN_QUIET if item.starts_run else q.APPEND_RUN_QUIET
         with self._conn() as conn:
             cur = conn.cursor(binary=True)
-            cur.execute(statement, _event_params(item), prepare=True)
+            with conn.pipeline():
+                conn.execute(q.SET_SCOPE, self._scope(item.user_id), prepare=True)
+                cur.execute(statement, _event_params(item), prepare=True)
             inserted = cur.rowcount
             rows = cur.fetchall() if returning else []
             if inserted != len(item.events):
@@ -256,6 +283,7 @@ class PostgresStore(EventStore):
         with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction():
             cursors: list[psycopg.Cursor[Any]] = []
             for item in appends:
+                conn.execute(q.SET_SCOPE, self._scope(item.user_id), prepare=True)
                 cur = conn.cursor(binary=True)
                 if item.events:
                     statement = q.START_RUN if item.starts_run else q.APPEND_RUN
@@ -289,9 +317,12 @@ class PostgresStore(EventStore):
         return stored
 
     def _explain(self, conn: psycopg.Connection[Any], item: RunAppend) -> NoReturn:
-        """Raise the reason ``item`` inserted nothing (seen from inside its transaction)."""
+        """Raise the reason ``item`` inserted nothing (seen from inside its transaction,
+        and as its tenant: another tenant's run is invisible, like a missing one)."""
         cur = conn.cursor(binary=True)
-        cur.execute(q.RUN_STATE, {"run_id": item.run_id}, prepare=True)
+        with conn.pipeline():
+            conn.execute(q.SET_SCOPE, self._scope(item.user_id), prepare=True)
+            cur.execute(q.RUN_STATE, {"run_id": item.run_id}, prepare=True)
         self._judge(item, cur.fetchone())
         raise ConcurrencyError(f"run {item.run_id!r} changed concurrently; nothing written")
 
@@ -299,9 +330,8 @@ class PostgresStore(EventStore):
     def _judge(item: RunAppend, state: tuple[Any, ...] | None) -> None:
         """Raise the store-contract error for ``item`` given its run's (owner, head)."""
         if item.starts_run:
-            if state is None:
-                raise ConcurrencyError(f"run {item.run_id!r} was registered concurrently")
-            if state[0] != item.user_id:
+            if state is None or state[0] != item.user_id:
+                # The id is taken but not visible to this tenant: someone else's run.
                 raise RunIdTaken(f"run_id {item.run_id!r} is already in use")
             raise ConcurrencyError(f"run {item.run_id!r} already exists")
         if state is None or state[0] != item.user_id:
@@ -323,16 +353,30 @@ class PostgresStore(EventStore):
 
     # -- reads -------------------------------------------------------------------
     def _fetch(
-        self, statement: str, params: dict[str, Any], rows: Callable[[Any], RowMaker[Any]]
+        self,
+        statement: str,
+        params: dict[str, Any],
+        rows: Callable[[Any], RowMaker[Any]],
+        user_id: str | None = None,
     ) -> list[Any]:
+        """Rows of ``statement``, run as ``user_id``'s tenant (or across tenants)."""
+        scope = self._scope(user_id)
         with self._conn() as conn:
             cur = conn.cursor(binary=True, row_factory=rows)
-            cur.execute(statement, params, prepare=True)
+            if scope is None:
+                cur.execute(statement, params, prepare=True)
+            else:
+                with conn.pipeline():
+                    conn.execute(q.SET_SCOPE, scope, prepare=True)
+                    cur.execute(statement, params, prepare=True)
             return cur.fetchall()
 
     def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:
         heads: list[RunHead] = self._fetch(
-            q.RUN_HEAD, {"user_id": user_id, "run_id": run_id, "genesis": GENESIS}, _head_rows
+            q.RUN_HEAD,
+            {"user_id": user_id, "run_id": run_id, "genesis": GENESIS},
+            _head_rows,
+            user_id,
         )
         return heads[0] if heads else None
 
@@ -356,6 +400,7 @@ class PostgresStore(EventStore):
                 "limit": limit,
             },
             _record_rows,
+            user_id,
         )
 
     def read_log(
@@ -368,7 +413,7 @@ class PostgresStore(EventStore):
             "user_id": user_id,
         }
         statement = q.READ_LOG if user_id is None else q.READ_LOG_TENANT
-        return self._fetch(statement, params, _record_rows)
+        return self._fetch(statement, params, _record_rows, user_id)
 
     def lag(self, after: LogCursor) -> LogLag:
         with self._conn() as conn:
@@ -386,6 +431,7 @@ class PostgresStore(EventStore):
             q.LIST_RUNS,
             {"user_id": user_id, "session_id": session_id, "genesis": GENESIS},
             _head_rows,
+            user_id,
         )
 
     def read_notifications(

@@ -11,6 +11,20 @@ UPDATE and DELETE and statement triggers refuse TRUNCATE on the event and run ta
 for every role including the owner. Only a superuser who disables triggers
 (``SET session_replication_role = replica``) can bypass them, which is what
 ``ledger verify`` exists to detect.
+
+Isolation (invariant 4) is enforced by the database too. Three cluster-wide roles
+(created if missing; they hold no login, deployments grant them to login roles):
+
+* ``ledger_app`` -- what agents run as: reads and appends rows of the tenant named by
+  ``ledger.user_id`` in the current transaction, and nothing else. No BYPASSRLS, no
+  UPDATE/DELETE, no DDL. With no tenant set it sees nothing (fail closed).
+* ``ledger_auditor`` -- reads every tenant, writes nothing (verify, export, replay).
+* ``ledger_owner`` -- owns the tables (migrations, projector runners, erasure).
+
+The store switches role and tenant per transaction with
+``set_config('role', ..., true)`` (the pattern PostgREST uses), pipelined in front of
+the statement, so the switch costs no round trip and cannot leak to the next user of a
+pooled connection.
 """
 
 from __future__ import annotations
@@ -27,7 +41,28 @@ MIGRATION_LOCK = 7_460_919_182_774_812_001
 #: LISTEN on this channel to hear of appends; the payload is the ledger's schema name.
 NOTIFY_CHANNEL = "ledger_events"
 
+#: The roles of the ledger (cluster-wide, shared by every schema of a cluster).
+APP_ROLE = "ledger_app"
+AUDITOR_ROLE = "ledger_auditor"
+OWNER_ROLE = "ledger_owner"
+
+#: The setting that names the tenant of the current transaction.
+TENANT_SETTING = "ledger.user_id"
+
+_TENANT = f"user_id = current_setting('{TENANT_SETTING}', true)"
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _tenant_policies(table: str) -> tuple[str, ...]:
+    """Row-level security on ``table``: the app role sees and writes only the tenant of
+    its transaction; the auditor reads all. The owner (not forced) is not bound."""
+    return (
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"CREATE POLICY {table}_tenant ON {table} FOR ALL TO {APP_ROLE}"
+        f" USING ({_TENANT}) WITH CHECK ({_TENANT})",
+        f"CREATE POLICY {table}_auditor ON {table} FOR SELECT TO {AUDITOR_ROLE} USING (true)",
+    )
 
 
 class Step(NamedTuple):
@@ -109,6 +144,40 @@ STEPS: tuple[Step, ...] = (
         FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()""",
         ),
     ),
+    Step(
+        5,
+        "roles and row-level security",
+        (
+            *_tenant_policies("ledger_runs"),
+            *_tenant_policies("ledger_events"),
+            f"GRANT USAGE ON SCHEMA {{schema}} TO {APP_ROLE}, {AUDITOR_ROLE}",
+            f"GRANT SELECT, INSERT ON ledger_runs, ledger_events TO {APP_ROLE}",
+            f"GRANT SELECT, INSERT, UPDATE ON ledger_tracking TO {APP_ROLE}",
+            f"GRANT SELECT ON ledger_schema_version TO {APP_ROLE}",
+            f"GRANT SELECT ON ledger_runs, ledger_events, ledger_tracking, ledger_schema_version"
+            f" TO {AUDITOR_ROLE}",
+        ),
+    ),
+    Step(
+        6,
+        "per-user keys",
+        (
+            """CREATE TABLE ledger_keys (
+            user_id text NOT NULL,
+            key_id text NOT NULL,
+            key bytea,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            destroyed_at timestamptz,
+            PRIMARY KEY (user_id, key_id),
+            UNIQUE (key_id)
+        )""",
+            """CREATE UNIQUE INDEX ledger_keys_one_live ON ledger_keys (user_id)
+            WHERE key IS NOT NULL""",
+            *_tenant_policies("ledger_keys"),
+            f"GRANT SELECT, INSERT ON ledger_keys TO {APP_ROLE}",
+            f"GRANT SELECT ON ledger_keys TO {AUDITOR_ROLE}",
+        ),
+    ),
 )
 
 LATEST = STEPS[-1].version
@@ -120,6 +189,21 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS ledger_schema_version (
 )"""
 
 
+def ensure_roles(conn: psycopg.Connection[Any]) -> None:
+    """Create the ledger's three roles if they do not exist (idempotent, race-safe)."""
+    for role in (APP_ROLE, AUDITOR_ROLE, OWNER_ROLE):
+        conn.execute(
+            sql.SQL(
+                """DO $$ BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN
+                    CREATE ROLE {role} NOLOGIN NOBYPASSRLS;
+                END IF;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+            END $$"""
+            ).format(name=sql.Literal(role), role=sql.Identifier(role))
+        )
+
+
 def check_schema_name(schema: str) -> str:
     """``schema`` if it is a plain lower-case SQL identifier, else ValueError."""
     if not _IDENT.match(schema):
@@ -127,29 +211,69 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
+def current_version(conn: psycopg.Connection[Any], schema: str) -> int:
+    """The schema's migration level (0 when it has no ledger yet); takes no lock."""
+    table = f"{check_schema_name(schema)}.ledger_schema_version"
+    row = conn.execute(
+        "SELECT CASE WHEN to_regclass(%(t)s) IS NULL THEN NULL ELSE 1 END", {"t": table}
+    ).fetchone()
+    if row is None or row[0] is None:
+        return 0
+    found = conn.execute(
+        sql.SQL("SELECT coalesce(max(version), 0) FROM {}.ledger_schema_version").format(
+            sql.Identifier(schema)
+        )
+    ).fetchone()
+    return int(found[0]) if found else 0
+
+
 def migrate(conn: psycopg.Connection[Any], schema: str = "public") -> int:
     """Bring ``schema`` up to the latest version; return how many steps were applied.
 
     Safe to call from many processes at once and any number of times. Runs in one
-    transaction on ``conn`` (which must not be inside one already).
+    transaction on ``conn`` (which must not be inside one already). A schema that is
+    already current is recognised without a lock or any DDL, so application roles that
+    may not alter the schema can still ``connect``.
     """
     check_schema_name(schema)
+    if current_version(conn, schema) >= LATEST:
+        return 0
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        ensure_roles(conn)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         conn.execute(_VERSION_TABLE)
         row = conn.execute("SELECT coalesce(max(version), 0) FROM ledger_schema_version").fetchone()
         current = int(row[0]) if row else 0
+        schema_ident = sql.Identifier(schema).as_string(conn)
         applied = 0
         for step in STEPS:
             if step.version <= current:
                 continue
             for statement in step.statements:
-                conn.execute(statement)
+                conn.execute(statement.replace("{schema}", schema_ident))
             conn.execute(
                 "INSERT INTO ledger_schema_version (version, name) VALUES (%s, %s)",
                 (step.version, step.name),
             )
             applied += 1
+        if applied:
+            conn.execute(_HAND_TO_OWNER.replace("{schema}", schema_ident))
     return applied
+
+
+#: Give the tables to ``ledger_owner`` when the migrating role may (a superuser, or a
+#: member of it); otherwise the migrating role stays their owner.
+_HAND_TO_OWNER = f"""DO $$
+DECLARE t text;
+BEGIN
+    IF pg_has_role(current_user, '{OWNER_ROLE}', 'MEMBER') THEN
+        EXECUTE 'GRANT USAGE, CREATE ON SCHEMA {{schema}} TO {OWNER_ROLE}';
+        FOR t IN SELECT c.relname FROM pg_class c
+                 WHERE c.relnamespace = '{{schema}}'::regnamespace AND c.relkind = 'r'
+                   AND c.relname LIKE 'ledger%' LOOP
+            EXECUTE format('ALTER TABLE %I OWNER TO {OWNER_ROLE}', t);
+        END LOOP;
+    END IF;
+END $$"""

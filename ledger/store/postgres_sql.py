@@ -8,6 +8,12 @@ as text and cast).
 
 from __future__ import annotations
 
+#: Act as ``role`` for ``user_id`` until the end of the current transaction (row-level
+#: security reads the tenant from the setting; see postgres_schema).
+SET_SCOPE = """
+SELECT set_config('role', %(role)s, true), set_config('ledger.user_id', %(user_id)s, true)
+"""
+
 #: Columns of ``ledger_events`` in the field order of ``ledger.records.Record``.
 RECORD_COLUMNS = (
     "user_id, session_id, run_id, version, position, tx_id, type, schema, occurred_at,"

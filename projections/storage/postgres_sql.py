@@ -1,5 +1,9 @@
 """SQL of the read-model tables in the ledger's Postgres schema."""
 
+from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, TENANT_SETTING
+
+_TENANT = f"user_id = current_setting('{TENANT_SETTING}', true)"
+
 #: Serialises concurrent creation of the tables (CREATE ... IF NOT EXISTS races).
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7310582203991437)"
 
@@ -26,6 +30,21 @@ SCHEMA = (
         PRIMARY KEY (user_id, projection, generation, key)
     )
     """,
+    # Isolation in the database (DESIGN.md invariant 4): the app role reads only the
+    # documents of the tenant of its transaction; projector runners (the owner) write.
+    "ALTER TABLE ledger_read_models ENABLE ROW LEVEL SECURITY",
+    f"""
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema()
+                       AND tablename = 'ledger_read_models') THEN
+            CREATE POLICY ledger_read_models_tenant ON ledger_read_models
+                FOR SELECT TO {APP_ROLE} USING ({_TENANT});
+            CREATE POLICY ledger_read_models_auditor ON ledger_read_models
+                FOR SELECT TO {AUDITOR_ROLE} USING (true);
+        END IF;
+    END $$
+    """,
+    f"GRANT SELECT ON ledger_read_models, ledger_projectors TO {APP_ROLE}, {AUDITOR_ROLE}",
 )
 
 ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at"

@@ -1,0 +1,230 @@
+"""Isolation enforced by the database (DESIGN.md invariant 4, compliance issue).
+
+Raw SQL as the application role, with a tenant set, cannot read, insert or alter
+another tenant's rows in any table that holds tenant data; with no tenant set it sees
+nothing. The auditor role reads every tenant and writes nothing. A hypothesis test
+drives the API with random interleavings of tenants and checks no read ever crosses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ledger
+from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE
+from projections.catalog import default_projectors
+from projections.runner import ProjectorRunner
+from tests.pg import raw_connection
+
+#: Every table that holds tenant data, and a column that is safe to write back.
+TENANT_TABLES = ("ledger_events", "ledger_runs", "ledger_keys", "ledger_read_models")
+
+
+def _seed(url: str) -> None:
+    """Two tenants with a run, a memory and projected read models each."""
+    with ledger.connect(url) as led:
+        for user in ("usr_a", "usr_b"):
+            t = led.tenant(user)
+            run = t.start_run(session_id=f"sess_{user}", run_id=f"run_{user}", model="gpt-4o")
+            with run.turn():
+                run.message_received(content=f"secret of {user}")
+                run.memory_written(namespace="prefs", key="tone", value=f"{user} likes brief")
+            run.complete()
+        ProjectorRunner(led, default_projectors()).catch_up()
+
+
+@pytest.fixture
+def seeded(pg_url: str) -> str:
+    _seed(pg_url)
+    return pg_url
+
+
+def _as(url: str, role: str, tenant: str | None) -> psycopg.Connection[Any]:
+    conn = raw_connection(url, autocommit=True)
+    conn.execute(f"SET ROLE {role}")
+    if tenant is not None:
+        conn.execute("SELECT set_config('ledger.user_id', %s, false)", (tenant,))
+    return conn
+
+
+@pytest.fixture
+def app_a(seeded: str) -> Iterator[psycopg.Connection[Any]]:
+    with _as(seeded, APP_ROLE, "usr_a") as conn:
+        yield conn
+
+
+def test_every_tenant_table_has_rows_of_both_tenants(seeded: str) -> None:
+    """The control: as the owner, both tenants' rows are there to be hidden."""
+    with raw_connection(seeded) as conn:
+        for table in TENANT_TABLES:
+            users = {u for (u,) in conn.execute(f"SELECT DISTINCT user_id FROM {table}")}
+            assert users == {"usr_a", "usr_b"}, table
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
+def test_the_app_role_sees_only_its_tenant(app_a: psycopg.Connection[Any], table: str) -> None:
+    users = {u for (u,) in app_a.execute(f"SELECT DISTINCT user_id FROM {table}")}
+    assert users == {"usr_a"}
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
+def test_with_no_tenant_set_the_app_role_sees_nothing(seeded: str, table: str) -> None:
+    with _as(seeded, APP_ROLE, None) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
+def test_the_app_role_cannot_insert_rows_of_another_tenant(
+    app_a: psycopg.Connection[Any],
+) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        app_a.execute(
+            "INSERT INTO ledger_runs (run_id, user_id, session_id) VALUES ('run_x', 'usr_b', 's')"
+        )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        app_a.execute(
+            "INSERT INTO ledger_events (user_id, run_id, version, session_id, type, schema,"
+            " occurred_at, payload, prev_hash, hash) SELECT 'usr_b', run_id, version + 100,"
+            " session_id, type, schema, occurred_at, payload, prev_hash, hash"
+            " FROM ledger_events LIMIT 1"
+        )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app_a.execute(
+            "INSERT INTO ledger_keys (user_id, key_id, key) VALUES ('usr_b', 'k_evil', 'x')"
+        )
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
+@pytest.mark.parametrize("statement", ["UPDATE {t} SET user_id = user_id", "DELETE FROM {t}"])
+def test_the_app_role_cannot_alter_any_row(
+    app_a: psycopg.Connection[Any], table: str, statement: str
+) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app_a.execute(statement.format(t=table))
+
+
+def test_the_app_role_cannot_change_the_schema(app_a: psycopg.Connection[Any]) -> None:
+    for statement in (
+        "ALTER TABLE ledger_events DISABLE ROW LEVEL SECURITY",
+        "DROP POLICY ledger_events_tenant ON ledger_events",
+        "CREATE TABLE sneaky (x int)",
+        "TRUNCATE ledger_events",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app_a.execute(statement)
+    row = app_a.execute(
+        "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = %s", (APP_ROLE,)
+    ).fetchone()
+    assert row == (False, False)
+
+
+def test_the_auditor_reads_every_tenant_and_writes_nothing(seeded: str) -> None:
+    with _as(seeded, AUDITOR_ROLE, None) as conn:
+        for table in TENANT_TABLES:
+            users = {u for (u,) in conn.execute(f"SELECT DISTINCT user_id FROM {table}")}
+            assert users == {"usr_a", "usr_b"}, table
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO ledger_runs (run_id, user_id, session_id) VALUES ('r', 'usr_a', 's')"
+            )
+
+
+def test_the_auditor_handle_runs_as_the_auditor_role(seeded: str) -> None:
+    """Its reads cross tenants; the database refuses its writes."""
+    with ledger.connect(seeded) as led:
+        auditor = led.auditor()
+        assert {r.user_id for r in auditor.runs()} == {"usr_a", "usr_b"}
+        store: Any = auditor._store
+        with store.connection() as conn, conn.transaction():
+            conn.execute(
+                "SELECT set_config('role', %s, true)", (AUDITOR_ROLE,)
+            )  # what the auditor's statements run under
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("INSERT INTO ledger_tracking (name, position) VALUES ('x', 1)")
+
+
+def test_another_tenants_ids_are_not_found_like_missing_ones(seeded: str) -> None:
+    with ledger.connect(seeded) as led:
+        a = led.tenant("usr_a")
+        for call in (
+            lambda: a.run("run_usr_b"),
+            lambda: a.events("run_usr_b"),
+            lambda: a.replay("run_usr_b"),
+            lambda: a.run_metadata("run_usr_b"),
+        ):
+            with pytest.raises(ledger.NotFound) as other:
+                call()
+            assert "usr_b" not in str(other.value).replace("run_usr_b", "")
+        with pytest.raises(ledger.NotFound) as missing:
+            a.run("run_nope")
+        assert type(missing.value) is type(other.value)
+        with pytest.raises(ledger.NotFound):
+            a.conversation("sess_usr_b")
+        assert [m.value for m in a.memories()] == ["usr_a likes brief"]
+
+
+# -- random interleavings through the API --------------------------------------------
+
+USERS = ("usr_a", "usr_b", "usr_c")
+actions = st.lists(
+    st.tuples(
+        st.sampled_from(USERS),
+        st.sampled_from(["start", "message", "memory", "read"]),
+        st.integers(min_value=0, max_value=2),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(script=actions)
+def test_no_read_ever_returns_another_tenants_data(store_url: str, script: list[Any]) -> None:
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]  # examples share the store: keep their ids apart
+    with ledger.connect(store_url) as led:
+        runs: dict[tuple[str, int], Any] = {}
+        for i, (user, action, n) in enumerate(script):
+            t = led.tenant(f"{user}_{tag}")
+            session = f"sess_{n}"
+            if action == "start" or (user, n) not in runs:
+                runs[(user, n)] = t.start_run(session_id=session, run_id=f"run_{i}_{tag}")
+                if action == "start":
+                    continue
+            run = runs[(user, n)]
+            if action == "message":
+                run.message_received(content=f"{user} says {n}")
+            elif action == "memory":
+                run.memory_written(namespace="ns", key=f"k{n}", value=f"{user} value")
+            else:
+                _check_reads(t, user, session)
+        for user in USERS:
+            _check_reads(led.tenant(f"{user}_{tag}"), user, "sess_0")
+
+
+def _check_reads(t: Any, user: str, session: str) -> None:
+    me = t.user_id
+    for summary in t.summaries():
+        assert summary.user_id == me
+        assert all(e.user_id == me for e in t.events(summary.run_id))
+        assert t.replay(summary.run_id).user_id == me
+    assert all(r.user_id == me for r in t.runs())
+    try:
+        messages = t.conversation(session).messages
+    except ledger.NotFound:
+        messages = []
+    for message in messages:
+        assert message["content"].startswith(user + " ")
+    for memory in t.memories():
+        assert memory.value.startswith(user + " ")
