@@ -12,6 +12,7 @@ from cli import render, timeline
 from cli.context import JsonFlag, UserOption, connect
 from ledger.connection import Ledger
 from ledger.errors import InvalidEvent
+from ledger.personal import reveal_event, reveal_model
 from ledger.records import LogCursor
 from ledger.tenant import to_event
 from replay.diff import diff
@@ -48,19 +49,26 @@ def replay_command(
 ) -> None:
     """Rebuild a run at any point: a timeline, then the state there ("what did it know?")."""
     with connect() as led:
+        # Without --user the read crosses tenants: only as the auditor.
+        store = led.store if user is not None else led.store.for_auditor()
+        keyring = led.keyring
         if from_ is not None or to is not None:
-            before = replay(led.store, user, run_id, from_ or 1)
-            after = replay(led.store, user, run_id, to)
-            change = diff(before, after)
+            before = replay(store, user, run_id, from_ or 1)
+            after = replay(store, user, run_id, to)
+            change = diff(
+                reveal_model(before, before.user_id, keyring),
+                reveal_model(after, after.user_id, keyring),
+            )
             if json:
                 render.print_json(change.model_dump(mode="json"))
             else:
                 timeline.diff_summary(change)
             return
         point = _point(at, at_time)
-        events = lineage(led.store, user, run_id)
+        events = [reveal_event(e, keyring) for e in lineage(store, user, run_id)]
         cut = resolve(events, run_id, point)
-        state = replay(led.store, user, run_id, point)
+        state = replay(store, user, run_id, point)
+        state = reveal_model(state, state.user_id, keyring)
     if json:
         render.print_json(state.model_dump(mode="json"))
         return
@@ -102,13 +110,14 @@ def tail_command(
     """Follow new events live, as they are committed."""
     deadline = None if follow_for is None else time.monotonic() + follow_for
     with connect() as led:
+        store = led.store if user is not None else led.store.for_auditor()
         cursor = _head(led)
         try:
             while deadline is None or time.monotonic() < deadline:
-                records = led.store.read_log(cursor, 500, user_id=user)
+                records = store.read_log(cursor, 500, user_id=user)
                 for r in records:
                     if run is None or r.run_id == run:
-                        e = to_event(r)
+                        e = reveal_event(to_event(r), led.keyring)
                         render.out.print(
                             f"{e.recorded_at:%H:%M:%S.%f} {e.user_id} "
                             f"{e.run_id}/{e.version} {e.type} {render.preview(e)}",

@@ -12,10 +12,12 @@ Example::
 
 from ledger.auditor import Auditor
 from ledger.connection import Ledger, connect
+from ledger.erasure import Erasure
 from ledger.errors import (
     ConcurrencyError,
     IntegrityError,
     InvalidEvent,
+    KeyErased,
     LedgerError,
     NotFound,
     RunIdTaken,
@@ -31,9 +33,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Auditor",
     "ConcurrencyError",
+    "Erasure",
     "Event",
     "IntegrityError",
     "InvalidEvent",
+    "KeyErased",
     "Ledger",
     "LedgerError",
     "NotFound",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ledger.auditor import Auditor
+from ledger.erasure import Erasure, forget
+from ledger.personal import Keyring
 from ledger.read_side import ReadSide, Replayer, load_read_side, load_replayer
 from ledger.settings import Settings
 from ledger.store import EventStore, open_store
@@ -15,6 +17,10 @@ class Ledger:
     def __init__(self, store: EventStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        #: Per-user keys: seals personal content on append (when ``encrypting``) and
+        #: opens it on read, whatever the setting was when it was written.
+        self.keyring = Keyring(store)
+        self.encrypting = settings.encrypts(store.backend)
         self._read_side: ReadSide | None = None
         self._replayer: Replayer | None = None
 
@@ -48,6 +54,11 @@ class Ledger:
         """The one handle that reads across tenants (verify, export, admin listings)."""
         return Auditor(self)
 
+    def forget(self, user_id: str, reason: str | None = None) -> Erasure:
+        """Erase ``user_id``'s personal content by destroying their keys (crypto-shredding),
+        and record the erasure as an event. Metadata (tokens, timings, costs) remains."""
+        return forget(self, user_id, reason)
+
     def close(self) -> None:
         """Release the store's connections."""
         self.store.close()
@@ -59,11 +70,17 @@ class Ledger:
         self.close()
 
 
-def connect(url: str | None = None, *, max_event_bytes: int | None = None) -> Ledger:
+def connect(
+    url: str | None = None,
+    *,
+    max_event_bytes: int | None = None,
+    encrypt: bool | None = None,
+) -> Ledger:
     """Open (and create or migrate, if needed) the ledger at ``url``.
 
     ``url``: ``postgresql://...``, ``sqlite:///path/to/ledger.db`` or ``memory://``;
-    None means ``$LEDGER_URL``, then ``sqlite:///ledger.db``.
+    None means ``$LEDGER_URL``, then ``sqlite:///ledger.db``. ``encrypt``: seal personal
+    content with per-user keys (default: on for Postgres, off for SQLite and memory).
     """
-    settings = Settings.resolve(url, max_event_bytes)
+    settings = Settings.resolve(url, max_event_bytes, encrypt)
     return Ledger(open_store(settings.url), settings)

@@ -32,5 +32,10 @@ class StoreUnavailable(LedgerError):
     """The store could not be reached or its schema could not be prepared."""
 
 
+class KeyErased(LedgerError):
+    """An append was sealed with a key that has been destroyed (the user was forgotten
+    meanwhile); nothing was written. ``Run`` retries once with the user's new key."""
+
+
 class RunIdTaken(InvalidEvent):
     """A new run asked for a run_id that is already registered to another tenant."""

@@ -110,6 +110,13 @@ class RunFailed(Payload, frozen=True):
     error: str
 
 
+class UserErased(Payload, frozen=True):
+    """``ledger forget``: the user's keys were destroyed; their content is gone."""
+
+    key_ids: list[str] = []
+    reason: str | None = None
+
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -191,6 +198,7 @@ CATALOG = Catalog(
         "memory_forgotten": MemoryForgotten,
         "run_completed": RunCompleted,
         "run_failed": RunFailed,
+        "user_erased": UserErased,
     }
 )
 

@@ -20,6 +20,7 @@ from ledger.chain import GENESIS, Unsealed, seal
 from ledger.errors import ConcurrencyError, InvalidEvent, NotFound
 from ledger.events import CATALOG, encode_payload
 from ledger.ids import check_id
+from ledger.personal import Keyring, check_plain, protect
 from ledger.records import RunAppend
 from ledger.store.base import EventStore
 
@@ -72,6 +73,7 @@ def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEven
     try:
         for field in ("user_id", "session_id", "run_id"):
             check_id(field, getattr(event, field))
+        check_plain(event.type, event.data)
         payload = encode_payload(CATALOG.validate(event.type, event.data))
     except InvalidEvent as exc:
         raise InvalidEvent(f"line {number}: {exc}") from None
@@ -89,8 +91,15 @@ def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEven
     )
 
 
-def plan_appends(store: EventStore, lines: Iterable[str], max_event_bytes: int) -> list[RunAppend]:
-    """Validate every line and turn the input into chained appends (nothing is written)."""
+def plan_appends(
+    store: EventStore,
+    lines: Iterable[str],
+    max_event_bytes: int,
+    keyring: Keyring | None = None,
+) -> list[RunAppend]:
+    """Validate every line and turn the input into chained appends (nothing is written).
+
+    With a ``keyring``, personal content is sealed with each user's key."""
     plans: dict[str, _RunPlan] = {}
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -111,10 +120,10 @@ def plan_appends(store: EventStore, lines: Iterable[str], max_event_bytes: int) 
         plan.events.append(unsealed)
     if not plans:
         raise InvalidEvent("no events in the input")
-    return [_seal_plan(store, plan) for plan in plans.values()]
+    return [_seal_plan(store, plan, keyring) for plan in plans.values()]
 
 
-def _seal_plan(store: EventStore, plan: _RunPlan) -> RunAppend:
+def _seal_plan(store: EventStore, plan: _RunPlan, keyring: Keyring | None) -> RunAppend:
     head = store.run_head(plan.user_id, plan.run_id)
     where = f"line {plan.line}"
     if head is None:
@@ -146,7 +155,8 @@ def _seal_plan(store: EventStore, plan: _RunPlan) -> RunAppend:
                 f"{head.version}, not expected_version {plan.expected_version}"
             )
         version, head_hash = head.version, head.hash
-    sealed = seal(plan.user_id, plan.session_id, plan.run_id, version, head_hash, plan.events)
+    events = plan.events if keyring is None else protect(plan.user_id, plan.events, keyring)
+    sealed = seal(plan.user_id, plan.session_id, plan.run_id, version, head_hash, events)
     return RunAppend(
         user_id=plan.user_id,
         session_id=plan.session_id,
@@ -157,9 +167,14 @@ def _seal_plan(store: EventStore, plan: _RunPlan) -> RunAppend:
     )
 
 
-def append_jsonl(store: EventStore, lines: Iterable[str], max_event_bytes: int) -> AppendSummary:
+def append_jsonl(
+    store: EventStore,
+    lines: Iterable[str],
+    max_event_bytes: int,
+    keyring: Keyring | None = None,
+) -> AppendSummary:
     """Validate all of ``lines``, then append them in one transaction (all or nothing)."""
-    appends = plan_appends(store, lines, max_event_bytes)
+    appends = plan_appends(store, lines, max_event_bytes, keyring)
     store.append(appends)
     return AppendSummary(
         events=sum(len(a.events) for a in appends),

@@ -57,6 +57,11 @@ class RunAppend(msgspec.Struct, frozen=True):
     events: tuple[NewEvent, ...]
 
     @property
+    def key_id(self) -> str | None:
+        """The key this append's personal content is sealed with (one user, one key)."""
+        return next((e.key_id for e in self.events if e.key_id is not None), None)
+
+    @property
     def starts_run(self) -> bool:
         """True when this append registers a new run (the writer saw no head at all)."""
         return self.expected_version == 0 and self.expected_hash == GENESIS

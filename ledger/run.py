@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ledger.chain import Unsealed, seal
-from ledger.errors import InvalidEvent, LedgerError
+from ledger.errors import InvalidEvent, KeyErased, LedgerError
 from ledger.events import CATALOG, encode_payload
-from ledger.records import RunAppend
+from ledger.personal import check_plain, protect
+from ledger.records import NewEvent, RunAppend
 
 if TYPE_CHECKING:
     from ledger.tenant import Tenant
@@ -74,6 +75,7 @@ class Run:
         return self
 
     def _emit(self, type_: str, fields: Mapping[str, Any], occurred_at: datetime | None) -> None:
+        check_plain(type_, fields)
         payload = encode_payload(CATALOG.validate(type_, fields))
         limit = self._tenant._ledger.settings.max_event_bytes
         if len(payload) > limit:
@@ -95,10 +97,24 @@ class Run:
             self._commit([event])
 
     def _commit(self, events: Sequence[Unsealed]) -> None:
+        ledger = self._tenant._ledger
+        try:
+            sealed = self._append(events)
+        except KeyErased:
+            # The user was forgotten since this process cached their key: what comes
+            # next belongs to a fresh key (never to one nobody can read any more).
+            ledger.keyring.forget(self.user_id)
+            sealed = self._append(events)
+        self.version, self._head_hash = sealed[-1].version, sealed[-1].hash
+
+    def _append(self, events: Sequence[Unsealed]) -> tuple[NewEvent, ...]:
+        ledger = self._tenant._ledger
+        if ledger.encrypting:
+            events = protect(self.user_id, list(events), ledger.keyring)
         sealed = seal(
             self.user_id, self.session_id, self.run_id, self.version, self._head_hash, events
         )
-        self._tenant._ledger.store.append(
+        ledger.store.append(
             [
                 RunAppend(
                     user_id=self.user_id,
@@ -111,7 +127,7 @@ class Run:
             ],
             returning=False,
         )
-        self.version, self._head_hash = sealed[-1].version, sealed[-1].hash
+        return sealed
 
     # -- the event catalog -----------------------------------------------------------
     def message_received(

@@ -11,6 +11,7 @@ from ledger.chain import GENESIS
 from ledger.errors import NotFound
 from ledger.events import CATALOG, Event, to_data
 from ledger.ids import check_id, new_run_id
+from ledger.personal import reveal_event, reveal_model
 from ledger.records import Record, RunHead
 from ledger.run import Run
 
@@ -112,27 +113,33 @@ class Tenant:
         records = self._ledger.store.read_run(
             self.user_id, run_id, after_version=after_version, upto_version=upto_version
         )
-        return [to_event(r) for r in records]
+        keyring = self._ledger.keyring
+        return [reveal_event(to_event(r), keyring) for r in records]
 
     def runs(self, session_id: str | None = None) -> list[Any]:
         """RunMetadata of this tenant's runs, oldest first, optionally in one session."""
-        return self._ledger.read_side.runs(self, session_id)
+        return [self._reveal(m) for m in self._ledger.read_side.runs(self, session_id)]
 
     def run_metadata(self, run_id: str) -> Any:
         """Tokens, cost, tool calls, retries, wall time and status of one run, per turn."""
-        return self._ledger.read_side.run_metadata(self, run_id)
+        return self._reveal(self._ledger.read_side.run_metadata(self, run_id))
 
     def conversation(self, session_id: str) -> Any:
         """The ConversationState agents read on every LLM call (includes the latest turn)."""
-        return self._ledger.read_side.conversation(self, session_id)
+        return self._reveal(self._ledger.read_side.conversation(self, session_id))
 
     def memories(self, namespace: str | None = None) -> list[Any]:
         """This user's current long-term memories, with the run that wrote each."""
-        return self._ledger.read_side.memories(self, namespace)
+        return [self._reveal(m) for m in self._ledger.read_side.memories(self, namespace)]
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
         """RunState of one of this tenant's runs at a version or a time (None: its head)."""
-        return self._ledger.replayer.replay(self.user_id, check_id("run_id", run_id), at)
+        state = self._ledger.replayer.replay(self.user_id, check_id("run_id", run_id), at)
+        return self._reveal(state)
+
+    def _reveal(self, model: Any) -> Any:
+        """Read models and states hold sealed tokens; open them on the way out."""
+        return reveal_model(model, self.user_id, self._ledger.keyring)
 
     def fork(self, run_id: str, at: int) -> Run:
         """Start a new run in the same session whose history up to version ``at`` is the

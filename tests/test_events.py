@@ -84,6 +84,7 @@ def test_every_catalog_type_round_trips() -> None:
         "memory_forgotten": {"namespace": "n", "key": "k"},
         "run_completed": {"output": "done"},
         "run_failed": {"error": "boom"},
+        "user_erased": {"key_ids": ["k_1"], "reason": "ticket 42"},
     }
     assert set(samples) == set(CATALOG.names)
     for name, data in samples.items():

@@ -116,6 +116,7 @@ def test_round_trip_exact(store: PostgresStore) -> None:
             Unsealed("tool_called", 1, T0, b""),
         ],
     )
+    store.add_key(user, "k-\U0001f511", bytes(32))
     stored = store.append([RunAppend(user, "sess-\U0001f680", run, 0, GENESIS, events)])
     assert [r.version for r in stored] == [1, 2, 3]
     positions = [r.position for r in stored]

@@ -87,6 +87,7 @@ def test_exact_bytes_and_times_round_trip(db: Path) -> None:
         ],
     )
     with SQLiteStore(db) as store:
+        store.add_key("usr", "k1", bytes(32))
         appended = store.append([RunAppend("usr", "sess", "run", 0, GENESIS, events)])
     with SQLiteStore(db) as reopened:  # nothing comes from a Python-side cache
         records = reopened.read_run("usr", "run")

@@ -107,6 +107,29 @@ class EventStore(ABC):
     def max_tracking(self, name: str) -> int | None:
         """The highest tracking position recorded for ``name``."""
 
+    # -- per-user keys (DESIGN.md invariant 7) ----------------------------------------
+    # Appends whose ``key_id`` is not a live key of their user raise ``KeyErased``.
+
+    @abstractmethod
+    def live_key(self, user_id: str) -> tuple[str, bytes] | None:
+        """The user's live key (id, key material), if there is one."""
+
+    @abstractmethod
+    def add_key(self, user_id: str, key_id: str, key: bytes) -> tuple[str, bytes]:
+        """Store a new live key for the user unless one exists; return the live key."""
+
+    @abstractmethod
+    def read_key(self, user_id: str, key_id: str) -> bytes | None:
+        """Key material of ``key_id`` of the user, or None if destroyed or unknown."""
+
+    @abstractmethod
+    def key_ids(self, user_id: str) -> list[str]:
+        """Every key id the user ever had, live or destroyed."""
+
+    @abstractmethod
+    def destroy_keys(self, user_id: str) -> list[str]:
+        """Destroy the user's live keys (crypto-shredding); return their ids."""
+
     def for_auditor(self) -> EventStore:
         """This store as the auditor sees it: every tenant readable, nothing writable.
 

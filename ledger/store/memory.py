@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from ledger.chain import GENESIS
-from ledger.errors import ConcurrencyError, NotFound, RunIdTaken
+from ledger.errors import ConcurrencyError, KeyErased, NotFound, RunIdTaken
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.records import stored as record_of
 from ledger.store.base import EventStore, RecordConflict
@@ -28,6 +28,7 @@ class MemoryStore(EventStore):
         self._runs: dict[str, RunHead] = {}
         self._events: dict[str, list[Record]] = {}
         self._tracking: dict[str, int] = {}
+        self._keys: dict[str, dict[str, bytes | None]] = {}
 
     def append(
         self,
@@ -63,6 +64,9 @@ class MemoryStore(EventStore):
             return stored
 
     def _check(self, item: RunAppend, new_runs: dict[str, RunHead]) -> None:
+        key_id = item.key_id
+        if key_id is not None and self._keys.get(item.user_id, {}).get(key_id) is None:
+            raise KeyErased(f"key {key_id!r} of this user was destroyed; nothing written")
         existing = self._runs.get(item.run_id) or new_runs.get(item.run_id)
         events = self._events.get(item.run_id, [])
         if item.starts_run:
@@ -186,6 +190,35 @@ class MemoryStore(EventStore):
     def max_tracking(self, name: str) -> int | None:
         with self._lock:
             return self._tracking.get(name)
+
+    def live_key(self, user_id: str) -> tuple[str, bytes] | None:
+        with self._lock:
+            live = [(k, v) for k, v in self._keys.get(user_id, {}).items() if v is not None]
+        return live[0] if live else None
+
+    def add_key(self, user_id: str, key_id: str, key: bytes) -> tuple[str, bytes]:
+        with self._lock:
+            live = self.live_key(user_id)
+            if live is not None:
+                return live
+            self._keys.setdefault(user_id, {})[key_id] = key
+            return key_id, key
+
+    def read_key(self, user_id: str, key_id: str) -> bytes | None:
+        with self._lock:
+            return self._keys.get(user_id, {}).get(key_id)
+
+    def key_ids(self, user_id: str) -> list[str]:
+        with self._lock:
+            return list(self._keys.get(user_id, {}))
+
+    def destroy_keys(self, user_id: str) -> list[str]:
+        with self._lock:
+            keys = self._keys.get(user_id, {})
+            live = [k for k, v in keys.items() if v is not None]
+            for k in live:
+                keys[k] = None
+            return live
 
     def close(self) -> None:
         pass

@@ -37,7 +37,14 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ledger.chain import GENESIS
-from ledger.errors import ConcurrencyError, InvalidEvent, NotFound, RunIdTaken, StoreUnavailable
+from ledger.errors import (
+    ConcurrencyError,
+    InvalidEvent,
+    KeyErased,
+    NotFound,
+    RunIdTaken,
+    StoreUnavailable,
+)
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.records import stored as record_of
 from ledger.store import postgres_sql as q
@@ -122,6 +129,7 @@ def _event_params(item: RunAppend) -> dict[str, Any]:
         "hashes": [e.hash for e in events],
         "expected_version": item.expected_version,
         "expected_hash": item.expected_hash,
+        "key_id": item.key_id,
     }
 
 
@@ -320,9 +328,13 @@ class PostgresStore(EventStore):
         """Raise the reason ``item`` inserted nothing (seen from inside its transaction,
         and as its tenant: another tenant's run is invisible, like a missing one)."""
         cur = conn.cursor(binary=True)
+        key = conn.cursor()
         with conn.pipeline():
             conn.execute(q.SET_SCOPE, self._scope(item.user_id), prepare=True)
             cur.execute(q.RUN_STATE, {"run_id": item.run_id}, prepare=True)
+            key.execute(q.KEY_STATE, {"key_id": item.key_id}, prepare=True)
+        if item.key_id is not None and key.fetchone() != (True,):
+            raise KeyErased(f"key {item.key_id!r} of this user was destroyed; nothing written")
         self._judge(item, cur.fetchone())
         raise ConcurrencyError(f"run {item.run_id!r} changed concurrently; nothing written")
 
@@ -459,6 +471,42 @@ class PostgresStore(EventStore):
         with self._conn() as conn:
             row = conn.execute(q.MAX_TRACKING, {"name": name}, prepare=True).fetchone()
         return None if row is None else int(row[0])
+
+    # -- keys -----------------------------------------------------------------------
+    # Read and created as the user's tenant; destroyed by the login role (the owner).
+
+    def _one(self, statement: str, params: dict[str, Any], user_id: str | None) -> Any:
+        rows = self._fetch(statement, params, lambda cursor: lambda values: values, user_id)
+        return rows[0] if rows else None
+
+    def live_key(self, user_id: str) -> tuple[str, bytes] | None:
+        row = self._one(q.LIVE_KEY, {"user_id": user_id}, user_id)
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def add_key(self, user_id: str, key_id: str, key: bytes) -> tuple[str, bytes]:
+        params = {"user_id": user_id, "key_id": key_id, "key": key}
+        with self._conn() as conn, conn.transaction():
+            conn.execute(q.SET_SCOPE, self._scope(user_id), prepare=True)
+            conn.execute(q.ADD_KEY, params)
+            row = conn.execute(q.LIVE_KEY, params, binary=True).fetchone()
+        if row is None:
+            raise ConcurrencyError(f"no live key for {user_id!r} after creating one")
+        return row[0], bytes(row[1])
+
+    def read_key(self, user_id: str, key_id: str) -> bytes | None:
+        row = self._one(q.READ_KEY, {"user_id": user_id, "key_id": key_id}, user_id)
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def key_ids(self, user_id: str) -> list[str]:
+        rows = self._fetch(q.KEY_IDS, {"user_id": user_id}, lambda c: lambda v: v[0], user_id)
+        return list(rows)
+
+    def destroy_keys(self, user_id: str) -> list[str]:
+        with self._conn() as conn:
+            ids = [r[0] for r in conn.execute(q.DESTROY_KEYS, {"user_id": user_id}).fetchall()]
+            # Best effort: have the old key bytes' dead tuples reclaimed now, not later.
+            conn.execute("VACUUM ledger_keys")
+        return ids
 
     def close(self) -> None:
         self._pool.close()

@@ -40,12 +40,21 @@ FROM unnest(%(versions)b::bigint[], %(types)b::text[], %(schemas)b::smallint[],
 
 _RETURNING = "RETURNING version, position, tx_id, recorded_at"
 
+#: The append's key (if it seals personal content) must still be live (not forgotten).
+_KEY_IS_LIVE = """
+  AND (%(key_id)s::text IS NULL OR EXISTS (
+        SELECT 1 FROM ledger_keys k
+        WHERE k.key_id = %(key_id)s AND k.user_id = %(user_id)s AND k.key IS NOT NULL))
+"""
+
 #: Start a run: register it and store its first events in one statement. The events
-#: are inserted (and positions drawn) only if this statement registered the run.
+#: are inserted (and positions drawn) only if this statement registered the run, which
+#: it does only if the append's key is live (no run is ever registered without events).
 START_RUN_QUIET = f"""
 WITH reg AS (
     INSERT INTO ledger_runs (run_id, user_id, session_id)
-    VALUES (%(run_id)s, %(user_id)s, %(session_id)s)
+    SELECT %(run_id)s, %(user_id)s, %(session_id)s
+    WHERE true {_KEY_IS_LIVE}
     ON CONFLICT (run_id) DO NOTHING
     RETURNING 1
 )
@@ -72,7 +81,7 @@ WHERE ROW(%(expected_version)s::bigint, %(expected_hash)b::bytea) = (
         SELECT h.version, h.hash FROM ledger_events h
         WHERE h.user_id = %(user_id)s AND h.run_id = %(run_id)s
         ORDER BY h.version DESC LIMIT 1)
-"""
+{_KEY_IS_LIVE}"""
 APPEND_RUN = f"{APPEND_RUN_QUIET}{_RETURNING}"
 
 #: Tell live readers (LISTEN ledger_events) that this schema has new events. Sent by
@@ -176,3 +185,17 @@ WHERE ledger_tracking.position < EXCLUDED.position
 """
 
 MAX_TRACKING = "SELECT position FROM ledger_tracking WHERE name = %(name)s"
+
+#: Per-user keys (see ledger.personal): destroyed keys keep their row, without the key.
+LIVE_KEY = "SELECT key_id, key FROM ledger_keys WHERE user_id = %(user_id)s AND key IS NOT NULL"
+ADD_KEY = """
+INSERT INTO ledger_keys (user_id, key_id, key) VALUES (%(user_id)s, %(key_id)s, %(key)b)
+ON CONFLICT DO NOTHING
+"""
+READ_KEY = "SELECT key FROM ledger_keys WHERE user_id = %(user_id)s AND key_id = %(key_id)s"
+KEY_IDS = "SELECT key_id FROM ledger_keys WHERE user_id = %(user_id)s ORDER BY created_at, key_id"
+DESTROY_KEYS = """
+UPDATE ledger_keys SET key = NULL, destroyed_at = now()
+WHERE user_id = %(user_id)s AND key IS NOT NULL RETURNING key_id
+"""
+KEY_STATE = "SELECT key IS NOT NULL FROM ledger_keys WHERE key_id = %(key_id)s"

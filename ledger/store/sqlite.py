@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from ledger.chain import GENESIS, canonical_time
-from ledger.errors import ConcurrencyError, NotFound, RunIdTaken, StoreUnavailable
+from ledger.errors import ConcurrencyError, KeyErased, NotFound, RunIdTaken, StoreUnavailable
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.store import sqlite_sql as sql
 from ledger.store.base import EventStore, RecordConflict
@@ -306,6 +306,12 @@ class SQLiteStore(EventStore):
 
         Registers new runs. Returns the next position to draw when it was read.
         """
+        key_id = item.key_id
+        if (
+            key_id is not None
+            and not conn.execute(sql.CHECK_KEY, (key_id, item.user_id)).fetchone()
+        ):
+            raise KeyErased(f"key {key_id!r} of this user was destroyed; nothing written")
         if item.starts_run:
             cursor = conn.execute(
                 sql.INSERT_RUN, (item.run_id, item.user_id, item.session_id, now_text)
@@ -434,6 +440,37 @@ class SQLiteStore(EventStore):
         with self._conn() as conn:
             row = conn.execute(sql.SELECT_TRACKING, (name,)).fetchone()
         return None if row is None else int(row[0])
+
+    # -- keys -----------------------------------------------------------------------
+
+    def live_key(self, user_id: str) -> tuple[str, bytes] | None:
+        with self._conn() as conn:
+            row = conn.execute(sql.LIVE_KEY, (user_id,)).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def add_key(self, user_id: str, key_id: str, key: bytes) -> tuple[str, bytes]:
+        with self.transaction() as conn:
+            conn.execute(sql.ADD_KEY, (key_id, user_id, key))
+            row = conn.execute(sql.LIVE_KEY, (user_id,)).fetchone()
+        return row[0], bytes(row[1])
+
+    def read_key(self, user_id: str, key_id: str) -> bytes | None:
+        with self._conn() as conn:
+            row = conn.execute(sql.READ_KEY, (user_id, key_id)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def key_ids(self, user_id: str) -> list[str]:
+        with self._conn() as conn:
+            return [r[0] for r in conn.execute(sql.KEY_IDS, (user_id,)).fetchall()]
+
+    def destroy_keys(self, user_id: str) -> list[str]:
+        with self._conn() as conn:
+            conn.execute("PRAGMA secure_delete = ON")  # overwrite the old key bytes
+        with self.transaction() as conn:
+            destroyed = [r[0] for r in conn.execute(sql.DESTROY_KEYS, (user_id,)).fetchall()]
+        with self._conn() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and drop them from the WAL
+        return destroyed
 
     def close(self) -> None:
         with self._pool_lock:

@@ -106,7 +106,37 @@ STEPS: tuple[Step, ...] = (
         """,
         ),
     ),
+    Step(
+        2,
+        "per-user keys (destroyed keys keep their row, without key material)",
+        (
+            """
+        CREATE TABLE IF NOT EXISTS ledger_keys (
+            key_id       TEXT PRIMARY KEY,
+            user_id      TEXT NOT NULL,
+            key          BLOB,
+            created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            destroyed_at TEXT
+        )
+        """,
+            """
+        CREATE UNIQUE INDEX IF NOT EXISTS ledger_keys_one_live
+            ON ledger_keys (user_id) WHERE key IS NOT NULL
+        """,
+        ),
+    ),
 )
+
+#: Per-user keys (see ledger.personal).
+LIVE_KEY = "SELECT key_id, key FROM ledger_keys WHERE user_id = ? AND key IS NOT NULL"
+ADD_KEY = "INSERT OR IGNORE INTO ledger_keys (key_id, user_id, key) VALUES (?, ?, ?)"
+READ_KEY = "SELECT key FROM ledger_keys WHERE user_id = ? AND key_id = ?"
+KEY_IDS = "SELECT key_id FROM ledger_keys WHERE user_id = ? ORDER BY created_at, key_id"
+DESTROY_KEYS = """
+UPDATE ledger_keys SET key = NULL, destroyed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE user_id = ? AND key IS NOT NULL RETURNING key_id
+"""
+CHECK_KEY = "SELECT 1 FROM ledger_keys WHERE key_id = ? AND user_id = ? AND key IS NOT NULL"
 
 LATEST = STEPS[-1].version
 

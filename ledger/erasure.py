@@ -1,0 +1,48 @@
+"""Erasure by crypto-shredding (DESIGN.md invariant 7): ``ledger forget --user U``.
+
+Nothing in the event log changes. The user's keys are destroyed, so every sealed
+token of theirs -- in events, read models, backups taken from now on and exports made
+afterwards -- can no longer be opened and reads as ``[erased]``; chains still verify
+because they cover the ciphertext. The erasure is then recorded as a ``user_erased``
+event in a run of its own (session ``ledger-erasure``), so the audit trail says who
+was forgotten, when, and which keys went.
+
+Order: keys first, then the record. If the process dies between the two, the content
+is already gone and running ``forget`` again records the erasure (destroying nothing
+more). Backups taken *before* the erasure still hold the key material; see
+docs/compliance.md for what that means and how to close it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ledger.ids import check_id
+
+if TYPE_CHECKING:
+    from ledger.connection import Ledger
+
+#: The session the erasure records of a user go to.
+ERASURE_SESSION = "ledger-erasure"
+
+
+class Erasure(msgspec.Struct, frozen=True):
+    """What ``forget`` did: the keys destroyed and the run that records it."""
+
+    user_id: str
+    destroyed_keys: list[str]
+    run_id: str
+
+
+def forget(ledger: Ledger, user_id: str, reason: str | None = None) -> Erasure:
+    """Destroy ``user_id``'s keys and record the erasure (see the module docstring)."""
+    user_id = check_id("user_id", user_id)
+    destroyed = ledger.store.destroy_keys(user_id)
+    ledger.keyring.forget(user_id)
+    run = ledger.tenant(user_id).start_run(session_id=ERASURE_SESSION, agent="ledger forget")
+    with run.turn():
+        run._emit("user_erased", {"key_ids": destroyed, "reason": reason}, None)
+        run.complete()
+    return Erasure(user_id=user_id, destroyed_keys=destroyed, run_id=run.run_id)

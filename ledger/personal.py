@@ -1,0 +1,274 @@
+"""Personal content, encrypted with a key per user (DESIGN.md invariant 7).
+
+What is personal: message content and attachments, the arguments of the tool calls a
+model asks for, tool inputs and outputs, memory values and a run's final output
+(``PERSONAL`` below). Everything else -- types, ids, models, token counts, latencies,
+costs, tool names, errors -- stays in the clear, so accounting survives an erasure.
+
+Each personal value is replaced, inside the payload JSON, by a *sealed token*: a string
+``MARKER + key_id + "/" + base64url(nonce || AES-GCM ciphertext of the value's JSON)``,
+bound to the user and key by the associated data. The token is a JSON string, so the
+payload still decodes with its catalog Struct, upcasters still see every field, and the
+reducers fold tokens as opaque values: the projector runners never hold a key and the
+read models hold only ciphertext. Readers ``reveal`` tokens with the user's key on the
+way out; once the key is destroyed (``ledger forget``) they read as ``ERASED``.
+
+The hash chain covers the stored bytes (the tokens) and the key id, never plaintext,
+so an erasure leaves every chain verifiable.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ledger.chain import Unsealed
+from ledger.errors import InvalidEvent
+from ledger.events import Event
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from ledger.store.base import EventStore
+
+#: What a sealed token starts with (the NUL keeps it apart from anything a person types).
+MARKER = "\x00ledger-sealed/v1/"
+
+#: What a reader sees in place of content whose key was destroyed.
+ERASED = "[erased]"
+
+#: Personal fields per event type: ``field``, ``field[]`` (each element of a list) or
+#: ``field[].sub`` (``sub`` of each element).
+PERSONAL: Mapping[str, tuple[str, ...]] = {
+    "message_received": ("content", "attachments[]"),
+    "model_responded": ("content", "tool_calls[].arguments"),
+    "tool_called": ("input",),
+    "tool_returned": ("output",),
+    "memory_written": ("value",),
+    "run_completed": ("output",),
+}
+
+_NONCE = 12
+_encode = msgspec.json.Encoder().encode
+_decode_obj = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def _aad(user_id: str, key_id: str) -> bytes:
+    return f"ledger/v1\x00{user_id}\x00{key_id}".encode()
+
+
+def new_key_id() -> str:
+    """A fresh key id (random; it names a key, never a person)."""
+    return "k_" + os.urandom(12).hex()
+
+
+class Keyring:
+    """The keys of every user, fetched from the store and cached in this process.
+
+    Live keys are cached for ``ttl`` seconds; a destroyed key is remembered for good.
+    An append made with a key another process destroyed meanwhile is refused by the
+    store (``KeyErased``) and retried by the run with a fresh key, so a stale cache
+    never writes content nobody can read.
+    """
+
+    def __init__(self, store: EventStore, *, ttl: float = 30.0) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._writing: dict[str, tuple[str, AESGCM, float]] = {}
+        self._reading: dict[str, tuple[AESGCM | None, float]] = {}
+
+    def writing_key(self, user_id: str) -> tuple[str, AESGCM]:
+        """The user's live key (created on first use) and its id."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._writing.get(user_id)
+        if cached is not None and cached[2] > now:
+            return cached[0], cached[1]
+        found = self._store.live_key(user_id)
+        if found is None:
+            found = self._store.add_key(user_id, new_key_id(), AESGCM.generate_key(256))
+        key_id, key = found
+        cipher = AESGCM(key)
+        with self._lock:
+            self._writing[user_id] = (key_id, cipher, now + self._ttl)
+            self._reading[key_id] = (cipher, now + self._ttl)
+        return key_id, cipher
+
+    def reading_key(self, user_id: str, key_id: str) -> AESGCM | None:
+        """The key ``key_id`` of ``user_id``, or None once it is destroyed (or unknown)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._reading.get(key_id)
+        if cached is not None and (cached[0] is None or cached[1] > now):
+            return cached[0]
+        key = self._store.read_key(user_id, key_id)
+        cipher = None if key is None else AESGCM(key)
+        with self._lock:
+            self._reading[key_id] = (cipher, now + self._ttl)
+        return cipher
+
+    def forget(self, user_id: str) -> None:
+        """Drop what this process caches of ``user_id``'s keys (after an erasure)."""
+        with self._lock:
+            entry = self._writing.pop(user_id, None)
+            if entry is not None:
+                self._reading[entry[0]] = (None, float("inf"))
+        for key_id in self._store.key_ids(user_id):
+            with self._lock:
+                self._reading.pop(key_id, None)
+
+
+# -- sealing -----------------------------------------------------------------------------
+
+
+def _seal_field(value: Any, *, cipher: AESGCM, aad: bytes, key_id: str) -> Any:
+    if value is None or value == "":
+        return value
+    nonce = os.urandom(_NONCE)
+    sealed = cipher.encrypt(nonce, _encode(value), aad)
+    return MARKER + key_id + "/" + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+
+def _apply(data: dict[str, Any], path: str, fn: Any) -> None:
+    """Replace the value(s) at ``path`` in ``data`` by ``fn(value)``."""
+    head, sep, rest = path.partition("[]")
+    if head not in data:
+        return
+    if not sep:
+        data[head] = fn(data[head])
+        return
+    items = data[head]
+    if not isinstance(items, list):
+        return
+    sub = rest.lstrip(".")
+    for i, item in enumerate(items):
+        if not sub:
+            items[i] = fn(item)
+        elif isinstance(item, dict) and sub in item:
+            item[sub] = fn(item[sub])
+
+
+def check_plain(type_: str, data: Mapping[str, Any]) -> None:
+    """InvalidEvent if a personal field of input already looks like a sealed token."""
+    for path in PERSONAL.get(type_, ()):
+
+        def refuse(value: Any, path: str = path) -> Any:
+            if isinstance(value, str) and value.startswith(MARKER):
+                raise InvalidEvent(f"{type_}.{path}: must not start with the ledger's seal marker")
+            return value
+
+        _apply(dict(data), path, refuse)
+
+
+def _has_content(data: dict[str, Any], paths: tuple[str, ...]) -> bool:
+    found: list[Any] = []
+
+    def probe(value: Any) -> Any:
+        if value is not None and value != "":
+            found.append(value)
+        return value
+
+    for path in paths:
+        _apply(data, path, probe)
+    return bool(found)
+
+
+def protect(user_id: str, events: list[Unsealed], keyring: Keyring) -> list[Unsealed]:
+    """``events`` with their personal fields sealed under ``user_id``'s live key.
+
+    Events with no personal content (none of its fields, or all empty) are left as they
+    are, without a key id: a user gets a key only once there is something to protect."""
+    out: list[Unsealed] = []
+    key: tuple[str, AESGCM] | None = None
+    for event in events:
+        paths = PERSONAL.get(event.type)
+        data = _decode_obj(event.payload) if paths else None
+        if not paths or data is None or not _has_content(data, paths):
+            out.append(event)
+            continue
+        if key is None:
+            key = keyring.writing_key(user_id)
+        key_id, cipher = key
+        seal_one = functools.partial(
+            _seal_field, cipher=cipher, aad=_aad(user_id, key_id), key_id=key_id
+        )
+        for path in paths:
+            _apply(data, path, seal_one)
+        out.append(
+            Unsealed(
+                type=event.type,
+                schema=event.schema,
+                occurred_at=event.occurred_at,
+                payload=_encode(data),
+                key_id=key_id,
+            )
+        )
+    return out
+
+
+# -- revealing ---------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _open_token(token: str, user_id: str, keyring: Keyring) -> Any:
+    key_id, _, blob = token[len(MARKER) :].partition("/")
+    cipher = keyring.reading_key(user_id, key_id)
+    if cipher is None:
+        return ERASED
+    raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
+    plain = cipher.decrypt(raw[:_NONCE], raw[_NONCE:], _aad(user_id, key_id))
+    return msgspec.json.decode(plain)
+
+
+def reveal(value: T, user_id: str, keyring: Keyring) -> T:
+    """``value`` (any JSON-shaped data) with every sealed token of ``user_id`` opened,
+    or replaced by ``ERASED`` where the key is gone."""
+    if isinstance(value, str):
+        if value.startswith(MARKER):
+            opened: T = _open_token(value, user_id, keyring)
+            return opened
+        return value
+    if isinstance(value, dict):
+        return {k: reveal(v, user_id, keyring) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [reveal(v, user_id, keyring) for v in value]  # type: ignore[return-value]
+    return value
+
+
+def is_sealed(value: Any) -> bool:
+    """True if ``value`` holds a sealed token anywhere."""
+    if isinstance(value, str):
+        return value.startswith(MARKER)
+    if isinstance(value, dict):
+        return any(is_sealed(v) for v in value.values())
+    if isinstance(value, list):
+        return any(is_sealed(v) for v in value)
+    return False
+
+
+def reveal_event(event: Event, keyring: Keyring) -> Event:
+    """``event`` with its personal data opened (or marked erased)."""
+    if not is_sealed(event.data):
+        return event
+    return msgspec.structs.replace(event, data=reveal(event.data, event.user_id, keyring))
+
+
+M = TypeVar("M", bound="BaseModel")
+
+
+def reveal_model(model: M, user_id: str, keyring: Keyring) -> M:
+    """A read model (pydantic) with its personal content opened (or marked erased)."""
+    data = model.model_dump()
+    if not is_sealed(data):
+        return model
+    return type(model).model_validate(reveal(data, user_id, keyring))

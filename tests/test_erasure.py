@@ -1,0 +1,242 @@
+"""Erasure by crypto-shredding (DESIGN.md invariant 7, compliance issue).
+
+After ``forget``: the user's content is unreadable everywhere (API, read models, raw
+tables), the chain still verifies, cost accounting is unchanged, replay shows the
+content as erased, the erasure is an event, and other users are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+import ledger
+from ledger.personal import ERASED, MARKER
+from projections.catalog import default_projectors
+from projections.runner import ProjectorRunner
+from tests.pg import raw_connection
+from tests.test_cli import ledger_cli
+
+SECRET = "tumour-marker-7731"  # a plaintext no table may ever hold
+
+
+def _record(led: ledger.Ledger, user: str, session: str = "sess_1") -> str:
+    t = led.tenant(user)
+    run = t.start_run(session_id=session, model="gpt-4o")
+    with run.turn():
+        run.message_received(content=f"{SECRET} says {user}", attachments=[{"note": SECRET}])
+        run.model_responded(
+            model="gpt-4o",
+            content=f"looking up {SECRET}",
+            tool_calls=[{"id": "c1", "name": "search", "arguments": {"q": SECRET}}],
+            usage={"input_tokens": 1200, "output_tokens": 40},
+            latency_ms=800,
+        )
+        run.tool_called(call_id="c1", name="search", input={"q": SECRET})
+        run.tool_returned(call_id="c1", name="search", output={"hits": [SECRET]}, duration_ms=120)
+    run.memory_written(namespace="health", key="marker", value=SECRET)
+    run.complete(output={"answer": SECRET})
+    return run.run_id
+
+
+@pytest.fixture
+def led(store_url: str) -> Any:
+    with ledger.connect(store_url, encrypt=True) as opened:
+        yield opened
+
+
+def _everything_readable(led: ledger.Ledger, user: str, run_id: str) -> str:
+    """All a tenant can read of the run, as one JSON text."""
+    t = led.tenant(user)
+    parts = [
+        [e.data for e in t.events(run_id)],
+        t.conversation("sess_1").model_dump(mode="json"),
+        [m.model_dump(mode="json") for m in t.memories()],
+        t.replay(run_id).model_dump(mode="json"),
+        [e.data for e in led.auditor().events(run_id)],
+        led.auditor().replay(run_id).model_dump(mode="json"),
+    ]
+    return json.dumps(parts)
+
+
+def test_content_reads_back_before_and_is_erased_after(led: ledger.Ledger) -> None:
+    run_id = _record(led, "usr_a")
+    other = _record(led, "usr_b")
+    before = _everything_readable(led, "usr_a", run_id)
+    assert SECRET in before and MARKER not in before
+    cost_before = led.tenant("usr_a").run_metadata(run_id).model_dump(mode="json")
+
+    erasure = led.forget("usr_a", reason="GDPR art. 17, ticket 42")
+
+    after = _everything_readable(led, "usr_a", run_id)
+    assert SECRET not in after and MARKER not in after
+    state = led.tenant("usr_a").replay(run_id)
+    assert [m["content"] for m in state.messages[:2]] == [ERASED, ERASED]
+    assert led.tenant("usr_a").memories()[0].value == ERASED
+    # accounting survives: tokens, cost, tool calls, timings
+    assert led.tenant("usr_a").run_metadata(run_id).model_dump(mode="json") == cost_before
+    # the chain covers ciphertext: the erasure breaks nothing
+    report = led.auditor().verify()
+    assert report.problems == [] and report.events > 0
+    # the erasure is on the record
+    (record,) = [e for e in led.tenant("usr_a").events(erasure.run_id) if e.type == "user_erased"]
+    assert record.data["key_ids"] == erasure.destroyed_keys != []
+    assert record.data["reason"] == "GDPR art. 17, ticket 42"
+    # another user is untouched
+    assert SECRET in _everything_readable(led, "usr_b", other)
+
+
+def test_a_forgotten_user_can_come_back_with_a_new_key(led: ledger.Ledger) -> None:
+    old = _record(led, "usr_a")
+    led.forget("usr_a")
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="sess_2")
+    run.message_received(content="hello again")
+    assert t.events(run.run_id)[1].data["content"] == "hello again"
+    assert t.events(old)[1].data["content"] == ERASED
+
+
+def test_a_process_holding_a_stale_key_never_writes_unreadable_content(store_url: str) -> None:
+    if store_url == "memory://":
+        pytest.skip("two processes need a shared store")
+    with (
+        ledger.connect(store_url, encrypt=True) as writer,
+        ledger.connect(store_url, encrypt=True) as admin,
+    ):
+        run = writer.tenant("usr_a").start_run(session_id="sess_1")
+        run.message_received(content="first")  # the writer now caches usr_a's key
+        admin.forget("usr_a")
+        run.message_received(content="second")  # sealed with the dead key: refused, resealed
+        events = writer.tenant("usr_a").events(run.run_id)
+        assert [e.data.get("content") for e in events[1:]] == [ERASED, "second"]
+        assert events[1].hash != "" and admin.auditor().verify().problems == []
+
+
+def test_input_that_looks_sealed_is_refused(led: ledger.Ledger) -> None:
+    run = led.tenant("usr_a").start_run(session_id="sess_1")
+    with pytest.raises(ledger.InvalidEvent, match="seal marker"):
+        run.message_received(content=MARKER + "k_x/abc")
+    assert run.version == 1
+
+
+def test_forget_with_encryption_off_says_nothing_could_be_shredded(sqlite_url: str) -> None:
+    with ledger.connect(sqlite_url) as plain:  # SQLite: off by default
+        assert not plain.encrypting
+        run_id = _record(plain, "usr_a")
+        erasure = plain.forget("usr_a")
+        assert erasure.destroyed_keys == []
+        assert SECRET in plain.tenant("usr_a").events(run_id)[1].data["content"]
+
+
+def test_postgres_encrypts_by_default(pg_url: str) -> None:
+    with ledger.connect(pg_url) as led:
+        assert led.encrypting
+
+
+# -- raw tables (Postgres): the plaintext is never there --------------------------------
+
+
+def _tables_holding(pg_url: str, needle: str) -> list[str]:
+    """Tables of the ledger's schema with a text or bytea column holding ``needle``."""
+    found = []
+    with raw_connection(pg_url) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND data_type IN ('text', 'bytea')"
+        ).fetchall()
+        for table, column, kind in columns:
+            probe = (
+                f"position(%s::bytea in {column}) > 0"
+                if kind == "bytea"
+                else f"position(%s in {column}) > 0"
+            )
+            arg: Any = needle.encode() if kind == "bytea" else needle
+            (hits,) = conn.execute(f"SELECT count(*) FROM {table} WHERE {probe}", (arg,)).fetchone()  # type: ignore[misc]
+            if hits:
+                found.append(f"{table}.{column}")
+    return found
+
+
+def test_no_table_ever_holds_the_plaintext(pg_url: str) -> None:
+    with ledger.connect(pg_url) as led:
+        run_id = _record(led, "usr_a")
+        ProjectorRunner(led, default_projectors()).catch_up()
+        assert _tables_holding(pg_url, "usr_a") != []  # the probe works
+        assert _tables_holding(pg_url, SECRET) == []
+        led.forget("usr_a")
+        ProjectorRunner(led, default_projectors()).catch_up()
+        assert _tables_holding(pg_url, SECRET) == []
+        with raw_connection(pg_url) as conn:
+            keys = conn.execute("SELECT key IS NULL, destroyed_at IS NOT NULL FROM ledger_keys")
+            assert keys.fetchall() == [(True, True)]
+        # the read models still answer, with the content erased
+        assert led.tenant("usr_a").conversation("sess_1").messages[0]["content"] == ERASED
+        assert led.tenant("usr_a").run_metadata(run_id).total_tokens == 1240
+
+
+def test_the_chain_covers_the_key_id(pg_url: str) -> None:
+    with ledger.connect(pg_url) as led:
+        run_id = _record(led, "usr_a")
+        with raw_connection(pg_url, autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")
+            conn.execute(
+                "UPDATE ledger_events SET key_id = 'k_other' WHERE run_id = %s AND version = 2",
+                (run_id,),
+            )
+        (problem,) = led.auditor().verify().problems
+        assert (problem.run_id, problem.version) == (run_id, 2)
+
+
+def test_the_app_role_cannot_destroy_or_read_keys_of_others(pg_url: str) -> None:
+    with ledger.connect(pg_url) as led:
+        _record(led, "usr_a")
+        _record(led, "usr_b")
+    with raw_connection(pg_url, autocommit=True) as conn:
+        conn.execute("SET ROLE ledger_app")
+        conn.execute("SELECT set_config('ledger.user_id', 'usr_b', false)")
+        assert conn.execute("SELECT DISTINCT user_id FROM ledger_keys").fetchall() == [("usr_b",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE ledger_keys SET key = NULL")
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+def test_ledger_forget_on_the_command_line(pg_url: str) -> None:
+    with ledger.connect(pg_url) as led:
+        run_id = _record(led, "usr_a")
+    done = ledger_cli(pg_url, "forget", "--user", "usr_a", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["destroyed_keys"]
+    shown = ledger_cli(pg_url, "replay", run_id, "--user", "usr_a", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert SECRET not in shown.stdout and ERASED in shown.stdout
+    assert ledger_cli(pg_url, "verify").returncode == 0
+    missing = ledger_cli(pg_url, "forget")
+    assert missing.returncode == 2 and "--user" in missing.stderr
+
+
+def test_an_append_under_a_destroyed_key_writes_nothing(led: ledger.Ledger) -> None:
+    """Not even the run's registration (no run without its first events)."""
+    from datetime import UTC, datetime
+
+    from ledger.chain import GENESIS, Unsealed, seal
+    from ledger.records import RunAppend
+
+    store = led.store
+    key_id, _ = store.add_key("usr_a", "k_doomed", bytes(32))
+    store.destroy_keys("usr_a")
+    events = seal(
+        "usr_a",
+        "sess_1",
+        "run_doomed",
+        0,
+        GENESIS,
+        [Unsealed("message_received", 1, datetime.now(UTC), b'{"content":"x"}', key_id=key_id)],
+    )
+    with pytest.raises(ledger.KeyErased):
+        store.append([RunAppend("usr_a", "sess_1", "run_doomed", 0, GENESIS, events)])
+    assert store.run_head("usr_a", "run_doomed") is None
