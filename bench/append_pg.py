@@ -4,6 +4,8 @@ Systems (each measurement in a fresh schema of one fresh database, repeats inter
 so all systems share the machine's drift):
 
 * ours, API    ``ledger.connect`` -> tenant -> run -> ``with run.turn(): 5 events``
+              (Postgres default: personal content encrypted, row-level security on)
+* ours, API unprotected  the same with encryption off and row-level security bypassed
 * ours, store  ``store.append`` of a RunAppend sealed in advance (storage cost alone)
 * raw psycopg  one prepared binary ``INSERT ... SELECT FROM unnest(...)`` per turn
 * eventsourcing  the library's default Postgres recorder via an Application
@@ -51,6 +53,12 @@ def _es(url: str, schema: str, total: int) -> dict[str, Any]:
 
 SYSTEMS = (
     System("api", "ours: public API", "bench.ours:OursApi", _ours),
+    System(
+        "plain",
+        "ours: API, no encryption/RLS",
+        "bench.ours:OursApiUnprotected",
+        _ours,
+    ),
     System("store", "ours: store.append", "bench.ours:OursStore", _ours),
     System("raw", "raw psycopg floor", "bench.raw_pg:RawPg", _raw),
     System("es", "eventsourcing default recorder", "bench.es_app:EsWriter", _es),
@@ -98,6 +106,14 @@ def run(quick: bool = False) -> list[Ratio]:
         ratios.append(
             Ratio(
                 f"ours store / raw psycopg, {w} writers", series[("store", w)], series[("raw", w)]
+            )
+        )
+        ratios.append(
+            Ratio(
+                f"ours API protected / unprotected, {w} writers",
+                series[("api", w)],
+                series[("plain", w)],
+                0.85,
             )
         )
     top = max(plan.writer_counts)

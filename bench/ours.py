@@ -66,6 +66,19 @@ class OursApi:
         self.led.close()
 
 
+class OursApiUnprotected(OursApi):
+    """The same API with encryption off and row-level security bypassed (statements run
+    as the login role, no tenant set): the "off" side of what protection costs."""
+
+    def __init__(self, index: int, url: str, runs: int = 4, **_: Any) -> None:
+        self.led = ledger.connect(url, encrypt=False)
+        self.led.store._scope = lambda user_id: None  # type: ignore[attr-defined,method-assign]
+        tenant = self.led.tenant(f"usr_w{index}")
+        self.runs = [
+            tenant.start_run(session_id=f"sess_{index}", model="gpt-4o") for _ in range(runs)
+        ]
+
+
 class OursStore:
     """The store alone: ``store.append([RunAppend])`` of turns sealed before the clock runs."""
 

@@ -66,6 +66,23 @@ DELETE_AN_EVENT = {
     "postgres": "DELETE FROM ledger_events WHERE run_id = %s AND version = 2",
     "sqlite": "DELETE FROM ledger_events WHERE run_id = ? AND version = 2",
 }
+_COLUMNS = "user_id, run_id, session_id, type, schema, occurred_at, recorded_at, payload, key_id"
+INSERT_AN_EVENT = {  # a forged event after the head (version 7), chained to it, bad hash
+    "postgres": f"INSERT INTO ledger_events ({_COLUMNS}, version, tx_id, prev_hash, hash)"
+    f" SELECT {_COLUMNS}, 7, tx_id, hash, sha256(hash) FROM ledger_events"
+    " WHERE run_id = %s AND version = 6",
+    "sqlite": f"INSERT INTO ledger_events ({_COLUMNS}, version, position, tx_id, prev_hash, hash)"
+    f" SELECT {_COLUMNS}, 7, position + 10000, tx_id, hash, randomblob(32) FROM ledger_events"
+    " WHERE run_id = ? AND version = 6",
+}
+SWAP_TWO_EVENTS = {  # versions 2 and 3 trade places (contents and types)
+    "postgres": "UPDATE ledger_events e SET type = o.type, payload = o.payload"
+    " FROM ledger_events o WHERE e.run_id = %s AND o.run_id = e.run_id"
+    " AND e.version IN (2, 3) AND o.version = 5 - e.version",
+    "sqlite": "UPDATE ledger_events AS e SET type = o.type, payload = o.payload"
+    " FROM ledger_events AS o WHERE e.run_id = ?1 AND o.run_id = ?1"
+    " AND e.version IN (2, 3) AND o.version = 5 - e.version",
+}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -75,8 +92,10 @@ DELETE_AN_EVENT = {
         (CHANGE_A_PAYLOAD_BYTE, 3, "altered"),
         (CHANGE_THE_ENVELOPE, 4, "altered"),
         (DELETE_AN_EVENT, 3, "version gap"),
+        (INSERT_AN_EVENT, 7, "altered"),
+        (SWAP_TWO_EVENTS, 2, "altered"),
     ],
-    ids=["payload-byte", "envelope", "deleted"],
+    ids=["payload-byte", "envelope", "deleted", "inserted", "swapped"],
 )
 def test_tampering_is_detected_and_located(
     request: pytest.FixtureRequest,

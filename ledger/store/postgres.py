@@ -214,6 +214,12 @@ class PostgresStore(EventStore):
             return {"role": self._cross_role, "user_id": ""}
         return None
 
+    def _enter_scope(self, conn: psycopg.Connection[Any], user_id: str | None) -> None:
+        """Switch ``conn``'s current transaction to ``user_id``'s scope (see ``_scope``)."""
+        scope = self._scope(user_id)
+        if scope is not None:
+            conn.execute(q.SET_SCOPE, scope, prepare=True)
+
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
         with _translated(), self._pool.connection() as conn:
@@ -227,6 +233,17 @@ class PostgresStore(EventStore):
         read-model rows and its position together.
         """
         with self._conn() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def scoped(self, user_id: str | None) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction that runs as ``user_id``'s tenant (the
+        app role, row-level security on), or across tenants as this view's role.
+
+        For reads of tenant data kept beside the log (read models): the database, not
+        the query's WHERE clause, keeps them to one tenant."""
+        with self._conn() as conn, conn.transaction():
+            self._enter_scope(conn, user_id)
             yield conn
 
     @contextmanager
@@ -266,7 +283,7 @@ class PostgresStore(EventStore):
         with self._conn() as conn:
             cur = conn.cursor(binary=True)
             with conn.pipeline():
-                conn.execute(q.SET_SCOPE, self._scope(item.user_id), prepare=True)
+                self._enter_scope(conn, item.user_id)
                 cur.execute(statement, _event_params(item), prepare=True)
             inserted = cur.rowcount
             rows = cur.fetchall() if returning else []
@@ -291,7 +308,7 @@ class PostgresStore(EventStore):
         with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction():
             cursors: list[psycopg.Cursor[Any]] = []
             for item in appends:
-                conn.execute(q.SET_SCOPE, self._scope(item.user_id), prepare=True)
+                self._enter_scope(conn, item.user_id)
                 cur = conn.cursor(binary=True)
                 if item.events:
                     statement = q.START_RUN if item.starts_run else q.APPEND_RUN
@@ -330,7 +347,7 @@ class PostgresStore(EventStore):
         cur = conn.cursor(binary=True)
         key = conn.cursor()
         with conn.pipeline():
-            conn.execute(q.SET_SCOPE, self._scope(item.user_id), prepare=True)
+            self._enter_scope(conn, item.user_id)
             cur.execute(q.RUN_STATE, {"run_id": item.run_id}, prepare=True)
             key.execute(q.KEY_STATE, {"key_id": item.key_id}, prepare=True)
         if item.key_id is not None and key.fetchone() != (True,):
@@ -486,7 +503,7 @@ class PostgresStore(EventStore):
     def add_key(self, user_id: str, key_id: str, key: bytes) -> tuple[str, bytes]:
         params = {"user_id": user_id, "key_id": key_id, "key": key}
         with self._conn() as conn, conn.transaction():
-            conn.execute(q.SET_SCOPE, self._scope(user_id), prepare=True)
+            self._enter_scope(conn, user_id)
             conn.execute(q.ADD_KEY, params)
             row = conn.execute(q.LIVE_KEY, params, binary=True).fetchone()
         if row is None:
