@@ -240,3 +240,24 @@ def test_an_append_under_a_destroyed_key_writes_nothing(led: ledger.Ledger) -> N
     with pytest.raises(ledger.KeyErased):
         store.append([RunAppend("usr_a", "sess_1", "run_doomed", 0, GENESIS, events)])
     assert store.run_head("usr_a", "run_doomed") is None
+
+
+def test_jsonl_appends_are_sealed_too(pg_url: str) -> None:
+    line = json.dumps(
+        {
+            "user_id": "usr_a",
+            "session_id": "sess_1",
+            "run_id": "run_jsonl",
+            "type": "message_received",
+            "occurred_at": "2025-03-15T10:22:31Z",
+            "data": {"role": "user", "content": SECRET},
+        }
+    )
+    done = ledger_cli(pg_url, "append", "-", stdin=line + "\n")
+    assert done.returncode == 0, done.stderr
+    assert _tables_holding(pg_url, SECRET) == []
+    with ledger.connect(pg_url) as led:
+        assert led.tenant("usr_a").events("run_jsonl")[-1].data["content"] == SECRET
+    forged = line.replace(SECRET, MARKER.replace("\x00", "\\u0000") + "k_x/AAAA")
+    refused = ledger_cli(pg_url, "append", "-", stdin=forged + "\n")
+    assert refused.returncode == 2 and "seal marker" in refused.stderr
