@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 import ledger
-from cli import context, projections_cmd, render, replay_cmd
+from cli import audit_cmd, context, forget_cmd, projections_cmd, render, replay_cmd
 from cli.context import JsonFlag, UserOption, connect
 from ledger import digest as log_digest
 from ledger.jsonl import append_jsonl
@@ -23,9 +23,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(projections_cmd.app, name="projections")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("replay")(replay_cmd.replay_command)
 app.command("fork")(replay_cmd.fork_command)
 app.command("tail")(replay_cmd.tail_command)
+app.command("forget")(forget_cmd.forget_command)
 
 UrlOption = Annotated[
     str | None,
@@ -66,7 +68,8 @@ def append(
             raise ledger.InvalidEvent(f"no such file: {source}")
         lines = path.read_text(encoding="utf-8").splitlines()
     with connect() as led:
-        summary = append_jsonl(led.store, lines, led.settings.max_event_bytes)
+        keyring = led.keyring if led.encrypting else None
+        summary = append_jsonl(led.store, lines, led.settings.max_event_bytes, keyring)
     if json:
         render.print_json(summary)
     else:
@@ -169,16 +172,40 @@ def verify(
     ] = False,
     against: Annotated[
         str | None,
-        typer.Option("--against", help="Prove the log a digest covered is unchanged."),
+        typer.Option("--against", help="Prove the log (or export) a digest covered is unchanged."),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Check an export of 'ledger audit export' offline instead (no database).",
+            file_okay=False,
+        ),
     ] = None,
     json: JsonFlag = False,
 ) -> None:
-    """Recompute every hash chain in scope; exit 1 naming the first bad event of each bad run."""
+    """Recompute every hash chain in scope; exit 1 naming the first bad event of each bad run.
+
+    With --export DIR, check an export the same way, from its files alone.
+    """
+    if export is not None:
+        if user is not None or run is not None or digest:
+            raise ledger.InvalidEvent(
+                "--export checks an export offline; it takes no --user, --run or --digest"
+            )
+        audit_cmd.verify_export_command(export, against, json)
+        return
     expected = None if against is None else log_digest.Digest.parse(against)
-    with connect() as led:
-        report = led.auditor().verify(user, run)
-        taken = log_digest.take(led.store) if digest else None
-        matches = None if expected is None else log_digest.check(led.store, expected)
+    with connect() as led, audit_cmd.ProgressBar(not json) as bars:
+        report = led.auditor().verify(user, run, progress=bars.tracker("verifying"))
+        taken = (
+            log_digest.take(led.store, bars.counter("digest", report.events)) if digest else None
+        )
+        matches = (
+            None
+            if expected is None
+            else log_digest.check(led.store, expected, bars.counter("digest", expected.events))
+        )
     result: dict[str, object] = {
         "ok": report.ok and matches is not False,
         "runs": report.runs,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ledger.errors import NotFound
 from ledger.events import Event
 from ledger.integrity import VerifyReport, first_problem
+from ledger.personal import reveal_event, reveal_model
+from ledger.records import Record
 from ledger.tenant import RunSummary, to_event, to_summary
 
 if TYPE_CHECKING:
@@ -29,14 +32,25 @@ class Auditor:
         """A run's events, whoever it belongs to."""
         if self._store.run_head(None, run_id) is None:
             raise NotFound(f"run {run_id!r} not found")
-        return [to_event(r) for r in self._store.read_run(None, run_id)]
+        keyring = self._ledger.keyring
+        return [reveal_event(to_event(r), keyring) for r in self._store.read_run(None, run_id)]
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
         """RunState of any tenant's run at a version or a time (None: its head)."""
-        return self._ledger.replayer.replay(None, run_id, at)
+        state = self._ledger.replayer.replay(None, run_id, at)
+        return reveal_model(state, state.user_id, self._ledger.keyring)
 
-    def verify(self, user_id: str | None = None, run_id: str | None = None) -> VerifyReport:
-        """Recompute the hash chain of every run in scope; report the first bad event of each."""
+    def verify(
+        self,
+        user_id: str | None = None,
+        run_id: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VerifyReport:
+        """Recompute the hash chain of every run in scope; report the first bad event of each.
+
+        ``progress(events_checked, events_in_scope)`` is called after each run, so a
+        long verification can show how far it has got (the total is the runs' heads
+        when they were listed)."""
         store = self._store
         if run_id is not None:
             head = store.run_head(user_id, run_id)
@@ -46,6 +60,7 @@ class Auditor:
         else:
             heads = store.list_runs(user_id)
         report = VerifyReport()
+        total = sum(head.version for head in heads)
         for head in heads:
             records = store.read_run(head.user_id, head.run_id)
             report.runs += 1
@@ -53,4 +68,17 @@ class Auditor:
             problem = first_problem(records)
             if problem is not None:
                 report.problems.append(problem)
+            if progress is not None:
+                progress(report.events, total)
         return report
+
+    def records(self, run_id: str, *, upto_version: int | None = None) -> list[Record]:
+        """A run's stored records exactly as the store holds them (exports, offline checks)."""
+        if self._store.run_head(None, run_id) is None:
+            raise NotFound(f"run {run_id!r} not found")
+        return self._store.read_run(None, run_id, upto_version=upto_version)
+
+    def data(self, record: Record) -> dict[str, Any]:
+        """The readable payload of a stored record: the one place an auditor turns stored
+        bytes into data: personal fields opened with the user's key, or ``[erased]``."""
+        return reveal_event(to_event(record), self._ledger.keyring).data

@@ -1,4 +1,9 @@
-"""Checking the per-run hash chains (DESIGN.md invariant 5)."""
+"""Checking the per-run hash chains (DESIGN.md invariant 5).
+
+The check is incremental (``ChainCheck`` takes one record at a time), so a verifier
+never needs a whole run, let alone the whole store, in memory: ``ledger verify`` feeds it
+from the store and ``ledger verify --export`` from an export file, line by line.
+"""
 
 from __future__ import annotations
 
@@ -32,24 +37,48 @@ class VerifyReport(msgspec.Struct):
         return not self.problems
 
 
-def first_problem(records: Iterable[Record]) -> Problem | None:
-    """Recompute one run's chain (records in version order); the first bad event, if any."""
-    prev_hash = GENESIS
-    expected_version: int | None = None
-    for record in records:
+class ChainCheck:
+    """One run's chain, recomputed as its records arrive in version order.
+
+    After the first problem it only counts (a verifier reports the first bad event of a
+    run; everything after it is suspect anyway). ``head_version``/``head_hash`` are those
+    of the last record that checked out, so a caller can compare them with a head it was
+    told about (a manifest's, a run registry's).
+    """
+
+    __slots__ = ("_expected", "events", "head_hash", "head_version", "problem")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.head_version = 0
+        self.head_hash = GENESIS
+        self.problem: Problem | None = None
+        self._expected: int | None = None
+
+    def add(self, record: Record) -> Problem | None:
+        """Check the next record; the run's first problem once there is one."""
+        self.events += 1
+        if self.problem is None:
+            self.problem = self._check(record)
+            if self.problem is None:
+                self.head_version, self.head_hash = record.version, record.hash
+        return self.problem
+
+    def _check(self, record: Record) -> Problem | None:
         where = (record.user_id, record.run_id, record.version)
-        if expected_version is None:
-            expected_version = 1 if record.version >= 1 else record.version
-        if record.version != expected_version:
-            kind = "missing" if record.version > expected_version else "repeated or reordered"
+        if self._expected is None:
+            self._expected = 1 if record.version >= 1 else record.version
+        expected = self._expected
+        if record.version != expected:
+            kind = "missing" if record.version > expected else "repeated or reordered"
             return Problem(
                 *where,
                 reason=(
-                    f"version gap: expected version {expected_version}, found {record.version} "
+                    f"version gap: expected version {expected}, found {record.version} "
                     f"(an event is {kind})"
                 ),
             )
-        if record.prev_hash != prev_hash:
+        if record.prev_hash != self.head_hash:
             return Problem(
                 *where,
                 reason=(
@@ -58,7 +87,7 @@ def first_problem(records: Iterable[Record]) -> Problem | None:
                 ),
             )
         try:
-            recomputed = recompute(record, prev_hash)
+            recomputed = recompute(record, self.head_hash)
         except (TypeError, ValueError) as exc:
             return Problem(*where, reason=f"stored row is malformed and was altered ({exc})")
         if recomputed != record.hash:
@@ -68,6 +97,14 @@ def first_problem(records: Iterable[Record]) -> Problem | None:
                     "hash does not match the stored payload and envelope (the event was altered)"
                 ),
             )
-        prev_hash = record.hash
-        expected_version += 1
+        self._expected = expected + 1
+        return None
+
+
+def first_problem(records: Iterable[Record]) -> Problem | None:
+    """Recompute one run's chain (records in version order); the first bad event, if any."""
+    check = ChainCheck()
+    for record in records:
+        if check.add(record) is not None:
+            return check.problem
     return None

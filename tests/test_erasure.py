@@ -261,3 +261,18 @@ def test_jsonl_appends_are_sealed_too(pg_url: str) -> None:
     forged = line.replace(SECRET, MARKER.replace("\x00", "\\u0000") + "k_x/AAAA")
     refused = ledger_cli(pg_url, "append", "-", stdin=forged + "\n")
     assert refused.returncode == 2 and "seal marker" in refused.stderr
+
+
+def test_an_export_made_after_the_erasure_holds_no_content(
+    led: ledger.Ledger, tmp_path: Any
+) -> None:
+    from ledger.export import export_user, verify_export
+
+    _record(led, "usr_a")
+    export_user(led.auditor(), "usr_a", tmp_path / "before")
+    assert SECRET in (tmp_path / "before" / "events.jsonl").read_text()
+    led.forget("usr_a")
+    export_user(led.auditor(), "usr_a", tmp_path / "after")
+    text = (tmp_path / "after" / "events.jsonl").read_text()
+    assert SECRET not in text and ERASED in text
+    assert verify_export(tmp_path / "after").ok

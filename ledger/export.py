@@ -1,0 +1,510 @@
+"""Exporting one person's events for an auditor, and checking such an export offline.
+
+An export is a directory holding two files:
+
+* ``events.jsonl``: one line per stored event of the user, all runs, run then version
+  order. Each line is the stored envelope as it is, the payload as base64 of the exact
+  stored bytes and the chain links in hex (an ``ExportedEvent``), which is everything
+  needed to recompute every run's hash chain with ``ledger.chain`` and no database;
+  plus ``data``, the payload made readable (a reading aid: the evidence is ``payload``).
+* ``manifest.json``: what the export claims (a ``Manifest``): whose events, when, how
+  many runs and events, each run's head (version and hash), the sha256 of
+  events.jsonl and a digest of the exported events, in ``ledger.digest``'s form.
+
+``verify_export`` checks every chain and every claim of the manifest against the file.
+What no offline check can see is a forger who rewrites the file and the manifest
+consistently (the chain has no secret). Keep the digest that ``export_user`` returns
+somewhere else and pass it back as ``against``: rewriting any event changes it.
+
+Files are written under temporary names and renamed into place, the manifest last, so a
+crash never leaves a directory that looks like a complete export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from operator import attrgetter
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, cast
+
+import msgspec
+
+from ledger import digest as log_digest
+from ledger.auditor import Auditor
+from ledger.errors import InvalidEvent, LedgerError, NotFound
+from ledger.ids import check_id
+from ledger.integrity import ChainCheck, Problem, VerifyReport
+from ledger.records import GENESIS, LogCursor, Record
+
+if TYPE_CHECKING:
+    from ledger.connection import Ledger
+    from ledger.store.base import EventStore
+
+__all__ = [
+    "EVENTS_FILE",
+    "FORMAT",
+    "MANIFEST_FILE",
+    "Counts",
+    "ExportReport",
+    "ExportTargetError",
+    "ExportUnreadable",
+    "ExportedEvent",
+    "Manifest",
+    "RunEntry",
+    "export_user",
+    "read_manifest",
+    "verify_export",
+]
+
+#: The format of an export; a reader refuses any other.
+FORMAT = "ledger-export-v1"
+EVENTS_FILE = "events.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+#: ``progress(done, total)``: how far a long export or check has got.
+Progress = Callable[[int, int], None]
+
+Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class ExportTargetError(InvalidEvent):
+    """The directory given for an export cannot take one (it is not empty, or a file)."""
+
+
+class ExportUnreadable(InvalidEvent):
+    """A directory is not a readable export: a file is missing, or is not what it must be."""
+
+
+class ExportedEvent(msgspec.Struct, frozen=True):
+    """One line of events.jsonl: a stored event exactly as stored, plus readable ``data``.
+
+    ``payload`` is base64 in JSON (the exact stored bytes: ciphertext where the payload
+    is encrypted); hashes are hex. ``data`` is None where the payload could not be made
+    readable (a tampered row, say); the chain check says what is wrong with it.
+    """
+
+    user_id: str
+    session_id: str
+    run_id: str
+    version: int
+    position: int
+    tx_id: int
+    type: str
+    schema: int
+    occurred_at: datetime
+    recorded_at: datetime
+    key_id: str | None
+    payload: bytes
+    prev_hash: Hex32
+    hash: Hex32
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, record: Record, data: dict[str, Any] | None) -> ExportedEvent:
+        """The export line of a stored record."""
+        return cls(
+            user_id=record.user_id,
+            session_id=record.session_id,
+            run_id=record.run_id,
+            version=record.version,
+            position=record.position,
+            tx_id=record.tx_id,
+            type=record.type,
+            schema=record.schema,
+            occurred_at=record.occurred_at,
+            recorded_at=record.recorded_at,
+            key_id=record.key_id,
+            payload=record.payload,
+            prev_hash=record.prev_hash.hex(),
+            hash=record.hash.hex(),
+            data=data,
+        )
+
+    def record(self) -> Record:
+        """The stored record this line describes (what the chain check needs)."""
+        return Record(
+            user_id=self.user_id,
+            session_id=self.session_id,
+            run_id=self.run_id,
+            version=self.version,
+            position=self.position,
+            tx_id=self.tx_id,
+            type=self.type,
+            schema=self.schema,
+            occurred_at=self.occurred_at,
+            recorded_at=self.recorded_at,
+            payload=self.payload,
+            prev_hash=bytes.fromhex(self.prev_hash),
+            hash=bytes.fromhex(self.hash),
+            key_id=self.key_id,
+        )
+
+
+class RunEntry(msgspec.Struct, frozen=True):
+    """One exported run as the manifest states it: how many events, and its head."""
+
+    run_id: str
+    session_id: str
+    events: int
+    head_version: int
+    head_hash: Hex32
+
+
+class Counts(msgspec.Struct, frozen=True):
+    """How many runs and events an export holds."""
+
+    runs: int
+    events: int
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    """What an export claims; ``verify_export`` holds events.jsonl to every field of it."""
+
+    format: str
+    user_id: str
+    exported_at: datetime
+    counts: Counts
+    runs: list[RunEntry]
+    events_sha256: Hex32
+    #: A ``ledger.digest.Digest`` (text form) of the exported events, in log order.
+    digest: str
+
+
+class ExportReport(VerifyReport):
+    """A verification of an export: the chains' problems (one per run, naming its first
+    bad event) and ``issues`` with the export as a whole (file hash, counts, digest)."""
+
+    user_id: str = ""
+    digest: str | None = None
+    issues: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every chain and every claim of the manifest checked out."""
+        return not self.problems and not self.issues
+
+
+class _Link(NamedTuple):
+    """What ``ledger.digest`` reads of an event: its place in the log and its hash."""
+
+    cursor: LogCursor
+    hash: bytes
+
+
+class _ExportedLog:
+    """The exported events as a read-only log, so ``ledger.digest`` can chain them as it
+    chains a store's (it only calls ``read_log``)."""
+
+    def __init__(self, links: list[_Link]) -> None:
+        self._links = sorted(links)
+
+    def read_log(self, after: LogCursor, limit: int = 1000) -> list[_Link]:
+        start = bisect_right(self._links, after, key=attrgetter("cursor"))
+        return self._links[start : start + limit]
+
+
+def _digest_of(links: list[_Link]) -> log_digest.Digest:
+    return log_digest.take(cast("EventStore", _ExportedLog(links)))
+
+
+def _readable(auditor: Auditor, record: Record) -> dict[str, Any] | None:
+    """``data`` for an export line, or None if the stored payload cannot be read."""
+    try:
+        return auditor.data(record)
+    except (LedgerError, msgspec.MsgspecError, ValueError, TypeError):
+        return None
+
+
+def _check_target(target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise ExportTargetError(f"{target} is not a directory; nothing was written")
+    if target.is_dir() and any(target.iterdir()):
+        raise ExportTargetError(
+            f"{target} is not empty: an export goes into a new or empty directory; "
+            "nothing was written"
+        )
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not possible everywhere (Windows); the renames are still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export_user(
+    source: Auditor | Ledger,
+    user_id: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Write every stored event of ``user_id`` and a manifest into ``out_dir``.
+
+    ``out_dir`` must be missing or empty (``ExportTargetError`` otherwise, before
+    anything is read or written); a user with no runs is ``NotFound``. Each run is
+    exported up to the head it had when the runs were listed, so the manifest describes
+    one consistent cut even while agents keep appending.
+    """
+    auditor = source if isinstance(source, Auditor) else source.auditor()
+    user_id = check_id("user_id", user_id)
+    target = Path(out_dir)
+    _check_target(target)
+    runs = auditor.runs(user_id)
+    if not runs:
+        raise NotFound(f"user {user_id!r} not found")
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    events_tmp = target / f".{EVENTS_FILE}.partial"
+    manifest_tmp = target / f".{MANIFEST_FILE}.partial"
+    written: list[Path] = []  # only what this call created is removed on failure
+    try:
+        total = sum(run.version for run in runs)
+        encoder = msgspec.json.Encoder()
+        sha = hashlib.sha256()
+        links: list[_Link] = []
+        entries: list[RunEntry] = []
+        with open(events_tmp, "xb") as out:
+            written.append(events_tmp)
+            for run in runs:
+                records = auditor.records(run.run_id, upto_version=run.version)
+                chunk = encoder.encode_lines(
+                    [ExportedEvent.of(r, _readable(auditor, r)) for r in records]
+                )
+                out.write(chunk)
+                sha.update(chunk)
+                links.extend(_Link(r.cursor, r.hash) for r in records)
+                last = records[-1] if records else None
+                entries.append(
+                    RunEntry(
+                        run_id=run.run_id,
+                        session_id=run.session_id,
+                        events=len(records),
+                        head_version=last.version if last else 0,
+                        head_hash=(last.hash if last else GENESIS).hex(),
+                    )
+                )
+                if progress is not None:
+                    progress(len(links), total)
+            out.flush()
+            os.fsync(out.fileno())
+        manifest = Manifest(
+            format=FORMAT,
+            user_id=user_id,
+            exported_at=datetime.now(UTC),
+            counts=Counts(runs=len(entries), events=len(links)),
+            runs=entries,
+            events_sha256=sha.hexdigest(),
+            digest=str(_digest_of(links)),
+        )
+        with open(manifest_tmp, "xb") as out:
+            written.append(manifest_tmp)
+            out.write(msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        for temporary, final in ((events_tmp, EVENTS_FILE), (manifest_tmp, MANIFEST_FILE)):
+            os.replace(temporary, target / final)
+            written.append(target / final)
+        _fsync_dir(target)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):  # someone else put files in it meanwhile
+                target.rmdir()
+        raise
+    return manifest
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
+    """The manifest of an export; ``ExportUnreadable`` saying why if there is none."""
+    path = Path(directory) / MANIFEST_FILE
+    if not Path(directory).is_dir():
+        raise ExportUnreadable(f"{directory} is not a directory (expected a ledger export)")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ExportUnreadable(
+            f"{path} is missing: not a ledger export, or an export that never completed"
+        ) from None
+    except OSError as exc:
+        raise ExportUnreadable(f"cannot read {path}: {exc}") from None
+    try:
+        manifest = msgspec.json.decode(raw, type=Manifest)
+    except msgspec.MsgspecError as exc:
+        raise ExportUnreadable(f"{path} is not a ledger export manifest: {exc}") from None
+    if manifest.format != FORMAT:
+        raise ExportUnreadable(f"{path}: unsupported export format {manifest.format!r}")
+    return manifest
+
+
+def _lines(path: Path, sha: Any) -> Iterator[tuple[int, Record]]:
+    """The records of events.jsonl with their line numbers, hashing every byte read."""
+    decoder = msgspec.json.Decoder(ExportedEvent)
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                sha.update(line)
+                if not line.strip():
+                    continue  # a stray blank line: only the file hash can mind it
+                try:
+                    yield number, decoder.decode(line).record()
+                except (msgspec.MsgspecError, ValueError) as exc:
+                    raise ExportUnreadable(f"{path} line {number}: {exc}") from None
+    except FileNotFoundError:
+        raise ExportUnreadable(f"{path} is missing: not a complete ledger export") from None
+    except OSError as exc:
+        raise ExportUnreadable(f"cannot read {path}: {exc}") from None
+
+
+def verify_export(
+    directory: str | os.PathLike[str],
+    *,
+    against: str | log_digest.Digest | None = None,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Check an export with no database: every run's chain, the file's hash, the
+    manifest's counts and heads, and the digest (also against a kept one, if given).
+
+    Reads events.jsonl once, line by line, holding one chain check per run and the
+    hash of each event (for the digest). ``ExportUnreadable`` if the directory is not
+    an export at all; everything else found is in the report.
+    """
+    root = Path(directory)
+    kept = log_digest.Digest.parse(against) if isinstance(against, str) else against
+    manifest = read_manifest(root)
+    report = ExportReport(user_id=manifest.user_id)
+    found: dict[str, Problem] = {}
+
+    def note(problem: Problem) -> None:
+        found.setdefault(problem.run_id, problem)
+
+    sha = hashlib.sha256()
+    links: list[_Link] = []
+    checks: dict[str, ChainCheck] = {}
+    current: str | None = None
+    check = ChainCheck()
+    for number, record in _lines(root / EVENTS_FILE, sha):
+        links.append(_Link(record.cursor, record.hash))
+        if progress is not None and len(links) % 1000 == 0:
+            progress(len(links), manifest.counts.events)
+        if record.run_id != current:
+            moved = record.run_id in checks
+            check = checks.setdefault(record.run_id, ChainCheck())
+            current = record.run_id
+        else:
+            moved = False
+        problem = check.add(record)
+        if problem is not None:
+            note(problem)
+        elif moved:
+            note(_problem(record, f"line {number}: the run's events are not together (moved)"))
+        if record.user_id != manifest.user_id:
+            note(
+                _problem(
+                    record,
+                    f"line {number}: an event of user {record.user_id!r} in an export of "
+                    f"{manifest.user_id!r}",
+                )
+            )
+    report.events = len(links)
+    if progress is not None:
+        progress(report.events, manifest.counts.events)
+    listed: dict[str, RunEntry] = {}
+    for entry in manifest.runs:
+        if listed.setdefault(entry.run_id, entry) is not entry:
+            report.issues.append(f"the manifest lists run {entry.run_id} twice")
+        _compare_head(manifest.user_id, entry, checks.get(entry.run_id), note)
+    for run_id, check in checks.items():
+        if run_id not in listed:
+            note(
+                Problem(
+                    manifest.user_id,
+                    run_id,
+                    1,
+                    f"the file holds {check.events} events of this run; the manifest lists "
+                    "no such run (it was added)",
+                )
+            )
+    report.runs = len(listed.keys() | checks.keys())
+    order = [*listed, *(r for r in checks if r not in listed)]
+    report.problems = [found[r] for r in order if r in found]
+    _check_claims(manifest, report, sha.hexdigest())
+    recomputed = _digest_of(links)
+    report.digest = str(recomputed)
+    if report.digest != manifest.digest:
+        report.issues.append(
+            "the digest of the exported events does not match the manifest's "
+            "(events were changed, added, removed or reordered)"
+        )
+    if kept is not None and recomputed != kept:
+        report.issues.append(
+            "the digest of the exported events does not match the digest you kept: "
+            "this is not the export that digest was taken of, or it was rewritten"
+        )
+    return report
+
+
+def _problem(record: Record, reason: str) -> Problem:
+    return Problem(record.user_id, record.run_id, record.version, reason)
+
+
+def _compare_head(
+    user_id: str, entry: RunEntry, check: ChainCheck | None, note: Callable[[Problem], None]
+) -> None:
+    """A problem for ``entry``'s run if the file's events of it are not what the
+    manifest says (the chain itself is fine, but events are missing or added at its end)."""
+    events = 0 if check is None else check.events
+    if check is not None and check.problem is not None:
+        return  # its first bad event is already named
+    head_version = 0 if check is None else check.head_version
+    head_hash = GENESIS.hex() if check is None else check.head_hash.hex()
+    if events != entry.events or head_version != entry.head_version:
+        first_off = min(head_version, entry.head_version) + 1
+        note(
+            Problem(
+                user_id,
+                entry.run_id,
+                first_off,
+                f"the manifest lists {entry.events} events up to version "
+                f"{entry.head_version}; the file holds {events} up to version {head_version} "
+                "(events at the end of the run were removed or added)",
+            )
+        )
+    elif head_hash != entry.head_hash:
+        note(
+            Problem(
+                user_id,
+                entry.run_id,
+                entry.head_version,
+                "the head hash does not match the manifest's (the run was rewritten, or "
+                "the manifest was edited)",
+            )
+        )
+
+
+def _check_claims(manifest: Manifest, report: ExportReport, sha256: str) -> None:
+    """Issues where the manifest's totals and file hash disagree with what was read."""
+    if sha256 != manifest.events_sha256:
+        report.issues.append(
+            f"{EVENTS_FILE} does not match the sha256 in the manifest (the file was changed)"
+        )
+    listed_events = sum(entry.events for entry in manifest.runs)
+    if manifest.counts.events != report.events or listed_events != report.events:
+        report.issues.append(
+            f"the manifest counts {manifest.counts.events} events ({listed_events} over its "
+            f"runs); the file holds {report.events}"
+        )
+    if manifest.counts.runs != len(manifest.runs):
+        report.issues.append(
+            f"the manifest counts {manifest.counts.runs} runs but lists {len(manifest.runs)}"
+        )
