@@ -14,6 +14,7 @@ from ledger.auditor import Auditor
 from ledger.connection import Ledger, connect
 from ledger.erasure import Erasure
 from ledger.errors import (
+    AccessDenied,
     ConcurrencyError,
     IntegrityError,
     InvalidEvent,
@@ -31,6 +32,7 @@ from ledger.tenant import RunSummary, Tenant
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
     "Auditor",
     "ConcurrencyError",
     "Erasure",

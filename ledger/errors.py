@@ -32,6 +32,11 @@ class StoreUnavailable(LedgerError):
     """The store could not be reached or its schema could not be prepared."""
 
 
+class AccessDenied(LedgerError):
+    """The database refused: the login role may not do this (e.g. act as the auditor
+    without being granted ``ledger_auditor``). Names the role to grant."""
+
+
 class KeyErased(LedgerError):
     """An append was sealed with a key that has been destroyed (the user was forgotten
     meanwhile); nothing was written. ``Run`` retries once with the user's new key."""

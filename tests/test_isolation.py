@@ -228,3 +228,49 @@ def _check_reads(t: Any, user: str, session: str) -> None:
         assert message["content"].startswith(user + " ")
     for memory in t.memories():
         assert memory.value.startswith(user + " ")
+
+
+# -- a deployment that logs the agents in as a plain member of ledger_app ------------
+
+
+@pytest.fixture
+def agent_login(seeded: str) -> Iterator[str]:
+    """``seeded``'s URL, logged in as a fresh LOGIN role granted only ``ledger_app``."""
+    import uuid
+
+    role = f"ledger_test_agent_{uuid.uuid4().hex[:8]}"
+    with raw_connection(seeded, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE {APP_ROLE}")
+    base, _, query = seeded.partition("?")
+    scheme, _, rest = base.partition("://")
+    url = f"{scheme}://{role}@{rest.partition('@')[2]}?{query}"
+    try:
+        yield url
+    finally:
+        with raw_connection(seeded, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_plain_app_login_works_for_its_tenants_and_is_refused_the_rest(
+    agent_login: str,
+) -> None:
+    with ledger.connect(agent_login) as led:
+        a = led.tenant("usr_a")
+        run = a.start_run(session_id="sess_new")
+        run.message_received(content="usr_a from a plain login")
+        assert a.events(run.run_id)[1].data["content"] == "usr_a from a plain login"
+        assert a.conversation("sess_new").messages[0]["content"] == "usr_a from a plain login"
+        assert [m.value for m in a.memories()] == ["usr_a likes brief"]
+        with pytest.raises(ledger.NotFound):
+            a.events("run_usr_b")
+        with pytest.raises(ledger.AccessDenied, match="ledger_auditor"):
+            led.auditor().runs()
+        with pytest.raises(ledger.AccessDenied):
+            led.forget("usr_b")
+    with raw_connection(agent_login, autocommit=True) as conn:
+        # raw SQL from this login, no tenant set: nothing at all
+        assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == (0,)

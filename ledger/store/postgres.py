@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ledger.chain import GENESIS
 from ledger.errors import (
+    AccessDenied,
     ConcurrencyError,
     InvalidEvent,
     KeyErased,
@@ -104,6 +105,12 @@ def _translated() -> Iterator[None]:
         raise ConcurrencyError(f"concurrent write, nothing was written: {exc}") from exc
     except psycopg.DataError as exc:
         raise InvalidEvent(f"rejected by Postgres: {exc}") from exc
+    except pg_errors.InsufficientPrivilege as exc:
+        raise AccessDenied(
+            f"Postgres refused: {exc.diag.message_primary or exc} (log in as a role granted "
+            "ledger_app for tenant work, ledger_auditor for cross-tenant reads, "
+            "ledger_owner for migrations, projector runners and forget)"
+        ) from exc
     except psycopg.Error as exc:
         state = exc.sqlstate
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
