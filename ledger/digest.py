@@ -52,7 +52,8 @@ class Digest(msgspec.Struct, frozen=True):
 
 
 def take(store: EventStore, progress: Callable[[int], None] | None = None) -> Digest:
-    """The digest of everything committed now."""
+    """The digest of everything committed before the call (see ``EventStore.settle``)."""
+    store.settle()
     return _chain(store, None, progress)
 
 

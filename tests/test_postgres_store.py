@@ -438,3 +438,17 @@ def test_an_append_notifies_listeners_after_commit(pg_url: str) -> None:
         finally:
             listener.close()
     assert [n.payload for n in notices] == [store.schema]  # type: ignore[attr-defined]
+
+
+def test_settle_waits_for_transactions_running_at_the_call(
+    store: PostgresStore, pg_url: str
+) -> None:
+    conninfo, schema = split_url(pg_url)
+    with psycopg.connect(conninfo, options=f"-c search_path={schema}") as slow:
+        slow.execute("SELECT pg_current_xact_id()")  # holds the horizon back
+        a = store.append([start("u1", "ra", b"a")])[0]
+        assert store.read_log(START) == []
+        assert store.settle(timeout=0.2) is False
+        slow.commit()
+    assert store.settle(timeout=5) is True
+    assert store.read_log(START) == [a]

@@ -130,6 +130,16 @@ class EventStore(ABC):
     def destroy_keys(self, user_id: str) -> list[str]:
         """Destroy the user's live keys (crypto-shredding); return their ids."""
 
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until everything committed before this call can be read from the log.
+
+        Postgres shows the log only below the oldest running transaction (invariant 6),
+        so an event committed a moment ago may sit behind a transaction that began
+        earlier. This waits (at most ``timeout`` seconds) until every transaction that
+        was running at the call has ended; True if it got there. The embedded stores
+        serialise writers, so everything committed is readable at once."""
+        return True
+
     def for_auditor(self) -> EventStore:
         """This store as the auditor sees it: every tenant readable, nothing writable.
 

@@ -451,6 +451,19 @@ class PostgresStore(EventStore):
         statement = q.READ_LOG if user_id is None else q.READ_LOG_TENANT
         return self._fetch(statement, params, _record_rows, user_id)
 
+    def settle(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._conn() as conn:
+            row = conn.execute(q.NEXT_XID).fetchone()
+            xid = None if row is None else row[0]
+            while True:
+                passed = conn.execute(q.HORIZON_PASSED, {"xid": xid}, prepare=True).fetchone()
+                if passed is not None and passed[0]:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.005)
+
     def lag(self, after: LogCursor) -> LogLag:
         with self._conn() as conn:
             cur = conn.cursor(binary=True)

@@ -177,6 +177,10 @@ ORDER BY tx_id DESC, position DESC LIMIT 1
 #: The largest position below the horizon.
 MAX_POSITION = f"SELECT max(position) FROM ledger_events WHERE {_HORIZON}"
 
+#: The first transaction id not yet assigned, and whether the horizon has passed one.
+NEXT_XID = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
+HORIZON_PASSED = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %(xid)s::xid8"
+
 #: Move a tracking position forward; affects no row if it is not above the last one.
 UPSERT_TRACKING = """
 INSERT INTO ledger_tracking (name, position) VALUES (%(name)s, %(position)s::bigint)
