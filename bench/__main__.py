@@ -1,7 +1,10 @@
-"""``python -m bench [pg] [sqlite] [growth] [read] [--quick]``: run the benchmarks.
+"""``python -m bench [pg] [sqlite] [growth] [read] [verify] [replay] [--quick]``: run the
+benchmarks.
 
 pg, sqlite, growth: appends (benchmarks 1-3); read: the read side (benchmarks 4-6:
-rebuild, live lag, ``t.conversation()`` latency).
+rebuild, live lag, ``t.conversation()`` latency); verify: ``ledger verify`` over a
+store of 1,000,000 events against a floor that only selects them; replay:
+``t.replay()`` of a 1,000- and a 100,000-event run among 5,000,000 others.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from bench.workload import turn_bytes
 
-BENCHMARKS = ("pg", "sqlite", "growth", "read")
+BENCHMARKS = ("pg", "sqlite", "growth", "read", "verify", "replay")
 
 
 def _machine() -> str:
@@ -98,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         from bench import read_side
 
         read_side.run(quick=args.quick)
+    if "verify" in chosen:
+        from bench import verify
+
+        verify.run(quick=args.quick)
+    if "replay" in chosen:
+        from bench import replay
+
+        replay.run(quick=args.quick)
     print(f"\ndone in {time.monotonic() - started:,.0f}s")
     return 0
 

@@ -5,11 +5,16 @@ bytes, a well-formed chain of fake hashes that need not verify), ten runs per us
 committed in batches so the rows carry a spread of real transaction ids. Then
 VACUUM ANALYZE and CHECKPOINT, so the measurements that follow meet a settled table
 rather than autovacuum and the checkpointer catching up with the load.
+
+A benchmark that measures its own runs among the loaded ones (``bench.replay``) passes
+``after_batch``: it appends a share of its runs after each batch, so their events lie
+spread among the others' in the table, as a long-lived agent's do among other agents'.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -36,13 +41,25 @@ _EVENT_TYPES = [
 ]
 
 
-def preload(url: str, schema: str, events: int, per_run: int = 100, batch_runs: int = 500) -> None:
-    """Add ``events`` events to the (migrated) store in ``schema``."""
+def preload(
+    url: str,
+    schema: str,
+    events: int,
+    per_run: int = 100,
+    batch_runs: int = 500,
+    after_batch: Callable[[int, int], None] | None = None,
+) -> None:
+    """Add ``events`` events to the (migrated) store in ``schema``.
+
+    ``after_batch(done, batches)``, if given, is called after each committed batch
+    (``done`` counts from 1), before the final VACUUM ANALYZE.
+    """
     turn = encoded_turn(0)
     runs = events // per_run
+    batches = -(-runs // batch_runs)
     base = datetime(2025, 1, 1, tzinfo=UTC)
     with psycopg.connect(conninfo(url, schema), autocommit=True) as conn:
-        for first in range(0, runs, batch_runs):
+        for done, first in enumerate(range(0, runs, batch_runs), 1):
             batch = range(first, min(runs, first + batch_runs))
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(
@@ -83,6 +100,8 @@ def preload(url: str, schema: str, events: int, per_run: int = 100, batch_runs: 
                                 )
                             )
                             prev = digest
+            if after_batch is not None:
+                after_batch(done, batches)
         conn.execute("VACUUM ANALYZE ledger_runs")
         conn.execute("VACUUM ANALYZE ledger_events")
         conn.execute("CHECKPOINT")

@@ -8,9 +8,9 @@ from datetime import datetime
 from ledger.connection import Ledger
 from ledger.errors import InvalidEvent
 from ledger.run import Run
-from ledger.tenant import Tenant
+from ledger.tenant import Tenant, to_event
 from projections.models import RunState
-from replay.state import lineage, replay
+from replay.state import lineage_records, replay
 
 
 class Replayer:
@@ -25,14 +25,14 @@ class Replayer:
 
     def fork(self, tenant: Tenant, run_id: str, at: int) -> Run:
         """A new run in the parent's session, starting from the parent's state at ``at``."""
-        events = lineage(self.ledger.store, tenant.user_id, run_id)
-        own = [e for e in events if e.run_id == run_id]
+        records = lineage_records(self.ledger.store, tenant.user_id, run_id)
+        own = [r for r in records if r.run_id == run_id]
         head = own[-1].version
         if not 1 <= at <= head:
             raise InvalidEvent(
                 f"cannot fork run {run_id!r} at version {at}: it has versions 1..{head}"
             )
-        started = own[0].data if own[0].type == "run_started" else {}
+        started = to_event(own[0]).data if own[0].type == "run_started" else {}
         return tenant.start_run(
             session_id=own[0].session_id,
             agent=started.get("agent"),

@@ -3,14 +3,27 @@
 A run's state is the fold of its events (with the same reducers the projectors use, so
 a replayed state and a projected one never disagree). A fork's history is its parent's
 events up to the fork point (recursively: forks of forks) followed by its own.
+
+How a replay stays fast on long runs (docs/benchmarks.md, "Replay"): a version ``at``
+reads the run only up to that version; the point is found on the stored records, so
+only the events before it are decoded; decoding and both reducers run in one pass, one
+event at a time; and the cyclic garbage collector is paused meanwhile (see
+``gc_paused``).
 """
 
 from __future__ import annotations
 
+import gc
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import chain
+from typing import Protocol
 
 from ledger.errors import InvalidEvent, NotFound
 from ledger.events import CATALOG, Event
+from ledger.records import Record
 from ledger.store.base import EventStore
 from ledger.tenant import to_event
 from projections.models import RunState
@@ -19,27 +32,86 @@ from projections.reducers import ConversationReducer, RunMetadataReducer
 Point = int | datetime | None
 
 
+class Placed(Protocol):
+    """What ``resolve`` reads of an event or a stored record."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def recorded_at(self) -> datetime: ...
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_resume = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block (re-entrant, thread-safe).
+
+    A replay allocates a few container objects per event and frees none of them before
+    it returns, so the collector's generation thresholds trip over and over and each
+    full collection rescans the growing state: half the time of a 100,000-event replay.
+    Nothing a replay builds is cyclic garbage; the collector resumes (if it was on) when
+    the last concurrent pause ends.
+    """
+    global _gc_pauses, _gc_resume
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_resume = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_resume:
+                gc.enable()
+
+
 def lineage(store: EventStore, user_id: str | None, run_id: str) -> list[Event]:
     """The run's history: its ancestors' events up to each fork point, then its own."""
-    records = store.read_run(user_id, run_id)
+    with gc_paused():
+        return [to_event(r) for r in lineage_records(store, user_id, run_id)]
+
+
+def lineage_records(
+    store: EventStore, user_id: str | None, run_id: str, upto: int | None = None
+) -> list[Record]:
+    """The stored records of ``lineage`` (known event types only), not yet decoded.
+
+    ``upto``: the run's own records stop at this version (its ancestors' stop at their
+    fork points anyway), so a replay to an early version reads no more than it needs.
+    """
+    known = frozenset(CATALOG.names)
+    limit = None if upto is None else max(upto, 1)  # the first record tells a fork
+    records = store.read_run(user_id, run_id, upto_version=limit)
     if not records and store.run_head(user_id, run_id) is None:
         raise NotFound(f"run {run_id!r} not found")
-    own = [to_event(r) for r in records if r.type in CATALOG.names]
-    if own and own[0].type == "run_started" and own[0].data.get("parent_run_id"):
-        parent = own[0].data["parent_run_id"]
-        upto = int(own[0].data.get("parent_version") or 0)
-        inherited = [e for e in lineage(store, own[0].user_id, parent) if _within(e, parent, upto)]
-        return inherited + own
-    return own
+    if limit is not None and records and records[0].type not in known:
+        records = store.read_run(user_id, run_id)  # which known event opens it? read on
+    own = [r for r in records if r.type in known]
+    inherited: list[Record] = []
+    if own and own[0].type == "run_started":
+        started = to_event(own[0])
+        parent = started.data.get("parent_run_id")
+        if parent:
+            at = int(started.data.get("parent_version") or 0)
+            inherited = lineage_records(store, started.user_id, parent, at)
+    if upto is not None:
+        own = [r for r in own if r.version <= upto]
+    return inherited + own
 
 
-def _within(event: Event, parent: str, upto: int) -> bool:
-    # The parent's own events stop at the fork point; its ancestors' were cut already.
-    return event.run_id != parent or event.version <= upto
-
-
-def resolve(events: list[Event], run_id: str, at: Point) -> int:
-    """How many of ``events`` (a lineage) lie at or before ``at``.
+def resolve(events: Sequence[Placed], run_id: str, at: Point) -> int:
+    """How many of ``events`` (a lineage, as events or as stored records) lie at or
+    before ``at``.
 
     ``at``: a version of ``run_id`` (None: its head), or a time, which resolves to the
     last event *recorded* at or before it (positions and the store's clock are the
@@ -66,17 +138,28 @@ def resolve(events: list[Event], run_id: str, at: Point) -> int:
     return next(i for i in own if events[i].version == at) + 1
 
 
-def fold_state(events: list[Event], run_id: str) -> RunState:
+def fold_state(events: Iterable[Event], run_id: str) -> RunState:
     """RunState after ``events`` (a lineage prefix, non-empty), seen as run ``run_id``.
 
     A fork's lineage starts with its ancestors' events, so the fold is re-labelled with
-    the replayed run's id, its own version and where it was forked from.
+    the replayed run's id, its own version and where it was forked from. One pass: each
+    event goes through both reducers (``initial`` then ``step``, as ``Reducer.fold``),
+    so ``events`` may be a generator that decodes as it goes.
     """
-    meta = RunMetadataReducer().fold(events)
-    conversation = ConversationReducer().fold(events)
-    assert meta is not None and conversation is not None
-    last = events[-1]
-    started = next((e for e in events if e.run_id == run_id and e.type == "run_started"), None)
+    runs, conversations = RunMetadataReducer(), ConversationReducer()
+    it = iter(events)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("a run state needs at least one event")
+    meta, conversation = runs.initial(first), conversations.initial(first)
+    started: Event | None = None
+    last = first
+    for event in chain((first,), it):
+        runs.step(meta, event)
+        conversations.step(conversation, event)
+        if started is None and event.type == "run_started" and event.run_id == run_id:
+            started = event
+        last = event
     state = RunState.from_states(meta, conversation.messages, last.recorded_at, last.position)
     return state.model_copy(
         update={
@@ -92,5 +175,8 @@ def fold_state(events: list[Event], run_id: str) -> RunState:
 
 def replay(store: EventStore, user_id: str | None, run_id: str, at: Point = None) -> RunState:
     """The state of ``run_id`` at ``at`` (a version, a time, or None for its head)."""
-    events = lineage(store, user_id, run_id)
-    return fold_state(events[: resolve(events, run_id, at)], run_id)
+    upto = int(at) if isinstance(at, int) and at >= 1 else None
+    with gc_paused():
+        records = lineage_records(store, user_id, run_id, upto)
+        cut = resolve(records, run_id, at)
+        return fold_state(map(to_event, records[:cut]), run_id)
