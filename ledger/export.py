@@ -198,10 +198,14 @@ class _Link(NamedTuple):
 
 class _ExportedLog:
     """The exported events as a read-only log, so ``ledger.digest`` can chain them as it
-    chains a store's (it only calls ``read_log``)."""
+    chains a store's (it only calls ``settle`` and ``read_log``)."""
 
     def __init__(self, links: list[_Link]) -> None:
         self._links = sorted(links)
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """A file holds no transactions in flight: everything is readable."""
+        return True
 
     def read_log(self, after: LogCursor, limit: int = 1000) -> list[_Link]:
         start = bisect_right(self._links, after, key=attrgetter("cursor"))
