@@ -210,9 +210,19 @@ def encode_payload(payload: Payload) -> bytes:
     return _encoder.encode(payload)
 
 
+_to_builtins = msgspec.to_builtins
+
+
 def to_data(payload: Payload) -> dict[str, Any]:
-    """A payload as plain JSON-ready Python (what ``Event.data`` holds), every field present."""
-    return {name: msgspec.to_builtins(getattr(payload, name)) for name in payload.__struct_fields__}
+    """A payload as plain JSON-ready Python (what ``Event.data`` holds), every field present.
+
+    Only values that are not plain already (nested Structs such as tool calls and usage)
+    go through ``msgspec.to_builtins``: this runs for every event a reader decodes."""
+    return {
+        name: value if isinstance(value, str | int | float | None) else _to_builtins(value)
+        for name in payload.__struct_fields__
+        for value in (getattr(payload, name),)
+    }
 
 
 class Event(msgspec.Struct, frozen=True):

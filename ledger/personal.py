@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel
 
 from ledger.chain import Unsealed
 from ledger.errors import InvalidEvent
 from ledger.events import Event
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from ledger.store.base import EventStore
 
 #: What a sealed token starts with (the NUL keeps it apart from anything a person types).
@@ -231,44 +230,52 @@ def _open_token(token: str, user_id: str, keyring: Keyring) -> Any:
 
 
 def reveal(value: T, user_id: str, keyring: Keyring) -> T:
-    """``value`` (any JSON-shaped data) with every sealed token of ``user_id`` opened,
-    or replaced by ``ERASED`` where the key is gone."""
+    """``value`` with every sealed token of ``user_id`` opened, or replaced by ``ERASED``
+    where the key is gone. Works on JSON-shaped data and pydantic models, copy on write:
+    what holds no token comes back as the very same object (nothing is copied)."""
     if isinstance(value, str):
         if value.startswith(MARKER):
             opened: T = _open_token(value, user_id, keyring)
             return opened
         return value
     if isinstance(value, dict):
-        return {k: reveal(v, user_id, keyring) for k, v in value.items()}  # type: ignore[return-value]
+        changed: dict[Any, Any] | None = None
+        for k, v in value.items():
+            new = reveal(v, user_id, keyring)
+            if new is not v:
+                if changed is None:
+                    changed = dict(value)
+                changed[k] = new
+        return value if changed is None else changed  # type: ignore[return-value]
     if isinstance(value, list):
-        return [reveal(v, user_id, keyring) for v in value]  # type: ignore[return-value]
+        items: list[Any] | None = None
+        for i, v in enumerate(value):
+            new = reveal(v, user_id, keyring)
+            if new is not v:
+                if items is None:
+                    items = list(value)
+                items[i] = new
+        return value if items is None else items  # type: ignore[return-value]
+    if isinstance(value, BaseModel):
+        updates = {}
+        for name in type(value).model_fields:
+            old = getattr(value, name)
+            new = reveal(old, user_id, keyring)
+            if new is not old:
+                updates[name] = new
+        return value.model_copy(update=updates) if updates else value  # type: ignore[return-value]
     return value
-
-
-def is_sealed(value: Any) -> bool:
-    """True if ``value`` holds a sealed token anywhere."""
-    if isinstance(value, str):
-        return value.startswith(MARKER)
-    if isinstance(value, dict):
-        return any(is_sealed(v) for v in value.values())
-    if isinstance(value, list):
-        return any(is_sealed(v) for v in value)
-    return False
 
 
 def reveal_event(event: Event, keyring: Keyring) -> Event:
     """``event`` with its personal data opened (or marked erased)."""
-    if not is_sealed(event.data):
-        return event
-    return msgspec.structs.replace(event, data=reveal(event.data, event.user_id, keyring))
+    data = reveal(event.data, event.user_id, keyring)
+    return event if data is event.data else msgspec.structs.replace(event, data=data)
 
 
-M = TypeVar("M", bound="BaseModel")
+M = TypeVar("M", bound=BaseModel)
 
 
 def reveal_model(model: M, user_id: str, keyring: Keyring) -> M:
     """A read model (pydantic) with its personal content opened (or marked erased)."""
-    data = model.model_dump()
-    if not is_sealed(data):
-        return model
-    return type(model).model_validate(reveal(data, user_id, keyring))
+    return reveal(model, user_id, keyring)

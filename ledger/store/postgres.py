@@ -59,6 +59,7 @@ from ledger.store.postgres_schema import (
 from ledger.store.postgres_schema import migrate as migrate_schema
 
 _XID8_OID = 5069
+_MAX_BIGINT = 2**63 - 1
 
 
 class _Xid8Loader(Loader):
@@ -426,13 +427,17 @@ class PostgresStore(EventStore):
         desc: bool = False,
         limit: int | None = None,
     ) -> list[Record]:
+        if user_id is None:
+            statement = q.READ_ANY_RUN_DESC if desc else q.READ_ANY_RUN_ASC
+        else:
+            statement = q.READ_RUN_DESC if desc else q.READ_RUN_ASC
         return self._fetch(
-            q.READ_RUN_DESC if desc else q.READ_RUN_ASC,
+            statement,
             {
                 "user_id": user_id,
                 "run_id": run_id,
                 "after_version": after_version,
-                "upto_version": upto_version,
+                "upto_version": _MAX_BIGINT if upto_version is None else upto_version,
                 "limit": limit,
             },
             _record_rows,

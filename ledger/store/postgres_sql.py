@@ -124,18 +124,27 @@ WHERE (%(user_id)s::text IS NULL OR r.user_id = %(user_id)s)
 ORDER BY r.created_at, r.run_id
 """
 
-_READ_RUN = f"""
-SELECT {RECORD_COLUMNS} FROM ledger_events
-WHERE user_id = coalesce(%(user_id)s::text,
-                         (SELECT r.user_id FROM ledger_runs r WHERE r.run_id = %(run_id)s))
+# Plain parameters (no coalesce) keep the version bounds index conditions under the
+# generic plan Postgres switches prepared statements to after five executions.
+_READ_RUN_BOUNDS = """
   AND run_id = %(run_id)s
   AND version > %(after_version)s::bigint
-  AND version <= coalesce(%(upto_version)s::bigint, 9223372036854775807)
+  AND version <= %(upto_version)s::bigint
 """
+_READ_RUN = f"""
+SELECT {RECORD_COLUMNS} FROM ledger_events
+WHERE user_id = %(user_id)s::text {_READ_RUN_BOUNDS}"""
+_READ_ANY_RUN = f"""
+SELECT {RECORD_COLUMNS} FROM ledger_events
+WHERE user_id = (SELECT r.user_id FROM ledger_runs r WHERE r.run_id = %(run_id)s)
+{_READ_RUN_BOUNDS}"""
 
-#: A run's events by version, ascending / descending (``limit`` NULL means all).
+#: A tenant's run's events by version, ascending / descending (``limit`` NULL: all).
 READ_RUN_ASC = f"{_READ_RUN} ORDER BY version LIMIT %(limit)s::bigint"
 READ_RUN_DESC = f"{_READ_RUN} ORDER BY version DESC LIMIT %(limit)s::bigint"
+#: The same for a run of any tenant (auditor, projector runners).
+READ_ANY_RUN_ASC = f"{_READ_ANY_RUN} ORDER BY version LIMIT %(limit)s::bigint"
+READ_ANY_RUN_DESC = f"{_READ_ANY_RUN} ORDER BY version DESC LIMIT %(limit)s::bigint"
 
 _READ_LOG = f"""
 SELECT {RECORD_COLUMNS} FROM ledger_events
