@@ -54,17 +54,19 @@ def rebuild(
         chosen = default_projectors() if name is None else [projector_named(name)]
         runner = ProjectorRunner(led, chosen)
         total = led.store.lag(START).pending
+        columns = (
+            *Progress.get_default_columns()[:1],
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        names = ", ".join(p.name for p in chosen)
+        with Progress(*columns, console=render.err, transient=False) as bar:
+            task = bar.add_task(f"rebuild {names}", total=total)
+            # One pass over the log for all of them (not one per read model).
+            read = runner.rebuild_all(chosen, progress=partial(bar.advance, task))
+            bar.update(task, completed=read, total=max(read, 1))
         for projector in chosen:
-            columns = (
-                *Progress.get_default_columns()[:1],
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-            )
-            with Progress(*columns, console=render.err, transient=False) as bar:
-                task = bar.add_task(f"rebuild {projector.name}", total=total)
-                read = runner.rebuild(projector, progress=partial(bar.advance, task))
-                bar.update(task, completed=read, total=max(read, 1))
             render.out.print(f"{projector.name}: rebuilt from {read} events and swapped in")
 
 

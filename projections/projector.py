@@ -74,13 +74,21 @@ class Projector(Generic[S]):
 
     def fold(self, doc: Document[S] | None, events: Iterable[Event]) -> Document[S] | None:
         """Fold ``events`` (all of this document's key, in log order) into ``doc``, in place."""
-        for event in events:
-            if doc is None:
-                doc = Document(self.reducer.initial(event), {})
-            elif doc.applied.get(event.run_id, 0) >= event.version:
+        step = self.reducer.step
+        pending = iter(events)
+        if doc is None:
+            first = next(pending, None)
+            if first is None:
+                return None
+            doc = Document(self.reducer.initial(first), {first.run_id: first.version})
+            step(doc.state, first)
+        state, applied = doc.state, doc.applied
+        for event in pending:
+            run_id, version = event.run_id, event.version
+            if applied.get(run_id, 0) >= version:
                 continue  # already in this document: never apply twice
-            self.reducer.step(doc.state, event)
-            doc.applied[event.run_id] = event.version
+            step(state, event)
+            applied[run_id] = version
         return doc
 
 

@@ -256,6 +256,13 @@ class SQLiteStore(EventStore):
             lock.release()
 
     @contextmanager
+    def scoped(self, user_id: str | None) -> Iterator[sqlite3.Connection]:
+        """A connection for reads of ``user_id``'s data (SQLite has no roles: the queries
+        themselves name the tenant; the same seam as ``PostgresStore.scoped``)."""
+        with self.connection() as conn:
+            yield conn
+
+    @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:
         """A pooled connection for reads (autocommit; each statement sees the latest commit)."""
         with self._conn() as conn:

@@ -5,18 +5,24 @@ A read model is a set of documents ``(projection, generation, user_id, key) -> b
 readers see, its position in the global log as a ``(tx_id, position)`` cursor, and the
 lease of the runner that owns it.
 
-Exactly once: ``commit`` writes the documents and moves the cursor in ONE transaction,
-and only if the projector row still has the expected generation, cursor and owner (a
-fenced update): a runner killed at any instant leaves either both or neither, and a
-runner that lost its lease, or whose generation was swapped by a rebuild, changes
-nothing.
+Exactly once: ``commit_many`` writes each projector's documents and moves its cursor in
+ONE transaction, and only for a projector whose row still has the expected generation,
+cursor and owner (a fenced update): a runner killed at any instant leaves either both
+or neither, and a runner that lost its lease, or whose generation was swapped by a
+rebuild, changes nothing.
+
+``SQLStorage`` is the SQL backends' shared body: each backend gives it one table of
+named statements (``Statements``) and implements the two batch methods its database
+does best (``load_many``, ``commit_many``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -35,6 +41,24 @@ class ProjectorRow(msgspec.Struct, frozen=True):
     owner: str | None
     lease_until: datetime | None
     updated_at: datetime | None
+
+
+class Write(NamedTuple):
+    """One projector's part of a commit: its documents and its cursor move (fenced)."""
+
+    name: str
+    generation: int
+    expected: LogCursor
+    new: LogCursor
+    docs: Mapping[DocKey, bytes]
+
+
+class Load(NamedTuple):
+    """The stored documents among ``keys`` of projector row ``name``'s ``generation``."""
+
+    name: str
+    generation: int
+    keys: Sequence[DocKey]
 
 
 class ReadModelStorage(ABC):
@@ -61,10 +85,22 @@ class ReadModelStorage(ABC):
         """Give the lease up (clean shutdown), if ``owner`` still holds it."""
 
     @abstractmethod
+    def load_many(self, loads: Sequence[Load]) -> list[dict[DocKey, bytes]]:
+        """The stored documents of each of ``loads`` (one round trip where possible)."""
+
     def load(self, name: str, generation: int, keys: list[DocKey]) -> dict[DocKey, bytes]:
         """The stored documents among ``keys`` in ``generation``."""
+        return self.load_many([Load(name, generation, keys)])[0] if keys else {}
 
     @abstractmethod
+    def commit_many(self, owner: str, writes: Sequence[Write], ttl: float) -> list[bool]:
+        """Apply ``writes`` in ONE transaction; per write, whether it was applied.
+
+        A write is applied (documents written, cursor moved ``expected -> new``, lease
+        renewed) only if its row still has that generation, cursor and ``owner``;
+        otherwise nothing of it is written. The others are not affected.
+        """
+
     def commit(
         self,
         name: str,
@@ -80,6 +116,7 @@ class ReadModelStorage(ABC):
         False (and nothing written) if the row no longer has that generation, cursor
         and owner.
         """
+        return self.commit_many(owner, [Write(name, generation, expected, new, docs)], ttl)[0]
 
     @abstractmethod
     def get(self, name: str, user_id: str, key: str) -> bytes | None:
@@ -94,7 +131,8 @@ class ReadModelStorage(ABC):
         """Make ``generation`` (built by projector row ``build``) the one readers see.
 
         One transaction: the live row takes the new version, generation and cursor (its
-        lease is kept), the build row and every other generation's documents go.
+        lease is kept) and the build row goes. The older generations' documents, which
+        no reader can see any more, are deleted after it.
         """
 
     @abstractmethod
@@ -109,3 +147,125 @@ BUILD_SUFFIX = "~rebuild"
 def projection_of(row_name: str) -> str:
     """The read model a projector row writes (a rebuild writes its live projector's)."""
     return row_name.removesuffix(BUILD_SUFFIX)
+
+
+# -- the SQL backends' shared body ---------------------------------------------------------
+
+
+class Statements(NamedTuple):
+    """A SQL backend's named statements (named parameters, as in the comments).
+
+    Each returns or changes what its name says; ``claim`` returns the claimed row.
+    """
+
+    select_row: str  # name
+    select_rows: str
+    create_row: str  # name, version, live (the live projector's name)
+    claim: str  # name, owner + the backend's lease clock
+    release: str  # name, owner
+    select_doc: str  # name, user_id, key
+    scan_docs: str  # name, user_id (NULL: all tenants)
+    swap_live: str  # name, version, generation, tx_id, position
+    delete_row: str  # name
+    delete_older_generations: str  # name, generation
+    delete_generation: str  # projection, generation
+
+
+class _Store(Protocol):
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def connection(self) -> AbstractContextManager[Any]: ...
+
+    def scoped(self, user_id: str | None) -> AbstractContextManager[Any]: ...
+
+
+class SQLStorage(ReadModelStorage):
+    """The statements both SQL backends run the same way, through ``statements``."""
+
+    statements: Statements
+
+    def __init__(self, store: _Store) -> None:
+        self._store = store
+
+    # -- backend hooks ---------------------------------------------------------------
+    @abstractmethod
+    def _row(self, values: Sequence[Any]) -> ProjectorRow:
+        """A projector row from the columns of ``select_row``."""
+
+    @abstractmethod
+    def _lease(self, ttl: float) -> dict[str, Any]:
+        """The lease-clock parameters of ``claim`` (server clock, or times to store)."""
+
+    def _run(self, conn: Any, statement: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Execute one statement on ``conn``; the backend may prepare it."""
+        return conn.execute(statement, params or {})
+
+    def _swap_time(self) -> dict[str, Any]:
+        """Extra parameters of ``swap_live`` (the stored time, where not the server's)."""
+        return {}
+
+    # -- the contract ------------------------------------------------------------------
+    def projector(self, name: str) -> ProjectorRow | None:
+        with self._store.connection() as conn:
+            found = self._run(conn, self.statements.select_row, {"name": name}).fetchone()
+        return None if found is None else self._row(found)
+
+    def projectors(self) -> list[ProjectorRow]:
+        with self._store.connection() as conn:
+            return [self._row(r) for r in self._run(conn, self.statements.select_rows).fetchall()]
+
+    def claim(self, name: str, version: int, owner: str, ttl: float) -> ProjectorRow | None:
+        live = projection_of(name)
+        with self._store.transaction() as conn:
+            self._run(
+                conn, self.statements.create_row, {"name": name, "version": version, "live": live}
+            )
+            params = {"name": name, "owner": owner, **self._lease(ttl)}
+            row = self._run(conn, self.statements.claim, params).fetchone()
+        return None if row is None else self._row(row)
+
+    def release(self, name: str, owner: str) -> None:
+        with self._store.transaction() as conn:
+            self._run(conn, self.statements.release, {"name": name, "owner": owner})
+
+    def get(self, name: str, user_id: str, key: str) -> bytes | None:
+        params = {"name": name, "user_id": user_id, "key": key}
+        with self._store.scoped(user_id) as conn:  # Postgres: row-level security as the tenant
+            row = self._run(conn, self.statements.select_doc, params).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, bytes]]:
+        params = {"name": name, "user_id": user_id}
+        with self._store.scoped(user_id) as conn:
+            rows = self._run(conn, self.statements.scan_docs, params).fetchall()
+        return [(u, k, bytes(d)) for u, k, d in rows]
+
+    def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
+        params = {
+            "name": name,
+            "version": version,
+            "generation": generation,
+            "tx_id": cursor.tx_id,
+            "position": cursor.position,
+            **self._swap_time(),
+        }
+        with self._store.transaction() as conn:
+            self._run(conn, self.statements.swap_live, params)
+            self._run(conn, self.statements.delete_row, {"name": build})
+        # Invisible since the swap (readers join on the live generation): deleted in a
+        # transaction of its own, so the swap itself stays short.
+        with self._store.transaction() as conn:
+            self._run(
+                conn,
+                self.statements.delete_older_generations,
+                {"name": name, "generation": generation},
+            )
+
+    def drop(self, name: str) -> None:
+        with self._store.transaction() as conn:
+            found = self._run(conn, self.statements.select_row, {"name": name}).fetchone()
+            if found is not None:
+                generation = self._row(found).generation
+                params = {"projection": projection_of(name), "generation": generation}
+                self._run(conn, self.statements.delete_generation, params)
+                self._run(conn, self.statements.delete_row, {"name": name})

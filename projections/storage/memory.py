@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 
 from ledger.records import START, LogCursor
 from ledger.store import EventStore
-from projections.storage.base import DocKey, ProjectorRow, ReadModelStorage, projection_of
+from projections.storage.base import (
+    DocKey,
+    Load,
+    ProjectorRow,
+    ReadModelStorage,
+    Write,
+    projection_of,
+)
 
 
 class MemoryStorage(ReadModelStorage):
@@ -61,35 +68,34 @@ class MemoryStorage(ReadModelStorage):
             if row is not None and row.owner == owner:
                 self._rows[name] = msgspec.structs.replace(row, owner=None, lease_until=None)
 
-    def load(self, name: str, generation: int, keys: list[DocKey]) -> dict[DocKey, bytes]:
+    def load_many(self, loads: Sequence[Load]) -> list[dict[DocKey, bytes]]:
         with self._lock:
-            docs = self._docs.get((projection_of(name), generation), {})
-            return {k: docs[k] for k in keys if k in docs}
+            found = []
+            for load in loads:
+                docs = self._docs.get((projection_of(load.name), load.generation), {})
+                found.append({k: docs[k] for k in load.keys if k in docs})
+            return found
 
-    def commit(
-        self,
-        name: str,
-        generation: int,
-        owner: str,
-        expected: LogCursor,
-        new: LogCursor,
-        docs: Mapping[DocKey, bytes],
-        ttl: float,
-    ) -> bool:
+    def commit_many(self, owner: str, writes: Sequence[Write], ttl: float) -> list[bool]:
         now = datetime.now(UTC)
+        moved = []
         with self._lock:
-            row = self._rows.get(name)
-            if row is None or (row.generation, row.cursor, row.owner) != (
-                generation,
-                expected,
-                owner,
-            ):
-                return False
-            self._docs.setdefault((projection_of(name), generation), {}).update(docs)
-            self._rows[name] = msgspec.structs.replace(
-                row, cursor=new, lease_until=now + timedelta(seconds=ttl), updated_at=now
-            )
-            return True
+            for write in writes:
+                row = self._rows.get(write.name)
+                if row is None or (row.generation, row.cursor, row.owner) != (
+                    write.generation,
+                    write.expected,
+                    owner,
+                ):
+                    moved.append(False)
+                    continue
+                key = (projection_of(write.name), write.generation)
+                self._docs.setdefault(key, {}).update(write.docs)
+                self._rows[write.name] = msgspec.structs.replace(
+                    row, cursor=write.new, lease_until=now + timedelta(seconds=ttl), updated_at=now
+                )
+                moved.append(True)
+        return moved
 
     def get(self, name: str, user_id: str, key: str) -> bytes | None:
         with self._lock:
@@ -118,7 +124,7 @@ class MemoryStorage(ReadModelStorage):
                 live, version=version, generation=generation, cursor=cursor, updated_at=now
             )
             self._rows.pop(build, None)
-            for key in [k for k in self._docs if k[0] == name and k[1] != generation]:
+            for key in [k for k in self._docs if k[0] == name and k[1] < generation]:
                 del self._docs[key]
 
     def drop(self, name: str) -> None:

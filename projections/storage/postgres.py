@@ -2,148 +2,111 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ledger.records import LogCursor
 from ledger.store.postgres import PostgresStore
 from projections.storage import postgres_sql as sql
-from projections.storage.base import DocKey, ProjectorRow, ReadModelStorage, projection_of
+from projections.storage.base import (
+    DocKey,
+    Load,
+    ProjectorRow,
+    SQLStorage,
+    Write,
+    projection_of,
+)
 
 
-def _row(values: tuple[Any, ...]) -> ProjectorRow:
-    name, version, generation, tx_id, position, owner, lease_until, updated_at = values
-    return ProjectorRow(
-        name,
-        version,
-        generation,
-        LogCursor(int(tx_id), int(position)),
-        owner,
-        lease_until,
-        updated_at,
-    )
+class PostgresStorage(SQLStorage):
+    """Documents and projector rows in tables beside ``ledger_events``.
 
+    Batches travel as binary arrays (``%(name)b``): documents are sent and received as
+    raw bytes, never hex-escaped text.
+    """
 
-class PostgresStorage(ReadModelStorage):
-    """Documents and projector rows in tables beside ``ledger_events``."""
+    statements = sql.STATEMENTS
 
     def __init__(self, store: PostgresStore) -> None:
-        self._store = store
+        super().__init__(store)
         with store.transaction() as conn:
-            conn.execute(sql.SCHEMA_LOCK)
-            for statement in sql.SCHEMA:
-                conn.execute(statement)
+            ready = conn.execute(sql.SCHEMA_READY).fetchone()
+            if not (ready and ready[0]):  # an app login may not run DDL: only when needed
+                conn.execute(sql.SCHEMA_LOCK)
+                for statement in sql.SCHEMA:
+                    conn.execute(statement)
+            found = conn.execute(sql.HAS_LZ4).fetchone()
+        self._lz4 = bool(found and found[0])
 
-    def projector(self, name: str) -> ProjectorRow | None:
+    def _row(self, values: Sequence[Any]) -> ProjectorRow:
+        name, version, generation, tx_id, position, owner, lease_until, updated_at = values
+        cursor = LogCursor(int(tx_id), int(position))
+        return ProjectorRow(name, version, generation, cursor, owner, lease_until, updated_at)
+
+    def _lease(self, ttl: float) -> dict[str, Any]:
+        return {"ttl": ttl}  # leases run on the server's clock
+
+    def _run(self, conn: Any, statement: str, params: Mapping[str, Any] | None = None) -> Any:
+        return conn.execute(statement, params, prepare=True)
+
+    def load_many(self, loads: Sequence[Load]) -> list[dict[DocKey, bytes]]:
+        params: dict[str, list[Any]] = {
+            "projections": [],
+            "generations": [],
+            "which": [],
+            "user_ids": [],
+            "keys": [],
+        }
+        for i, load in enumerate(loads, 1):
+            params["projections"].append(projection_of(load.name))
+            params["generations"].append(load.generation)
+            params["which"] += [i] * len(load.keys)
+            params["user_ids"] += [u for u, _ in load.keys]
+            params["keys"] += [k for _, k in load.keys]
+        found: list[dict[DocKey, bytes]] = [{} for _ in loads]
+        if not params["keys"]:
+            return found
         with self._store.connection() as conn:
-            found = conn.execute(sql.SELECT_ROW, {"name": name}).fetchone()
-        return None if found is None else _row(found)
+            cur = conn.cursor(binary=True)
+            for i, user_id, key, doc in cur.execute(sql.LOAD_DOCS, params, prepare=True):
+                found[i - 1][(user_id, key)] = doc
+        return found
 
-    def projectors(self) -> list[ProjectorRow]:
+    def commit_many(self, owner: str, writes: Sequence[Write], ttl: float) -> list[bool]:
+        if not writes:
+            return []
+        which: list[int] = []
+        user_ids: list[str] = []
+        keys: list[str] = []
+        docs: list[bytes] = []
+        for i, write in enumerate(writes, 1):
+            which += [i] * len(write.docs)
+            user_ids += [u for u, _ in write.docs]
+            keys += [k for _, k in write.docs]
+            docs += write.docs.values()
+        params = {
+            "owner": owner,
+            "ttl": ttl,
+            "names": [w.name for w in writes],
+            "projections": [projection_of(w.name) for w in writes],
+            "generations": [w.generation for w in writes],
+            "tx_ids": [w.expected.tx_id for w in writes],
+            "positions": [w.expected.position for w in writes],
+            "new_tx_ids": [w.new.tx_id for w in writes],
+            "new_positions": [w.new.position for w in writes],
+            "which": which,
+            "user_ids": user_ids,
+            "keys": keys,
+            "docs": docs,
+        }
+        # One statement (after a setting for its implicit transaction, pipelined): atomic
+        # on its own, and no transaction is open while Python builds the parameters (an
+        # open one would hold back the log horizon of every reader).
         with self._store.connection() as conn:
-            return [_row(r) for r in conn.execute(sql.SELECT_ROWS).fetchall()]
-
-    def claim(self, name: str, version: int, owner: str, ttl: float) -> ProjectorRow | None:
-        with self._store.transaction() as conn:
-            conn.execute(
-                sql.CREATE_ROW, {"name": name, "version": version, "live": projection_of(name)}
-            )
-            row = conn.execute(sql.CLAIM, {"name": name, "owner": owner, "ttl": ttl}).fetchone()
-        return None if row is None else _row(row)
-
-    def release(self, name: str, owner: str) -> None:
-        with self._store.connection() as conn:
-            conn.execute(sql.RELEASE, {"name": name, "owner": owner})
-
-    def load(self, name: str, generation: int, keys: list[DocKey]) -> dict[DocKey, bytes]:
-        if not keys:
-            return {}
-        with self._store.connection() as conn:
-            rows = conn.execute(
-                sql.LOAD_DOCS,
-                {
-                    "projection": projection_of(name),
-                    "generation": generation,
-                    "user_ids": [u for u, _ in keys],
-                    "keys": [k for _, k in keys],
-                },
-                prepare=True,
-            ).fetchall()
-        return {(u, k): bytes(d) for u, k, d in rows}
-
-    def commit(
-        self,
-        name: str,
-        generation: int,
-        owner: str,
-        expected: LogCursor,
-        new: LogCursor,
-        docs: Mapping[DocKey, bytes],
-        ttl: float,
-    ) -> bool:
-        with self._store.transaction() as conn:
-            moved = conn.execute(
-                sql.ADVANCE,
-                {
-                    "name": name,
-                    "generation": generation,
-                    "owner": owner,
-                    "ttl": ttl,
-                    "tx_id": expected.tx_id,
-                    "position": expected.position,
-                    "new_tx": new.tx_id,
-                    "new_pos": new.position,
-                },
-                prepare=True,
-            ).rowcount
-            if moved != 1:
-                return False
-            if docs:
-                conn.execute(
-                    sql.UPSERT_DOCS,
-                    {
-                        "projection": projection_of(name),
-                        "generation": generation,
-                        "user_ids": [u for u, _ in docs],
-                        "keys": [k for _, k in docs],
-                        "docs": list(docs.values()),
-                    },
-                    prepare=True,
-                )
-        return True
-
-    def get(self, name: str, user_id: str, key: str) -> bytes | None:
-        with self._store.connection() as conn:
-            row = conn.execute(
-                sql.SELECT_DOC, {"user_id": user_id, "name": name, "key": key}, prepare=True
-            ).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, bytes]]:
-        with self._store.connection() as conn:
-            rows = conn.execute(sql.SCAN_DOCS, {"name": name, "user_id": user_id}).fetchall()
-        return [(u, k, bytes(d)) for u, k, d in rows]
-
-    def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
-        with self._store.transaction() as conn:
-            conn.execute(
-                sql.SWAP_LIVE,
-                {
-                    "name": name,
-                    "version": version,
-                    "generation": generation,
-                    "tx_id": cursor.tx_id,
-                    "position": cursor.position,
-                },
-            )
-            conn.execute(sql.DELETE_ROW, {"name": build})
-            conn.execute(sql.DELETE_OTHER_GENERATIONS, {"name": name, "generation": generation})
-
-    def drop(self, name: str) -> None:
-        with self._store.transaction() as conn:
-            row = conn.execute(sql.SELECT_ROW, {"name": name}).fetchone()
-            if row is not None:
-                conn.execute(
-                    sql.DELETE_GENERATION, {"projection": projection_of(name), "generation": row[2]}
-                )
-                conn.execute(sql.DELETE_ROW, {"name": name})
+            cur = conn.cursor(binary=True)
+            with conn.pipeline():
+                if self._lz4:
+                    conn.execute(sql.USE_LZ4, prepare=True)
+                cur.execute(sql.COMMIT_WRITES, params, prepare=True)
+            moved = {i for (i,) in cur.fetchall()}
+        return [i in moved for i in range(1, len(writes) + 1)]

@@ -1,8 +1,16 @@
 """SQL of the read-model tables in the ledger's Postgres schema."""
 
 from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, TENANT_SETTING
+from projections.storage.base import Statements
 
 _TENANT = f"user_id = current_setting('{TENANT_SETTING}', true)"
+
+#: True when the tables and their row-level security are all in place already.
+SCHEMA_READY = """
+SELECT to_regclass('ledger_projectors') IS NOT NULL
+   AND (SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()
+        AND tablename = 'ledger_read_models') >= 2
+"""
 
 #: Serialises concurrent creation of the tables (CREATE ... IF NOT EXISTS races).
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7310582203991437)"
@@ -73,26 +81,59 @@ UPDATE ledger_projectors SET owner = NULL, lease_until = NULL
 WHERE name = %(name)s AND owner = %(owner)s
 """
 
-ADVANCE = """
-UPDATE ledger_projectors
-SET tx_id = %(new_tx)s, position = %(new_pos)s, updated_at = clock_timestamp(),
-    lease_until = clock_timestamp() + %(ttl)s * interval '1 second'
-WHERE name = %(name)s AND generation = %(generation)s AND owner = %(owner)s
-  AND tx_id = %(tx_id)s AND position = %(position)s
+#: Whether the server can compress documents with lz4 (Postgres >= 14, built with it).
+HAS_LZ4 = """
+SELECT coalesce('lz4' = ANY(enumvals), false) FROM pg_settings
+WHERE name = 'default_toast_compression'
 """
 
-UPSERT_DOCS = """
-INSERT INTO ledger_read_models (user_id, projection, generation, key, doc)
-SELECT u, %(projection)s, %(generation)s, k, d
-FROM unnest(%(user_ids)s::text[], %(keys)s::text[], %(docs)s::bytea[]) AS t(u, k, d)
-ON CONFLICT (user_id, projection, generation, key) DO UPDATE SET doc = excluded.doc
+#: For the rest of the transaction: documents are compressed with lz4, several times
+#: cheaper than the default pglz for the server (and to read back).
+USE_LZ4 = "SELECT set_config('default_toast_compression', 'lz4', true)"
+
+#: A commit of several projectors in ONE statement (so one implicit transaction, and
+#: every parameter is built before it starts): each projector row moves from its
+#: expected cursor to its new one only if it still has that generation, cursor and
+#: owner (the fence), and a write's documents go in only if its row moved. Documents
+#: refer to their write by ``which`` (1-based). Returns the writes that were applied.
+COMMIT_WRITES = """
+WITH w AS (
+    SELECT * FROM unnest(
+        %(names)b::text[], %(projections)b::text[], %(generations)b::integer[],
+        %(tx_ids)b::bigint[], %(positions)b::bigint[],
+        %(new_tx_ids)b::bigint[], %(new_positions)b::bigint[]
+    ) WITH ORDINALITY AS w(name, projection, generation, tx_id, position, new_tx, new_pos, i)
+), moved AS (
+    UPDATE ledger_projectors p
+    SET tx_id = w.new_tx, position = w.new_pos, updated_at = clock_timestamp(),
+        lease_until = clock_timestamp() + %(ttl)s * interval '1 second'
+    FROM w
+    WHERE p.name = w.name AND p.generation = w.generation AND p.owner = %(owner)s
+      AND p.tx_id = w.tx_id AND p.position = w.position
+    RETURNING w.i, w.projection, w.generation
+), written AS (
+    INSERT INTO ledger_read_models (user_id, projection, generation, key, doc)
+    SELECT d.user_id, m.projection, m.generation, d.key, d.doc
+    FROM unnest(%(which)b::bigint[], %(user_ids)b::text[], %(keys)b::text[], %(docs)b::bytea[])
+         AS d(i, user_id, key, doc)
+    JOIN moved m USING (i)
+    ON CONFLICT (user_id, projection, generation, key) DO UPDATE SET doc = excluded.doc
+)
+SELECT i FROM moved
 """
 
+#: Stored documents of several loads at once; keys refer to their load by ``which``.
 LOAD_DOCS = """
-SELECT d.user_id, d.key, d.doc FROM ledger_read_models d
-JOIN unnest(%(user_ids)s::text[], %(keys)s::text[]) AS w(u, k)
-  ON d.user_id = w.u AND d.key = w.k
-WHERE d.projection = %(projection)s AND d.generation = %(generation)s
+WITH l AS (
+    SELECT * FROM unnest(%(projections)b::text[], %(generations)b::integer[])
+        WITH ORDINALITY AS l(projection, generation, i)
+)
+SELECT k.i, k.user_id, k.key, d.doc
+FROM unnest(%(which)b::bigint[], %(user_ids)b::text[], %(keys)b::text[]) AS k(i, user_id, key)
+JOIN l USING (i)
+JOIN ledger_read_models d
+  ON d.user_id = k.user_id AND d.projection = l.projection
+ AND d.generation = l.generation AND d.key = k.key
 """
 
 SELECT_DOC = """
@@ -117,9 +158,24 @@ ON CONFLICT (name) DO UPDATE SET version = excluded.version,
 """
 
 DELETE_ROW = "DELETE FROM ledger_projectors WHERE name = %(name)s"
-DELETE_OTHER_GENERATIONS = """
-DELETE FROM ledger_read_models WHERE projection = %(name)s AND generation <> %(generation)s
+#: After a swap: the generations before it (never a later build's).
+DELETE_OLDER_GENERATIONS = """
+DELETE FROM ledger_read_models WHERE projection = %(name)s AND generation < %(generation)s
 """
 DELETE_GENERATION = """
 DELETE FROM ledger_read_models WHERE projection = %(projection)s AND generation = %(generation)s
 """
+
+STATEMENTS = Statements(
+    select_row=SELECT_ROW,
+    select_rows=SELECT_ROWS,
+    create_row=CREATE_ROW,
+    claim=CLAIM,
+    release=RELEASE,
+    select_doc=SELECT_DOC,
+    scan_docs=SCAN_DOCS,
+    swap_live=SWAP_LIVE,
+    delete_row=DELETE_ROW,
+    delete_older_generations=DELETE_OLDER_GENERATIONS,
+    delete_generation=DELETE_GENERATION,
+)

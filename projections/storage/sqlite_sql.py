@@ -1,5 +1,7 @@
 """SQL of the read-model tables in a SQLite ledger file."""
 
+from projections.storage.base import Statements
+
 SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS ledger_projectors (
@@ -27,21 +29,26 @@ SCHEMA = (
 
 ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at"
 
-SELECT_ROW = f"SELECT {ROW_COLUMNS} FROM ledger_projectors WHERE name = ?"
+SELECT_ROW = f"SELECT {ROW_COLUMNS} FROM ledger_projectors WHERE name = :name"
 SELECT_ROWS = f"SELECT {ROW_COLUMNS} FROM ledger_projectors ORDER BY name"
 
 CREATE_ROW = """
 INSERT INTO ledger_projectors (name, version, generation, tx_id, position)
-VALUES (?, ?, ?, 0, 0) ON CONFLICT (name) DO NOTHING
+VALUES (:name, :version, coalesce(
+    (SELECT generation + 1 FROM ledger_projectors WHERE name = :live AND :live <> :name),
+    1), 0, 0)
+ON CONFLICT (name) DO NOTHING
 """
 
-CLAIM = """
+CLAIM = f"""
 UPDATE ledger_projectors SET owner = :owner, lease_until = :until
 WHERE name = :name AND (owner IS NULL OR owner = :owner OR lease_until < :now)
+RETURNING {ROW_COLUMNS}
 """
 
 RELEASE = """
-UPDATE ledger_projectors SET owner = NULL, lease_until = NULL WHERE name = ? AND owner = ?
+UPDATE ledger_projectors SET owner = NULL, lease_until = NULL
+WHERE name = :name AND owner = :owner
 """
 
 ADVANCE = """
@@ -57,15 +64,20 @@ VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (user_id, projection, generation, key) DO UPDATE SET doc = excluded.doc
 """
 
-#: Followed by "(?, ?), (?, ?), ..." - the (user_id, key) pairs wanted.
+#: Stored documents among wanted ``(user_id, key)`` pairs: ``{pairs}`` is
+#: ``(?, ?), (?, ?), ...``, followed by the projection and generation. The wanted keys
+#: drive the join, so each is one primary-key lookup.
 LOAD_DOCS = """
-SELECT user_id, key, doc FROM ledger_read_models
-WHERE projection = ? AND generation = ? AND (user_id, key) IN (VALUES"""
+WITH k(user_id, key) AS (VALUES {pairs})
+SELECT k.user_id, k.key, d.doc FROM k
+JOIN ledger_read_models d ON d.user_id = k.user_id AND d.key = k.key
+WHERE d.projection = ? AND d.generation = ?
+"""
 
 SELECT_DOC = """
 SELECT d.doc FROM ledger_read_models d
 JOIN ledger_projectors p ON p.name = d.projection AND p.generation = d.generation
-WHERE d.user_id = ? AND d.projection = ? AND d.key = ?
+WHERE d.user_id = :user_id AND d.projection = :name AND d.key = :key
 """
 
 SCAN_DOCS = """
@@ -83,8 +95,25 @@ ON CONFLICT (name) DO UPDATE SET version = excluded.version,
     position = excluded.position, updated_at = excluded.updated_at
 """
 
-DELETE_ROW = "DELETE FROM ledger_projectors WHERE name = ?"
-DELETE_OTHER_GENERATIONS = """
-DELETE FROM ledger_read_models WHERE projection = ? AND generation <> ?
+DELETE_ROW = "DELETE FROM ledger_projectors WHERE name = :name"
+#: After a swap: the generations before it (never a later build's).
+DELETE_OLDER_GENERATIONS = """
+DELETE FROM ledger_read_models WHERE projection = :name AND generation < :generation
 """
-DELETE_GENERATION = "DELETE FROM ledger_read_models WHERE projection = ? AND generation = ?"
+DELETE_GENERATION = """
+DELETE FROM ledger_read_models WHERE projection = :projection AND generation = :generation
+"""
+
+STATEMENTS = Statements(
+    select_row=SELECT_ROW,
+    select_rows=SELECT_ROWS,
+    create_row=CREATE_ROW,
+    claim=CLAIM,
+    release=RELEASE,
+    select_doc=SELECT_DOC,
+    scan_docs=SCAN_DOCS,
+    swap_live=SWAP_LIVE,
+    delete_row=DELETE_ROW,
+    delete_older_generations=DELETE_OLDER_GENERATIONS,
+    delete_generation=DELETE_GENERATION,
+)
