@@ -99,9 +99,11 @@ def test_a_forgotten_user_can_come_back_with_a_new_key(led: ledger.Ledger) -> No
     assert t.events(old)[1].data["content"] == ERASED
 
 
-def test_a_process_holding_a_stale_key_never_writes_unreadable_content(store_url: str) -> None:
-    if store_url == "memory://":
-        pytest.skip("two processes need a shared store")
+@pytest.mark.parametrize("backend", ["sqlite_url", "pg_url"])
+def test_a_process_holding_a_stale_key_never_writes_unreadable_content(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    store_url = str(request.getfixturevalue(backend))  # two connections share one store
     with (
         ledger.connect(store_url, encrypt=True) as writer,
         ledger.connect(store_url, encrypt=True) as admin,
