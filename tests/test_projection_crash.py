@@ -113,10 +113,17 @@ def test_a_reader_during_a_rebuild_sees_the_whole_old_or_new_model(url: str) -> 
                 state = tally(runner, "usr_0", "sess_0")
                 seen.append(None if state is None else state.events)
 
+        def read_between_batches(events: int) -> None:
+            # Small batches, and a read after each commit of the build: the rebuild is
+            # fast enough that a reader thread alone might not catch it half-done.
+            seen.append(getattr(tally(runner, "usr_0", "sess_0"), "events", None))
+            time.sleep(0.002)
+
+        runner.rebuild_batch_size = 10
         reader = threading.Thread(target=read)
         reader.start()
         try:
-            runner.rebuild(TALLY)
+            runner.rebuild(TALLY, progress=read_between_batches)
         finally:
             done.set()
             reader.join()
