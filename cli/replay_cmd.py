@@ -12,7 +12,7 @@ from cli import render, timeline
 from cli.context import JsonFlag, UserOption, connect
 from ledger.connection import Ledger
 from ledger.errors import InvalidEvent
-from ledger.personal import reveal_event, reveal_model
+from ledger.personal import reveal_event
 from ledger.records import LogCursor
 from ledger.tenant import to_event
 from replay.diff import diff
@@ -53,12 +53,9 @@ def replay_command(
         store = led.store if user is not None else led.store.for_auditor()
         keyring = led.keyring
         if from_ is not None or to is not None:
-            before = replay(store, user, run_id, from_ or 1)
-            after = replay(store, user, run_id, to)
-            change = diff(
-                reveal_model(before, before.user_id, keyring),
-                reveal_model(after, after.user_id, keyring),
-            )
+            before = replay(store, user, run_id, from_ or 1, keyring)
+            after = replay(store, user, run_id, to, keyring)
+            change = diff(before, after)
             if json:
                 render.print_json(change.model_dump(mode="json"))
             else:
@@ -67,8 +64,7 @@ def replay_command(
         point = _point(at, at_time)
         events = [reveal_event(e, keyring) for e in lineage(store, user, run_id)]
         cut = resolve(events, run_id, point)
-        state = replay(store, user, run_id, point)
-        state = reveal_model(state, state.user_id, keyring)
+        state = replay(store, user, run_id, point, keyring)
     if json:
         render.print_json(state.model_dump(mode="json"))
         return

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.errors import NotFound
 from ledger.events import Event
 from ledger.integrity import VerifyReport, first_problem
-from ledger.personal import reveal_event, reveal_model
+from ledger.personal import reveal_event
 from ledger.records import Record
 from ledger.tenant import RunSummary, to_event, to_summary
 
@@ -37,8 +37,7 @@ class Auditor:
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
         """RunState of any tenant's run at a version or a time (None: its head)."""
-        state = self._ledger.replayer.replay(None, run_id, at)
-        return reveal_model(state, state.user_id, self._ledger.keyring)
+        return self._ledger.replayer.replay(None, run_id, at)
 
     def verify(
         self,

@@ -211,18 +211,42 @@ def encode_payload(payload: Payload) -> bytes:
 
 
 _to_builtins = msgspec.to_builtins
+_templates: dict[type[Payload], dict[str, Any]] = {}
+
+
+def _template(payload_type: type[Payload]) -> dict[str, Any]:
+    """Every field of ``payload_type`` with its default as JSON-ready Python (None where
+    the field is required: a payload always carries those)."""
+    template = _templates.get(payload_type)
+    if template is None:
+        template = {}
+        for field in msgspec.structs.fields(payload_type):
+            if field.default is not msgspec.NODEFAULT:
+                template[field.name] = _to_builtins(field.default)
+            elif field.default_factory is not msgspec.NODEFAULT:
+                template[field.name] = _to_builtins(field.default_factory())
+            else:
+                template[field.name] = None
+        _templates[payload_type] = template
+    return template
 
 
 def to_data(payload: Payload) -> dict[str, Any]:
     """A payload as plain JSON-ready Python (what ``Event.data`` holds), every field present.
 
-    Only values that are not plain already (nested Structs such as tool calls and usage)
-    go through ``msgspec.to_builtins``: this runs for every event a reader decodes."""
-    return {
-        name: value if isinstance(value, str | int | float | None) else _to_builtins(value)
-        for name in payload.__struct_fields__
-        for value in (getattr(payload, name),)
-    }
+    This runs for every event a reader decodes, so it is one ``msgspec.to_builtins``
+    (which leaves out fields at their defaults) completed from a per-type template of
+    defaults, in field order; list and dict defaults are fresh copies."""
+    data = _to_builtins(payload)
+    template = _template(type(payload))
+    if len(data) == len(template):
+        return data  # type: ignore[no-any-return]
+    full = dict(template)
+    full.update(data)
+    for name, value in template.items():
+        if name not in data and isinstance(value, list | dict):
+            full[name] = value.copy()
+    return full
 
 
 class Event(msgspec.Struct, frozen=True):

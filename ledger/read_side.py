@@ -43,7 +43,8 @@ class Replayer(Protocol):
     """What the tenant and run handles ask of the replay engine."""
 
     def replay(self, user_id: str | None, run_id: str, at: int | datetime | None) -> Any:
-        """RunState of a run at a version or time (None: its head)."""
+        """RunState of a run at a version or time (None: its head), personal content
+        opened with the user's key (or shown as erased)."""
 
     def fork(self, tenant: Tenant, run_id: str, at: int) -> Any:
         """A new run in the same session whose history up to ``at`` is the parent's."""

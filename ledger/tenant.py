@@ -134,8 +134,8 @@ class Tenant:
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
         """RunState of one of this tenant's runs at a version or a time (None: its head)."""
-        state = self._ledger.replayer.replay(self.user_id, check_id("run_id", run_id), at)
-        return self._reveal(state)
+        # The replayer opens personal content as it folds (only the sealed events).
+        return self._ledger.replayer.replay(self.user_id, check_id("run_id", run_id), at)
 
     def _reveal(self, model: Any) -> Any:
         """Read models and states hold sealed tokens; open them on the way out."""

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from ledger.errors import InvalidEvent, NotFound
 from ledger.events import CATALOG, Event
+from ledger.personal import Keyring, reveal_event
 from ledger.records import Record
 from ledger.store.base import EventStore
 from ledger.tenant import to_event
@@ -173,10 +174,25 @@ def fold_state(events: Iterable[Event], run_id: str) -> RunState:
     )
 
 
-def replay(store: EventStore, user_id: str | None, run_id: str, at: Point = None) -> RunState:
-    """The state of ``run_id`` at ``at`` (a version, a time, or None for its head)."""
+def replay(
+    store: EventStore,
+    user_id: str | None,
+    run_id: str,
+    at: Point = None,
+    keyring: Keyring | None = None,
+) -> RunState:
+    """The state of ``run_id`` at ``at`` (a version, a time, or None for its head).
+
+    With a ``keyring``, personal content is opened (or marked erased) event by event as
+    it is folded, only for events that were sealed; without one it stays sealed."""
     upto = int(at) if isinstance(at, int) and at >= 1 else None
     with gc_paused():
         records = lineage_records(store, user_id, run_id, upto)
         cut = resolve(records, run_id, at)
-        return fold_state(map(to_event, records[:cut]), run_id)
+        if keyring is None:
+            return fold_state(map(to_event, records[:cut]), run_id)
+        opened = (
+            to_event(r) if r.key_id is None else reveal_event(to_event(r), keyring)
+            for r in records[:cut]
+        )
+        return fold_state(opened, run_id)
