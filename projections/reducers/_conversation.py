@@ -78,13 +78,19 @@ class ConversationReducer(Reducer[Conversation]):
     def step(self, state: Conversation, event: Event) -> None:
         """Fold ``event`` into ``state`` in place."""
         when, d = event.occurred_at, event.data
-        state.created_at = min(state.created_at, when)
-        state.updated_at = max(state.updated_at, when)
+        # Comparisons, not min()/max(): this runs for every event of every replay.
+        if when < state.created_at:
+            state.created_at = when
+        if when > state.updated_at:
+            state.updated_at = when
         span = state.spans.get(event.run_id)
         if span is None:
             state.spans[event.run_id] = Span(when, when)
         else:
-            span.first, span.last = min(span.first, when), max(span.last, when)
+            if when < span.first:
+                span.first = when
+            if when > span.last:
+                span.last = when
         match event.type:
             case "run_started":
                 state.model = d.get("model") or state.model

@@ -149,8 +149,12 @@ class RunMetadataReducer(Reducer[RunFold]):
     def step(self, state: RunFold, event: Event) -> None:
         """Fold ``event`` into ``state`` in place."""
         d = event.data
-        state.started_at = min(state.started_at, event.occurred_at)
-        state.updated_at = max(state.updated_at, event.occurred_at)
+        when = event.occurred_at
+        # Comparisons, not min()/max(): this runs for every event of every replay.
+        if when < state.started_at:
+            state.started_at = when
+        if when > state.updated_at:
+            state.updated_at = when
         state.version, state.position = event.version, event.position
         if event.type == "run_started":
             state.agent, state.model = d.get("agent"), d.get("model") or state.model
@@ -191,8 +195,11 @@ class RunMetadataReducer(Reducer[RunFold]):
             last = Turn(len(state.turns), event.occurred_at, event.occurred_at)
             state.turns.append(last)
         last.messages_only = last.messages_only and is_message
-        last.started_at = min(last.started_at, event.occurred_at)
-        last.ended_at = max(last.ended_at, event.occurred_at)
+        when = event.occurred_at
+        if when < last.started_at:
+            last.started_at = when
+        if when > last.ended_at:
+            last.ended_at = when
         return last
 
     def _model_responded(self, state: RunFold, turn: Turn, event: Event) -> None:
@@ -200,7 +207,7 @@ class RunMetadataReducer(Reducer[RunFold]):
         usage = usage_of(event)
         tokens_in, tokens_out, cached, reasoning = tokens(usage)
         model = d.get("model") or state.model
-        cost = self.price(model, usage)
+        cost = None if usage is None else self.prices.cost(model, tokens_in, tokens_out, cached)
         state.model = model
         state.input_tokens += tokens_in
         state.output_tokens += tokens_out
