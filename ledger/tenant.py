@@ -9,7 +9,7 @@ import msgspec
 
 from ledger.chain import GENESIS
 from ledger.errors import NotFound
-from ledger.events import CATALOG, Event, to_data
+from ledger.events import CATALOG, Event
 from ledger.ids import check_id, new_run_id
 from ledger.personal import reveal_event, reveal_model
 from ledger.records import Record, RunHead
@@ -31,7 +31,7 @@ class RunSummary(msgspec.Struct, frozen=True):
 
 def to_event(record: Record) -> Event:
     """Decode a stored record (upcasting old schemas) into the public ``Event``."""
-    payload = CATALOG.decode(record.type, record.schema, record.payload)
+    data = CATALOG.decode_data(record.type, record.schema, record.payload)
     return Event(
         user_id=record.user_id,
         session_id=record.session_id,
@@ -42,7 +42,7 @@ def to_event(record: Record) -> Event:
         schema=record.schema,
         occurred_at=record.occurred_at,
         recorded_at=record.recorded_at,
-        data=to_data(payload),
+        data=data,
         hash=record.hash.hex(),
         prev_hash=record.prev_hash.hex(),
     )
