@@ -24,10 +24,11 @@ from bench.workload import encoded_turn
 from ledger.chain import GENESIS
 
 _RUN_COLUMNS = "run_id, user_id, session_id"
-_EVENT_COLUMNS = (
+#: Columns and COPY types of a pre-built ledger_events row (shared by the benchmarks).
+EVENT_COLUMNS = (
     "user_id, run_id, version, session_id, type, schema, occurred_at, payload, prev_hash, hash"
 )
-_EVENT_TYPES = [
+EVENT_TYPES = [
     "text",
     "text",
     "int8",
@@ -71,9 +72,9 @@ def preload(
                             (f"run_p{r:07d}", f"usr_p{r // 10:06d}", f"sess_p{r // 2:07d}")
                         )
                 with cur.copy(
-                    f"COPY ledger_events ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                    f"COPY ledger_events ({EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
-                    copy.set_types(_EVENT_TYPES)
+                    copy.set_types(EVENT_TYPES)
                     for r in batch:
                         run_id, user_id, session = (
                             f"run_p{r:07d}",

@@ -27,6 +27,7 @@ import psycopg
 
 import ledger
 from bench.pgserver import conninfo, describe_server, fresh_database, with_schema
+from bench.preload import EVENT_COLUMNS, EVENT_TYPES
 from bench.read_side import Figures, ratio_line, verdict
 from bench.workload import encoded_turn
 from ledger.chain import GENESIS, Unsealed, seal
@@ -34,22 +35,6 @@ from ledger.store.postgres_sql import RECORD_COLUMNS
 
 SCHEMA = "bench_verify"
 TARGET = 50_000
-
-_EVENT_COLUMNS = (
-    "user_id, run_id, version, session_id, type, schema, occurred_at, payload, prev_hash, hash"
-)
-_EVENT_TYPES = [
-    "text",
-    "text",
-    "int8",
-    "text",
-    "text",
-    "int2",
-    "timestamptz",
-    "bytea",
-    "bytea",
-    "bytea",
-]
 
 
 @dataclass(frozen=True)
@@ -82,9 +67,9 @@ def load(url: str, plan: Plan) -> None:
                     for row in names:
                         copy.write_row(row)
                 with cur.copy(
-                    f"COPY ledger_events ({_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                    f"COPY ledger_events ({EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
-                    copy.set_types(_EVENT_TYPES)
+                    copy.set_types(EVENT_TYPES)
                     for r, (run_id, user_id, session_id) in zip(batch, names, strict=True):
                         start = base + timedelta(seconds=r)
                         unsealed = [

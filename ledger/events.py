@@ -175,16 +175,7 @@ class Catalog:
         payload_type = self.payload_type(name)
         if schema != payload_type.SCHEMA:
             return to_data(self.decode(name, schema, payload))
-        decoded = _decode_object(payload)
-        template = _template(payload_type)
-        if len(decoded) == len(template):
-            return decoded
-        data = dict(template)
-        data.update(decoded)
-        for field, value in template.items():
-            if field not in decoded and isinstance(value, list | dict):
-                data[field] = value.copy()
-        return data
+        return _completed(_decode_object(payload), payload_type)
 
     def decode(self, name: str, schema: int, payload: bytes) -> Payload:
         """Read stored ``payload`` bytes written under ``schema`` as today's Struct."""
@@ -259,10 +250,15 @@ def to_data(payload: Payload) -> dict[str, Any]:
     This runs for every event a reader decodes, so it is one ``msgspec.to_builtins``
     (which leaves out fields at their defaults) completed from a per-type template of
     defaults, in field order; list and dict defaults are fresh copies."""
-    data = _to_builtins(payload)
-    template = _template(type(payload))
+    return _completed(_to_builtins(payload), type(payload))
+
+
+def _completed(data: dict[str, Any], payload_type: type[Payload]) -> dict[str, Any]:
+    """``data`` with every field of ``payload_type`` present, in field order (defaults
+    filled in; list and dict defaults as fresh copies)."""
+    template = _template(payload_type)
     if len(data) == len(template):
-        return data  # type: ignore[no-any-return]
+        return data
     full = dict(template)
     full.update(data)
     for name, value in template.items():

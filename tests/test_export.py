@@ -29,19 +29,8 @@ from ledger.export import (
     export_user,
     verify_export,
 )
+from tests.test_cli import ledger_cli
 from tests.writers import turn
-
-
-def ledger_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("LEDGER_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cli", "--url", url, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 def offline_verify(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
