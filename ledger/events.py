@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import msgspec
 
@@ -224,23 +224,33 @@ def encode_payload(payload: Payload) -> bytes:
 
 
 _to_builtins = msgspec.to_builtins
-_templates: dict[type[Payload], dict[str, Any]] = {}
 
 
-def _template(payload_type: type[Payload]) -> dict[str, Any]:
-    """Every field of ``payload_type`` with its default as JSON-ready Python (None where
-    the field is required: a payload always carries those)."""
+class _Template(NamedTuple):
+    """Every field of a payload type with its default as JSON-ready Python (None where
+    the field is required: a payload always carries those), and the fields whose
+    default is a list or dict (handed out as fresh copies)."""
+
+    defaults: dict[str, Any]
+    mutable: tuple[str, ...]
+
+
+_templates: dict[type[Payload], _Template] = {}
+
+
+def _template(payload_type: type[Payload]) -> _Template:
     template = _templates.get(payload_type)
     if template is None:
-        template = {}
+        defaults: dict[str, Any] = {}
         for field in msgspec.structs.fields(payload_type):
             if field.default is not msgspec.NODEFAULT:
-                template[field.name] = _to_builtins(field.default)
+                defaults[field.name] = _to_builtins(field.default)
             elif field.default_factory is not msgspec.NODEFAULT:
-                template[field.name] = _to_builtins(field.default_factory())
+                defaults[field.name] = _to_builtins(field.default_factory())
             else:
-                template[field.name] = None
-        _templates[payload_type] = template
+                defaults[field.name] = None
+        mutable = tuple(k for k, v in defaults.items() if isinstance(v, list | dict))
+        template = _templates[payload_type] = _Template(defaults, mutable)
     return template
 
 
@@ -256,14 +266,14 @@ def to_data(payload: Payload) -> dict[str, Any]:
 def _completed(data: dict[str, Any], payload_type: type[Payload]) -> dict[str, Any]:
     """``data`` with every field of ``payload_type`` present, in field order (defaults
     filled in; list and dict defaults as fresh copies)."""
-    template = _template(payload_type)
-    if len(data) == len(template):
+    defaults, mutable = _template(payload_type)
+    if len(data) == len(defaults):
         return data
-    full = dict(template)
+    full = defaults.copy()
     full.update(data)
-    for name, value in template.items():
-        if name not in data and isinstance(value, list | dict):
-            full[name] = value.copy()
+    for name in mutable:
+        if name not in data:
+            full[name] = full[name].copy()
     return full
 
 
