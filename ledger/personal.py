@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel
 
@@ -43,6 +44,9 @@ MARKER = "\x00ledger-sealed/v1/"
 
 #: What a reader sees in place of content whose key was destroyed.
 ERASED = "[erased]"
+
+#: What a reader sees in place of a token that does not open with its user's key.
+UNREADABLE = "[unreadable]"
 
 #: Personal fields per event type: ``field``, ``field[]`` (each element of a list) or
 #: ``field[].sub`` (``sub`` of each element).
@@ -83,7 +87,7 @@ class Keyring:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._writing: dict[str, tuple[str, AESGCM, float]] = {}
-        self._reading: dict[str, tuple[AESGCM | None, float]] = {}
+        self._reading: dict[tuple[str, str], tuple[AESGCM | None, float]] = {}
 
     def writing_key(self, user_id: str) -> tuple[str, AESGCM]:
         """The user's live key (created on first use) and its id."""
@@ -99,20 +103,20 @@ class Keyring:
         cipher = AESGCM(key)
         with self._lock:
             self._writing[user_id] = (key_id, cipher, now + self._ttl)
-            self._reading[key_id] = (cipher, now + self._ttl)
+            self._reading[(user_id, key_id)] = (cipher, now + self._ttl)
         return key_id, cipher
 
     def reading_key(self, user_id: str, key_id: str) -> AESGCM | None:
         """The key ``key_id`` of ``user_id``, or None once it is destroyed (or unknown)."""
         now = time.monotonic()
         with self._lock:
-            cached = self._reading.get(key_id)
+            cached = self._reading.get((user_id, key_id))
         if cached is not None and (cached[0] is None or cached[1] > now):
             return cached[0]
         key = self._store.read_key(user_id, key_id)
         cipher = None if key is None else AESGCM(key)
         with self._lock:
-            self._reading[key_id] = (cipher, now + self._ttl)
+            self._reading[(user_id, key_id)] = (cipher, now + self._ttl)
         return cipher
 
     def forget(self, user_id: str) -> None:
@@ -120,10 +124,10 @@ class Keyring:
         with self._lock:
             entry = self._writing.pop(user_id, None)
             if entry is not None:
-                self._reading[entry[0]] = (None, float("inf"))
+                self._reading[(user_id, entry[0])] = (None, float("inf"))
         for key_id in self._store.key_ids(user_id):
             with self._lock:
-                self._reading.pop(key_id, None)
+                self._reading.pop((user_id, key_id), None)
 
 
 # -- sealing -----------------------------------------------------------------------------
@@ -224,8 +228,13 @@ def _open_token(token: str, user_id: str, keyring: Keyring) -> Any:
     cipher = keyring.reading_key(user_id, key_id)
     if cipher is None:
         return ERASED
-    raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
-    plain = cipher.decrypt(raw[:_NONCE], raw[_NONCE:], _aad(user_id, key_id))
+    try:
+        raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
+        plain = cipher.decrypt(raw[:_NONCE], raw[_NONCE:], _aad(user_id, key_id))
+    except (ValueError, InvalidTag):
+        # Not a token this user's key sealed (altered, or moved from another user's
+        # data): never open it, never crash a reader on it. `ledger verify` locates it.
+        return UNREADABLE
     return msgspec.json.decode(plain)
 
 

@@ -278,3 +278,34 @@ def test_an_export_made_after_the_erasure_holds_no_content(
     text = (tmp_path / "after" / "events.jsonl").read_text()
     assert SECRET not in text and ERASED in text
     assert verify_export(tmp_path / "after").ok
+
+
+def test_a_token_moved_into_another_users_data_is_unreadable_not_a_crash(pg_url: str) -> None:
+    """Tampering that copies A's sealed content into B's events: B's reader never opens
+    it (the key and the user are bound into every token), and verify names the row."""
+    from ledger.personal import UNREADABLE
+
+    with ledger.connect(pg_url) as led:
+        a_run, b_run = _record(led, "usr_a"), _record(led, "usr_b")
+        with raw_connection(pg_url, autocommit=True) as conn:
+            conn.execute("SET session_replication_role = replica")
+            conn.execute(
+                "UPDATE ledger_events b SET payload = a.payload FROM ledger_events a"
+                " WHERE a.run_id = %s AND b.run_id = %s AND a.version = 2 AND b.version = 2",
+                (a_run, b_run),
+            )
+            # and inside B's own token of version 3, one character changed
+            conn.execute(
+                "UPDATE ledger_events SET payload = overlay(payload placing"
+                " (CASE WHEN substring(payload from 95 for 1) = 'A'::bytea"
+                " THEN 'B' ELSE 'A' END)::bytea from 95 for 1)"
+                " WHERE run_id = %s AND version = 3",
+                (b_run,),
+            )
+        events = led.tenant("usr_b").events(b_run)
+        moved, altered = events[1].data, events[2].data
+        assert moved["content"] == ERASED  # no key of B's opens it: nothing to show
+        assert altered["content"] == UNREADABLE  # B's key, but not B's ciphertext
+        assert "usr_a" not in json.dumps(moved)  # A's message never shows up in B's data
+        problems = led.auditor().verify().problems
+        assert [(p.run_id, p.version) for p in problems] == [(b_run, 2)]
