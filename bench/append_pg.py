@@ -21,8 +21,8 @@ import ledger
 from bench.es_app import create_es_tables
 from bench.pgserver import create_schema, describe_server, fresh_database, with_schema
 from bench.raw_pg import create_raw_table
-from bench.report import Ratio, Series, print_ratios, print_table, progress
-from bench.runner import measure
+from bench.report import Ratio, print_ratios, print_table
+from bench.runner import interleaved
 
 
 @dataclass(frozen=True)
@@ -79,19 +79,14 @@ QUICK = Plan(repeats=3, writer_counts=(1, 16), turns={1: 200, 16: 40}, warmup=10
 
 def run(quick: bool = False) -> list[Ratio]:
     plan = QUICK if quick else FULL
-    series = {(s.key, w): Series(s.name, w) for w in plan.writer_counts for s in SYSTEMS}
+    turns = {w: plan.turns[w] for w in plan.writer_counts}
     with fresh_database() as url:
         print(f"\nBenchmark 1 on {describe_server(url)}", flush=True)
-        for r in range(plan.repeats):
-            for w in plan.writer_counts:
-                turns = plan.turns[w]
-                order = SYSTEMS[r % len(SYSTEMS) :] + SYSTEMS[: r % len(SYSTEMS)]
-                for system in order:
-                    schema = f"r{r}_w{w}_{system.key}"
-                    params = system.prepare(url, schema, plan.warmup + turns)
-                    sample = measure(system.spec, w, turns, plan.warmup, params)
-                    series[(system.key, w)].samples.append(sample)
-                    progress(r, plan.repeats, system.name, w, sample)
+
+        def params_for(system: System, r: int, w: int) -> dict[str, Any]:
+            return system.prepare(url, f"r{r}_w{w}_{system.key}", plan.warmup + turns[w])
+
+        series = interleaved(SYSTEMS, plan.repeats, turns, plan.warmup, params_for)
     print_table(
         "Benchmark 1: Postgres appends (median of repeats)",
         [series[(s.key, w)] for w in plan.writer_counts for s in SYSTEMS],

@@ -15,8 +15,8 @@ from typing import Any
 
 import ledger
 from bench.raw_sqlite import create_raw_file
-from bench.report import Ratio, Series, print_ratios, print_table, progress
-from bench.runner import measure
+from bench.report import Ratio, print_ratios, print_table
+from bench.runner import interleaved
 
 
 @dataclass(frozen=True)
@@ -58,18 +58,14 @@ QUICK = Plan(repeats=3, turns={1: 500, 4: 200}, warmup=20)
 
 def run(quick: bool = False) -> list[Ratio]:
     plan = QUICK if quick else FULL
-    series = {(s.key, w): Series(s.name, w) for w in plan.turns for s in SYSTEMS}
     print(f"\nBenchmark 2 on SQLite {sqlite3.sqlite_version}", flush=True)
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp:
-        for r in range(plan.repeats):
-            for w, turns in plan.turns.items():
-                order = SYSTEMS[r % len(SYSTEMS) :] + SYSTEMS[: r % len(SYSTEMS)]
-                for system in order:
-                    path = Path(tmp) / f"r{r}_w{w}_{system.key}.db"
-                    params = system.prepare(path, plan.warmup + turns)
-                    sample = measure(system.spec, w, turns, plan.warmup, params)
-                    series[(system.key, w)].samples.append(sample)
-                    progress(r, plan.repeats, system.name, w, sample)
+
+        def params_for(system: System, r: int, w: int) -> dict[str, Any]:
+            path = Path(tmp) / f"r{r}_w{w}_{system.key}.db"
+            return system.prepare(path, plan.warmup + plan.turns[w])
+
+        series = interleaved(SYSTEMS, plan.repeats, plan.turns, plan.warmup, params_for)
     print_table(
         "Benchmark 2: SQLite appends (median of repeats)",
         [series[(s.key, w)] for w in plan.turns for s in SYSTEMS],

@@ -53,11 +53,15 @@ class OursApi:
     """``ledger.connect(url)`` -> tenant -> start_run -> ``with run.turn(): 5 events``."""
 
     def __init__(self, index: int, url: str, runs: int = 4, **_: Any) -> None:
-        self.led = ledger.connect(url)
+        self.led = self.connect(url)
         tenant = self.led.tenant(f"usr_w{index}")
         self.runs = [
             tenant.start_run(session_id=f"sess_{index}", model="gpt-4o") for _ in range(runs)
         ]
+
+    def connect(self, url: str) -> ledger.Ledger:
+        """The ledger this writer appends to (default settings)."""
+        return ledger.connect(url)
 
     def turn(self, n: int) -> None:
         api_turn(self.runs[n % len(self.runs)], n)
@@ -70,13 +74,10 @@ class OursApiUnprotected(OursApi):
     """The same API with encryption off and row-level security bypassed (statements run
     as the login role, no tenant set): the "off" side of what protection costs."""
 
-    def __init__(self, index: int, url: str, runs: int = 4, **_: Any) -> None:
-        self.led = ledger.connect(url, encrypt=False)
-        self.led.store._scope = lambda user_id: None  # type: ignore[attr-defined,method-assign]
-        tenant = self.led.tenant(f"usr_w{index}")
-        self.runs = [
-            tenant.start_run(session_id=f"sess_{index}", model="gpt-4o") for _ in range(runs)
-        ]
+    def connect(self, url: str) -> ledger.Ledger:
+        led = ledger.connect(url, encrypt=False)
+        led.store._scope = lambda user_id: None  # type: ignore[attr-defined,method-assign]
+        return led
 
 
 class OursStore:

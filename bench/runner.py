@@ -16,9 +16,10 @@ import multiprocessing as mp
 import queue
 import time
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from bench.report import Sample
+from bench.report import Sample, Series, progress
 from bench.workload import EVENTS_PER_TURN
 
 _SETUP_TIMEOUT = 300.0
@@ -102,3 +103,33 @@ def measure(
     latencies = [ns for g in got for ns in g[3]]
     cpu_us = sum(g[4] for g in got) / (writers * turns) * 1e6
     return Sample.of(writers * turns * EVENTS_PER_TURN, (end - start) / 1e9, latencies, cpu_us)
+
+
+#: A benchmark's own description of a system: any object with ``key``, ``name`` and
+#: ``spec`` (the writer class, ``module:Class``).
+SystemLike = Any
+
+
+def interleaved(
+    systems: Sequence[SystemLike],
+    repeats: int,
+    turns: Mapping[int, int],
+    warmup: int,
+    params_for: Callable[[SystemLike, int, int], dict[str, Any]],
+) -> dict[tuple[str, int], Series]:
+    """Measure every system at every writer count ``repeats`` times, the systems'
+    order rotated each repeat so they share the machine's drift.
+
+    ``turns`` maps a writer count to the turns each writer measures; ``params_for(system,
+    repeat, writers)`` prepares a fresh store for one measurement and returns the
+    writers' parameters. Returns the samples by ``(system key, writers)``.
+    """
+    series = {(s.key, w): Series(s.name, w) for w in turns for s in systems}
+    for r in range(repeats):
+        for w, measured in turns.items():
+            order = [*systems[r % len(systems) :], *systems[: r % len(systems)]]
+            for system in order:
+                sample = measure(system.spec, w, measured, warmup, params_for(system, r, w))
+                series[(system.key, w)].samples.append(sample)
+                progress(r, repeats, system.name, w, sample)
+    return series
