@@ -280,11 +280,3 @@ def reveal_event(event: Event, keyring: Keyring) -> Event:
     """``event`` with its personal data opened (or marked erased)."""
     data = reveal(event.data, event.user_id, keyring)
     return event if data is event.data else msgspec.structs.replace(event, data=data)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def reveal_model(model: M, user_id: str, keyring: Keyring) -> M:
-    """A read model (pydantic) with its personal content opened (or marked erased)."""
-    return reveal(model, user_id, keyring)

@@ -11,7 +11,7 @@ from ledger.chain import GENESIS
 from ledger.errors import NotFound
 from ledger.events import CATALOG, Event
 from ledger.ids import check_id, new_run_id
-from ledger.personal import reveal_event, reveal_model
+from ledger.personal import reveal, reveal_event
 from ledger.records import Record, RunHead
 from ledger.run import Run
 
@@ -139,7 +139,7 @@ class Tenant:
 
     def _reveal(self, model: Any) -> Any:
         """Read models and states hold sealed tokens; open them on the way out."""
-        return reveal_model(model, self.user_id, self._ledger.keyring)
+        return reveal(model, self.user_id, self._ledger.keyring)
 
     def fork(self, run_id: str, at: int) -> Run:
         """Start a new run in the same session whose history up to version ``at`` is the
