@@ -50,8 +50,7 @@ def replay_command(
     """Rebuild a run at any point: a timeline, then the state there ("what did it know?")."""
     with connect() as led:
         # Without --user the read crosses tenants: only as the auditor.
-        store = led.store if user is not None else led.store.for_auditor()
-        keyring = led.keyring
+        store, keyring = led.reads_for(user)
         if from_ is not None or to is not None:
             before = replay(store, user, run_id, from_ or 1, keyring)
             after = replay(store, user, run_id, to, keyring)
@@ -106,14 +105,14 @@ def tail_command(
     """Follow new events live, as they are committed."""
     deadline = None if follow_for is None else time.monotonic() + follow_for
     with connect() as led:
-        store = led.store if user is not None else led.store.for_auditor()
+        store, keyring = led.reads_for(user)
         cursor = _head(led)
         try:
             while deadline is None or time.monotonic() < deadline:
                 records = store.read_log(cursor, 500, user_id=user)
                 for r in records:
                     if run is None or r.run_id == run:
-                        e = reveal_event(to_event(r), led.keyring)
+                        e = reveal_event(to_event(r), keyring)
                         render.out.print(
                             f"{e.recorded_at:%H:%M:%S.%f} {e.user_id} "
                             f"{e.run_id}/{e.version} {e.type} {render.preview(e)}",

@@ -22,7 +22,7 @@ class Auditor:
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self._store = ledger.store.for_auditor()
+        self._store, self._keyring = ledger.reads_for(None)
 
     def runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunSummary]:
         """Every registered run, oldest first, optionally narrowed."""
@@ -32,7 +32,7 @@ class Auditor:
         """A run's events, whoever it belongs to."""
         if self._store.run_head(None, run_id) is None:
             raise NotFound(f"run {run_id!r} not found")
-        keyring = self._ledger.keyring
+        keyring = self._keyring
         return [reveal_event(to_event(r), keyring) for r in self._store.read_run(None, run_id)]
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
@@ -80,4 +80,4 @@ class Auditor:
     def data(self, record: Record) -> dict[str, Any]:
         """The readable payload of a stored record: the one place an auditor turns stored
         bytes into data: personal fields opened with the user's key, or ``[erased]``."""
-        return reveal_event(to_event(record), self._ledger.keyring).data
+        return reveal_event(to_event(record), self._keyring).data

@@ -21,6 +21,7 @@ class Ledger:
         #: opens it on read, whatever the setting was when it was written.
         self.keyring = Keyring(store)
         self.encrypting = settings.encrypts(store.backend)
+        self._auditor_reads: tuple[EventStore, Keyring] | None = None
         self._read_side: ReadSide | None = None
         self._replayer: Replayer | None = None
 
@@ -35,6 +36,17 @@ class Ledger:
     def tenant(self, user_id: str) -> Tenant:
         """A handle that sees only ``user_id``'s runs, events and read models."""
         return Tenant(self, user_id)
+
+    def reads_for(self, user_id: str | None) -> tuple[EventStore, Keyring]:
+        """The store and keyring reads about ``user_id`` go through: the tenant's own, or,
+        for None (across tenants), the auditor's, which reads every tenant, keys
+        included, and writes nothing."""
+        if user_id is not None:
+            return self.store, self.keyring
+        if self._auditor_reads is None:
+            auditor_store = self.store.for_auditor()
+            self._auditor_reads = (auditor_store, self.keyring.through(auditor_store))
+        return self._auditor_reads
 
     @property
     def read_side(self) -> ReadSide:

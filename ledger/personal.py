@@ -20,6 +20,7 @@ so an erasure leaves every chain verifiable.
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import os
 import threading
@@ -88,6 +89,13 @@ class Keyring:
         self._lock = threading.Lock()
         self._writing: dict[str, tuple[str, AESGCM, float]] = {}
         self._reading: dict[tuple[str, str], tuple[AESGCM | None, float]] = {}
+
+    def through(self, store: EventStore) -> Keyring:
+        """This keyring fetching keys through ``store`` (e.g. the auditor's view),
+        sharing one cache, so an erasure forgotten here is forgotten there too."""
+        view = copy.copy(self)
+        view._store = store
+        return view
 
     def writing_key(self, user_id: str) -> tuple[str, AESGCM]:
         """The user's live key (created on first use) and its id."""

@@ -22,8 +22,8 @@ class Replayer:
     def replay(self, user_id: str | None, run_id: str, at: int | datetime | None) -> RunState:
         """The state of a run (of ``user_id``, or of anyone for the auditor) at ``at``,
         personal content opened with the user's key (or shown as erased)."""
-        store = self.ledger.store if user_id is not None else self.ledger.store.for_auditor()
-        return replay(store, user_id, run_id, at, self.ledger.keyring)
+        store, keyring = self.ledger.reads_for(user_id)
+        return replay(store, user_id, run_id, at, keyring)
 
     def fork(self, tenant: Tenant, run_id: str, at: int) -> Run:
         """A new run in the parent's session, starting from the parent's state at ``at``."""

@@ -9,6 +9,7 @@ drives the API with random interleavings of tenants and checks no read ever cros
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -236,11 +237,24 @@ def _check_reads(t: Any, user: str, session: str) -> None:
 @pytest.fixture
 def agent_login(seeded: str) -> Iterator[str]:
     """``seeded``'s URL, logged in as a fresh LOGIN role granted only ``ledger_app``."""
+    with _login(seeded, APP_ROLE) as url:
+        yield url
+
+
+@pytest.fixture
+def auditor_login(seeded: str) -> Iterator[str]:
+    """``seeded``'s URL, logged in as a fresh LOGIN role granted only ``ledger_auditor``."""
+    with _login(seeded, AUDITOR_ROLE) as url:
+        yield url
+
+
+@contextmanager
+def _login(seeded: str, granted: str) -> Iterator[str]:
     import uuid
 
-    role = f"ledger_test_agent_{uuid.uuid4().hex[:8]}"
+    role = f"ledger_test_login_{uuid.uuid4().hex[:8]}"
     with raw_connection(seeded, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE {APP_ROLE}")
+        conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE {granted}")
     base, _, query = seeded.partition("?")
     scheme, _, rest = base.partition("://")
     url = f"{scheme}://{role}@{rest.partition('@')[2]}?{query}"
@@ -274,3 +288,17 @@ def test_a_plain_app_login_works_for_its_tenants_and_is_refused_the_rest(
     with raw_connection(agent_login, autocommit=True) as conn:
         # raw SQL from this login, no tenant set: nothing at all
         assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == (0,)
+
+
+def test_an_auditor_login_reads_every_tenant_and_writes_nothing(auditor_login: str) -> None:
+    """The auditor handle's reads, narrowed to a tenant or not, run as the auditor."""
+    with ledger.connect(auditor_login) as led:
+        auditor = led.auditor()
+        assert {r.user_id for r in auditor.runs()} == {"usr_a", "usr_b"}
+        assert [r.user_id for r in auditor.runs(user_id="usr_b")] == ["usr_b"]
+        assert auditor.events("run_usr_a")[1].data["content"] == "secret of usr_a"
+        assert auditor.replay("run_usr_b").user_id == "usr_b"
+        report = auditor.verify(user_id="usr_a")
+        assert report.ok and report.runs == 1
+        with pytest.raises(ledger.AccessDenied):
+            led.tenant("usr_a").start_run(session_id="sess_x")

@@ -159,7 +159,8 @@ class PostgresStore(EventStore):
     notify_interval = 0.02
 
     #: The role reads across tenants (``user_id=None``) run as: None is the login role
-    #: (projector runners, migrations); ``for_auditor()`` views use ``ledger_auditor``.
+    #: (projector runners, migrations); ``for_auditor()`` views run everything as
+    #: ``ledger_auditor``.
     _cross_role: str | None = None
 
     def __init__(
@@ -215,11 +216,15 @@ class PostgresStore(EventStore):
         return view
 
     def _scope(self, user_id: str | None) -> dict[str, str] | None:
-        """The role and tenant a statement for ``user_id`` must run under (None: as is)."""
-        if user_id is not None:
-            return {"role": APP_ROLE, "user_id": user_id}
+        """The role and tenant a statement for ``user_id`` must run under (None: as is).
+
+        An auditor view reads everything as the auditor, also when a query names one
+        tenant (the query narrows it); anything else about a tenant runs as the app role
+        with that tenant set."""
         if self._cross_role is not None:
             return {"role": self._cross_role, "user_id": ""}
+        if user_id is not None:
+            return {"role": APP_ROLE, "user_id": user_id}
         return None
 
     def _enter_scope(self, conn: psycopg.Connection[Any], user_id: str | None) -> None:
