@@ -100,6 +100,27 @@ def test_the_app_role_cannot_insert_rows_of_another_tenant(
         )
 
 
+def test_the_append_function_keeps_the_policies_of_its_role(seeded: str) -> None:
+    """``ledger_append`` runs as its caller (SECURITY INVOKER) under the role it is
+    given: as the app role for tenant A it cannot start a run of tenant B, and a login
+    without the app role cannot borrow it through the function."""
+    start_b = (
+        "SELECT ledger_append(%s, %s, 'usr_b', 'run_x', 's', ARRAY[1]::bigint[],"
+        " ARRAY['run_failed'], ARRAY[1]::smallint[], ARRAY[now()], ARRAY['{}'::bytea],"
+        " ARRAY[NULL]::text[], ARRAY[''::bytea], ARRAY[''::bytea], 0, ''::bytea, NULL, true)"
+    )
+    with _as(seeded, APP_ROLE, "usr_a") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute(start_b, (APP_ROLE, "usr_a"))
+    with _as(seeded, AUDITOR_ROLE, None) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(start_b, (APP_ROLE, "usr_b"))
+    with raw_connection(seeded) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM ledger_runs WHERE run_id = 'run_x'"
+        ).fetchone() == (0,)
+
+
 @pytest.mark.parametrize("table", TENANT_TABLES)
 @pytest.mark.parametrize("statement", ["UPDATE {t} SET user_id = user_id", "DELETE FROM {t}"])
 def test_the_app_role_cannot_alter_any_row(

@@ -15,7 +15,9 @@ Write path: an append of one run is ONE prepared statement with binary parameter
 (``INSERT ... SELECT FROM unnest(...)``) run in autocommit; its optimistic check (the
 run's head, or the run's registration for a new run) is part of that statement and is
 decided before any position is drawn. Only when nothing was inserted does a second
-query find out why. Several runs and/or a tracking row (or a ``before_commit`` test
+query find out why. The API's appends (nothing returned) call the ``ledger_append``
+function, which sets the tenant scope and runs that statement: one round trip and one
+socket wait a turn. Several runs and/or a tracking row (or a ``before_commit`` test
 hook) go in one explicit transaction, pipelined.
 """
 
@@ -121,20 +123,39 @@ def _translated() -> Iterator[None]:
         raise
 
 
-def _event_params(item: RunAppend) -> dict[str, Any]:
+_ARRAYS = (
+    "versions",
+    "types",
+    "schemas",
+    "occurred",
+    "payloads",
+    "key_ids",
+    "prev_hashes",
+    "hashes",
+)
+
+
+def _event_arrays(item: RunAppend) -> tuple[list[Any], ...]:
+    """The columns of ``item``'s events, one array each, in ``_ARRAYS`` order."""
     events = item.events
+    return (
+        [e.version for e in events],
+        [e.type for e in events],
+        [e.schema for e in events],
+        [e.occurred_at for e in events],
+        [e.payload for e in events],
+        [e.key_id for e in events],
+        [e.prev_hash for e in events],
+        [e.hash for e in events],
+    )
+
+
+def _event_params(item: RunAppend) -> dict[str, Any]:
     return {
         "user_id": item.user_id,
         "session_id": item.session_id,
         "run_id": item.run_id,
-        "versions": [e.version for e in events],
-        "types": [e.type for e in events],
-        "schemas": [e.schema for e in events],
-        "occurred": [e.occurred_at for e in events],
-        "payloads": [e.payload for e in events],
-        "key_ids": [e.key_id for e in events],
-        "prev_hashes": [e.prev_hash for e in events],
-        "hashes": [e.hash for e in events],
+        **dict(zip(_ARRAYS, _event_arrays(item), strict=True)),
         "expected_version": item.expected_version,
         "expected_hash": item.expected_hash,
         "key_id": item.key_id,
@@ -289,20 +310,40 @@ class PostgresStore(EventStore):
         return stored
 
     def _append_one(self, item: RunAppend, returning: bool) -> list[Record]:
-        if returning:
-            statement = q.START_RUN if item.starts_run else q.APPEND_RUN
-        else:
-            statement = q.START_RUN_QUIET if item.starts_run else q.APPEND_RUN_QUIET
+        if not returning:
+            self._append_quiet(item)
+            return []
+        statement = q.START_RUN if item.starts_run else q.APPEND_RUN
         with self._conn() as conn:
             cur = conn.cursor(binary=True)
             with conn.pipeline():
                 self._enter_scope(conn, item.user_id)
                 cur.execute(statement, _event_params(item), prepare=True)
-            inserted = cur.rowcount
-            rows = cur.fetchall() if returning else []
-            if inserted != len(item.events):
+            rows = cur.fetchall()
+            if len(rows) != len(item.events):
                 self._explain(conn, item)
-        return _records(item, rows) if returning else []
+        return _records(item, rows)
+
+    def _append_quiet(self, item: RunAppend) -> None:
+        """The hot path (one run, nothing returned): one call of ``ledger_append``,
+        which sets the scope and inserts in a single statement."""
+        scope = self._scope(item.user_id)
+        params = (
+            None if scope is None else scope["role"],
+            None if scope is None else scope["user_id"],
+            item.user_id,
+            item.run_id,
+            item.session_id,
+            *_event_arrays(item),
+            item.expected_version,
+            item.expected_hash,
+            item.key_id,
+            item.starts_run,
+        )
+        with self._conn() as conn:
+            row = conn.execute(q.APPEND, params, prepare=True).fetchone()
+            if row is None or row[0] != len(item.events):
+                self._explain(conn, item)
 
     def _notify(self) -> None:
         """Wake live readers, after the commit and at most once per ``notify_interval``.

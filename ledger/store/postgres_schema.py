@@ -23,8 +23,9 @@ Isolation (invariant 4) is enforced by the database too. Three cluster-wide role
 
 The store switches role and tenant per transaction with
 ``set_config('role', ..., true)`` (the pattern PostgREST uses), pipelined in front of
-the statement, so the switch costs no round trip and cannot leak to the next user of a
-pooled connection.
+the statement or, on the append hot path, inside the ``ledger_append`` function
+(SECURITY INVOKER), so the switch costs no round trip and cannot leak to the next user
+of a pooled connection.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
+
+from ledger.store.postgres_sql import APPEND_FUNCTION
 
 #: Key of the advisory lock that serialises migrations (arbitrary, fixed forever).
 MIGRATION_LOCK = 7_460_919_182_774_812_001
@@ -176,6 +179,15 @@ STEPS: tuple[Step, ...] = (
             *_tenant_policies("ledger_keys"),
             f"GRANT SELECT, INSERT ON ledger_keys TO {APP_ROLE}",
             f"GRANT SELECT ON ledger_keys TO {AUDITOR_ROLE}",
+        ),
+    ),
+    Step(
+        7,
+        "append function",
+        (
+            APPEND_FUNCTION,
+            "REVOKE ALL ON FUNCTION ledger_append FROM PUBLIC",
+            f"GRANT EXECUTE ON FUNCTION ledger_append TO {APP_ROLE}, {OWNER_ROLE}",
         ),
     ),
 )

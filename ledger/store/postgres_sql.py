@@ -8,6 +8,8 @@ as text and cast).
 
 from __future__ import annotations
 
+import re
+
 #: Act as ``role`` for ``user_id`` until the end of the current transaction (row-level
 #: security reads the tenant from the setting; see postgres_schema).
 SET_SCOPE = """
@@ -83,6 +85,72 @@ WHERE ROW(%(expected_version)s::bigint, %(expected_hash)b::bytea) = (
         ORDER BY h.version DESC LIMIT 1)
 {_KEY_IS_LIVE}"""
 APPEND_RUN = f"{APPEND_RUN_QUIET}{_RETURNING}"
+
+#: The parameters of ``ledger_append`` in order, with their types.
+APPEND_PARAMS = (
+    ("role", "text"),
+    ("tenant", "text"),
+    ("user_id", "text"),
+    ("run_id", "text"),
+    ("session_id", "text"),
+    ("versions", "bigint[]"),
+    ("types", "text[]"),
+    ("schemas", "smallint[]"),
+    ("occurred", "timestamptz[]"),
+    ("payloads", "bytea[]"),
+    ("key_ids", "text[]"),
+    ("prev_hashes", "bytea[]"),
+    ("hashes", "bytea[]"),
+    ("expected_version", "bigint"),
+    ("expected_hash", "bytea"),
+    ("key_id", "text"),
+    ("starts_run", "boolean"),
+)
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)[sb]")
+_TABLE = re.compile(r"\b(ledger_(?:events|runs|keys))\b")
+
+
+def _in_function(statement: str) -> str:
+    """``statement`` as a line of PL/pgSQL: parameters by name, tables schema-qualified."""
+    return _TABLE.sub(r"{schema}.\1", _PLACEHOLDER.sub(r"p_\1", statement))
+
+
+#: The append of the API's hot path as one function call: it sets the role and tenant
+#: of the transaction (like SET_SCOPE; skipped when ``p_role`` is NULL), then runs
+#: START_RUN_QUIET or APPEND_RUN_QUIET, and returns how many events it inserted. One
+#: statement instead of a pipelined pair: one round of socket waits a turn, not two.
+#: SECURITY INVOKER (the default): the insert runs as ``p_role``, under its policies.
+APPEND_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION {{schema}}.ledger_append(
+    {", ".join(f"p_{name} {type_}" for name, type_ in APPEND_PARAMS)}
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE inserted bigint;
+BEGIN
+    IF p_role IS NOT NULL THEN
+        PERFORM set_config('role', p_role, true), set_config('ledger.user_id', p_tenant, true);
+    END IF;
+    IF p_starts_run THEN
+        {_in_function(START_RUN_QUIET)};
+    ELSE
+        {_in_function(APPEND_RUN_QUIET)};
+    END IF;
+    GET DIAGNOSTICS inserted = ROW_COUNT;
+    RETURN inserted;
+END
+$$"""
+
+#: Sent in binary (the rest as text: NULL-only arrays and scalars whose type psycopg
+#: should not guess).
+_BINARY = {"versions", "types", "schemas", "occurred", "payloads", "prev_hashes", "hashes"}
+
+#: Call ``ledger_append`` with positional parameters (a tuple in APPEND_PARAMS order).
+APPEND = "SELECT ledger_append({})".format(
+    ", ".join(
+        f"%{'b' if name in _BINARY or name == 'expected_hash' else 's'}::{type_}"
+        for name, type_ in APPEND_PARAMS
+    )
+)
 
 #: Tell live readers (LISTEN ledger_events) that this schema has new events. Sent by
 #: the writer after its commit, never inside the append transaction: a transaction
