@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from ledger.chain import GENESIS, Unsealed, seal
+from ledger.chain import GENESIS, seal
 from ledger.errors import ConcurrencyError, InvalidEvent, NotFound
 from ledger.events import CATALOG, encode_payload
 from ledger.ids import check_id
-from ledger.personal import Keyring, check_plain, protect
+from ledger.personal import Draft, Keyring, check_plain, protect
 from ledger.records import RunAppend
 from ledger.store.base import EventStore
 
@@ -54,10 +54,10 @@ class _RunPlan:
         self.run_id = event.run_id
         self.expected_version = event.expected_version
         self.starts_run = event.type == "run_started"
-        self.events: list[Unsealed] = []
+        self.events: list[Draft] = []
 
 
-def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEvent, Unsealed]:
+def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEvent, Draft]:
     try:
         raw = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
@@ -73,22 +73,18 @@ def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEven
     try:
         for field in ("user_id", "session_id", "run_id"):
             check_id(field, getattr(event, field))
-        check_plain(event.type, event.data)
-        payload = encode_payload(CATALOG.validate(event.type, event.data))
+        payload = CATALOG.validate(event.type, event.data)
+        check_plain(event.type, payload)
     except InvalidEvent as exc:
         raise InvalidEvent(f"line {number}: {exc}") from None
-    if len(payload) > max_event_bytes:
+    size = len(encode_payload(payload))
+    if size > max_event_bytes:
         raise InvalidEvent(
-            f"line {number}: {event.type} payload is {len(payload):,} bytes, over the limit "
+            f"line {number}: {event.type} payload is {size:,} bytes, over the limit "
             f"of {max_event_bytes:,} (set $LEDGER_MAX_EVENT_BYTES to raise it)"
         )
     occurred: datetime = event.occurred_at.astimezone(UTC)
-    return event, Unsealed(
-        type=event.type,
-        schema=CATALOG.payload_type(event.type).SCHEMA,
-        occurred_at=occurred,
-        payload=payload,
-    )
+    return event, Draft(event.type, occurred, payload)
 
 
 def plan_appends(
@@ -104,7 +100,7 @@ def plan_appends(
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        event, unsealed = _parse_line(number, text, max_event_bytes)
+        event, draft = _parse_line(number, text, max_event_bytes)
         plan = plans.get(event.run_id)
         if plan is None:
             plan = plans[event.run_id] = _RunPlan(number, event)
@@ -117,7 +113,7 @@ def plan_appends(
             raise InvalidEvent(
                 f"line {number}: expected_version is only allowed on the first line of a run"
             )
-        plan.events.append(unsealed)
+        plan.events.append(draft)
     if not plans:
         raise InvalidEvent("no events in the input")
     return [_seal_plan(store, plan, keyring) for plan in plans.values()]
@@ -155,7 +151,7 @@ def _seal_plan(store: EventStore, plan: _RunPlan, keyring: Keyring | None) -> Ru
                 f"{head.version}, not expected_version {plan.expected_version}"
             )
         version, head_hash = head.version, head.hash
-    events = plan.events if keyring is None else protect(plan.user_id, plan.events, keyring)
+    events = protect(plan.user_id, plan.events, keyring)
     sealed = seal(plan.user_id, plan.session_id, plan.run_id, version, head_hash, events)
     return RunAppend(
         user_id=plan.user_id,

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import base64
 import copy
-import functools
 import os
 import threading
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from ledger.chain import Unsealed
 from ledger.errors import InvalidEvent
-from ledger.events import Event
+from ledger.events import Event, Payload, encode_payload
 
 if TYPE_CHECKING:
     from ledger.store.base import EventStore
@@ -62,7 +62,6 @@ PERSONAL: Mapping[str, tuple[str, ...]] = {
 
 _NONCE = 12
 _encode = msgspec.json.Encoder().encode
-_decode_obj = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def _aad(user_id: str, key_id: str) -> bytes:
@@ -141,35 +140,48 @@ class Keyring:
 # -- sealing -----------------------------------------------------------------------------
 
 
-def _seal_field(value: Any, *, cipher: AESGCM, aad: bytes, key_id: str) -> Any:
-    if value is None or value == "":
-        return value
-    nonce = os.urandom(_NONCE)
-    sealed = cipher.encrypt(nonce, _encode(value), aad)
-    return MARKER + key_id + "/" + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+class Draft(NamedTuple):
+    """An event validated against the catalog but not yet encoded or chained: the plain
+    payload Struct is kept so the event can be sealed again under a fresh key."""
+
+    type: str
+    occurred_at: datetime
+    payload: Payload
 
 
-def _apply(data: dict[str, Any], path: str, fn: Any) -> None:
-    """Replace the value(s) at ``path`` in ``data`` by ``fn(value)``."""
-    head, sep, rest = path.partition("[]")
-    if head not in data:
-        return
-    if not sep:
-        data[head] = fn(data[head])
-        return
-    items = data[head]
-    if not isinstance(items, list):
-        return
-    sub = rest.lstrip(".")
-    for i, item in enumerate(items):
-        if not sub:
-            items[i] = fn(item)
-        elif isinstance(item, dict) and sub in item:
-            item[sub] = fn(item[sub])
+def _each_personal(
+    type_: str, payload: Payload, fn: Callable[[Any], Any], paths: tuple[str, ...] | None = None
+) -> Payload:
+    """``payload`` with ``fn`` applied to each of its personal values (those at ``paths``,
+    by default all of ``PERSONAL``); the very same object when ``fn`` changed nothing.
+    Works on the validated Struct: no decoding, no copying of what is not personal."""
+    changes: dict[str, Any] = {}
+    for path in PERSONAL.get(type_, ()) if paths is None else paths:
+        head, sep, rest = path.partition("[]")
+        value = getattr(payload, head)
+        if not sep:
+            new = fn(value)
+            if new is not value:
+                changes[head] = new
+            continue
+        if not value:
+            continue
+        sub = rest.lstrip(".")
+        items = [fn(item) if not sub else _each_attr(item, sub, fn) for item in value]
+        if any(a is not b for a, b in zip(items, value, strict=True)):
+            changes[head] = items
+    return msgspec.structs.replace(payload, **changes) if changes else payload
 
 
-def check_plain(type_: str, data: Mapping[str, Any]) -> None:
+def _each_attr(item: Any, name: str, fn: Callable[[Any], Any]) -> Any:
+    old = getattr(item, name)
+    new = fn(old)
+    return item if new is old else msgspec.structs.replace(item, **{name: new})
+
+
+def check_plain(type_: str, payload: Payload) -> None:
     """InvalidEvent if a personal field of input already looks like a sealed token."""
+
     for path in PERSONAL.get(type_, ()):
 
         def refuse(value: Any, path: str = path) -> Any:
@@ -177,49 +189,51 @@ def check_plain(type_: str, data: Mapping[str, Any]) -> None:
                 raise InvalidEvent(f"{type_}.{path}: must not start with the ledger's seal marker")
             return value
 
-        _apply(dict(data), path, refuse)
+        _each_personal(type_, payload, refuse, (path,))
 
 
-def _has_content(data: dict[str, Any], paths: tuple[str, ...]) -> bool:
-    found: list[Any] = []
+class _Sealer:
+    """Seals values under ``user_id``'s live key, fetched only once there is content."""
 
-    def probe(value: Any) -> Any:
-        if value is not None and value != "":
-            found.append(value)
-        return value
+    def __init__(self, user_id: str, keyring: Keyring) -> None:
+        self._user_id = user_id
+        self._keyring = keyring
+        self._cipher: AESGCM | None = None
+        self.key_id: str | None = None
+        self._aad = b""
 
-    for path in paths:
-        _apply(data, path, probe)
-    return bool(found)
+    def __call__(self, value: Any) -> Any:
+        if value is None or value == "":
+            return value
+        if self._cipher is None:
+            self.key_id, self._cipher = self._keyring.writing_key(self._user_id)
+            self._aad = _aad(self._user_id, self.key_id)
+        nonce = os.urandom(_NONCE)
+        sealed = self._cipher.encrypt(nonce, _encode(value), self._aad)
+        token = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+        return f"{MARKER}{self.key_id}/{token}"
 
 
-def protect(user_id: str, events: list[Unsealed], keyring: Keyring) -> list[Unsealed]:
-    """``events`` with their personal fields sealed under ``user_id``'s live key.
+def protect(user_id: str, drafts: Sequence[Draft], keyring: Keyring | None) -> list[Unsealed]:
+    """``drafts`` encoded for the store, their personal fields sealed under ``user_id``'s
+    live key when a ``keyring`` is given.
 
-    Events with no personal content (none of its fields, or all empty) are left as they
-    are, without a key id: a user gets a key only once there is something to protect."""
+    Events with no personal content (none of its fields, or all empty) carry no key id:
+    a user gets a key only once there is something to protect."""
+    sealer = None if keyring is None else _Sealer(user_id, keyring)
     out: list[Unsealed] = []
-    key: tuple[str, AESGCM] | None = None
-    for event in events:
-        paths = PERSONAL.get(event.type)
-        data = _decode_obj(event.payload) if paths else None
-        if not paths or data is None or not _has_content(data, paths):
-            out.append(event)
-            continue
-        if key is None:
-            key = keyring.writing_key(user_id)
-        key_id, cipher = key
-        seal_one = functools.partial(
-            _seal_field, cipher=cipher, aad=_aad(user_id, key_id), key_id=key_id
-        )
-        for path in paths:
-            _apply(data, path, seal_one)
+    for draft in drafts:
+        payload, key_id = draft.payload, None
+        if sealer is not None and draft.type in PERSONAL:
+            sealed = _each_personal(draft.type, payload, sealer)
+            if sealed is not payload:
+                payload, key_id = sealed, sealer.key_id
         out.append(
             Unsealed(
-                type=event.type,
-                schema=event.schema,
-                occurred_at=event.occurred_at,
-                payload=_encode(data),
+                type=draft.type,
+                schema=payload.SCHEMA,
+                occurred_at=draft.occurred_at,
+                payload=encode_payload(payload),
                 key_id=key_id,
             )
         )

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.chain import Unsealed, seal
 from ledger.errors import InvalidEvent, KeyErased, LedgerError
-from ledger.events import CATALOG, encode_payload
-from ledger.personal import check_plain, protect
+from ledger.events import CATALOG
+from ledger.personal import Draft, check_plain, protect
 from ledger.records import NewEvent, RunAppend
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Run:
         self.session_id = session_id
         self.version = version
         self._head_hash = head_hash
-        self._turn: list[Unsealed] | None = None
+        self._turn: list[tuple[Draft, Unsealed]] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -75,46 +75,49 @@ class Run:
         return self
 
     def _emit(self, type_: str, fields: Mapping[str, Any], occurred_at: datetime | None) -> None:
-        check_plain(type_, fields)
-        payload = encode_payload(CATALOG.validate(type_, fields))
-        limit = self._tenant._ledger.settings.max_event_bytes
-        if len(payload) > limit:
-            raise InvalidEvent(
-                f"{type_}: payload is {len(payload):,} bytes, over the limit of {limit:,} "
-                "(raise it with connect(max_event_bytes=...) or $LEDGER_MAX_EVENT_BYTES, "
-                "or store large content elsewhere and record a reference)"
-            )
+        payload = CATALOG.validate(type_, fields)
+        check_plain(type_, payload)
         when = occurred_at or datetime.now(UTC)
         if when.tzinfo is None:
             raise InvalidEvent(f"{type_}: occurred_at must be timezone-aware")
-        when = when.astimezone(UTC)
-        event = Unsealed(
-            type=type_, schema=CATALOG.payload_type(type_).SCHEMA, occurred_at=when, payload=payload
-        )
-        if self._turn is not None:
-            self._turn.append(event)
-        else:
-            self._commit([event])
-
-    def _commit(self, events: Sequence[Unsealed]) -> None:
+        draft = Draft(type_, when.astimezone(UTC), payload)
         ledger = self._tenant._ledger
+        # Sealed now, so the size checked is the size stored (tokens are larger).
+        (event,) = protect(self.user_id, (draft,), ledger.keyring if ledger.encrypting else None)
+        limit = ledger.settings.max_event_bytes
+        if len(event.payload) > limit:
+            raise InvalidEvent(
+                f"{type_}: payload is {len(event.payload):,} bytes, over the limit of {limit:,} "
+                "(raise it with connect(max_event_bytes=...) or $LEDGER_MAX_EVENT_BYTES, "
+                "or store large content elsewhere and record a reference)"
+            )
+        if self._turn is not None:
+            self._turn.append((draft, event))
+        else:
+            self._commit([(draft, event)])
+
+    def _commit(self, events: Sequence[tuple[Draft, Unsealed]]) -> None:
+        keyring = self._tenant._ledger.keyring
+        drafts = [draft for draft, _ in events]
+        ready = [event for _, event in events]
+        if len({e.key_id for e in ready if e.key_id is not None}) > 1:
+            # The key changed during the turn (cache expiry after an erasure): one
+            # append, one key, the current one.
+            ready = protect(self.user_id, drafts, keyring)
         try:
-            sealed = self._append(events)
+            sealed = self._append(ready)
         except KeyErased:
             # The user was forgotten since this process cached their key: what comes
             # next belongs to a fresh key (never to one nobody can read any more).
-            ledger.keyring.forget(self.user_id)
-            sealed = self._append(events)
+            keyring.forget(self.user_id)
+            sealed = self._append(protect(self.user_id, drafts, keyring))
         self.version, self._head_hash = sealed[-1].version, sealed[-1].hash
 
     def _append(self, events: Sequence[Unsealed]) -> tuple[NewEvent, ...]:
-        ledger = self._tenant._ledger
-        if ledger.encrypting:
-            events = protect(self.user_id, list(events), ledger.keyring)
         sealed = seal(
             self.user_id, self.session_id, self.run_id, self.version, self._head_hash, events
         )
-        ledger.store.append(
+        self._tenant._ledger.store.append(
             [
                 RunAppend(
                     user_id=self.user_id,
