@@ -109,12 +109,14 @@ def test_the_append_function_keeps_the_policies_of_its_role(seeded: str) -> None
         " ARRAY['run_failed'], ARRAY[1]::smallint[], ARRAY[now()], ARRAY['{}'::bytea],"
         " ARRAY[NULL]::text[], ARRAY[''::bytea], ARRAY[''::bytea], 0, ''::bytea, NULL, true)"
     )
-    with _as(seeded, APP_ROLE, "usr_a") as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
-            conn.execute(start_b, (APP_ROLE, "usr_a"))
-    with _as(seeded, AUDITOR_ROLE, None) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(start_b, (APP_ROLE, "usr_b"))
+    refused = pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security")
+    with _as(seeded, APP_ROLE, "usr_a") as conn, refused:
+        conn.execute(start_b, (APP_ROLE, "usr_a"))
+    with (
+        _as(seeded, AUDITOR_ROLE, None) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(start_b, (APP_ROLE, "usr_b"))
     with raw_connection(seeded) as conn:
         assert conn.execute(
             "SELECT count(*) FROM ledger_runs WHERE run_id = 'run_x'"

@@ -452,3 +452,39 @@ def test_settle_waits_for_transactions_running_at_the_call(
         slow.commit()
     assert store.settle(timeout=5) is True
     assert store.read_log(START) == [a]
+
+
+def test_the_append_arrays_reach_postgres_exactly(pg_url: str) -> None:
+    """The store's own binary array encoding (ledger.store.pg_arrays) against Postgres'
+    parser: edge values come back as sent, NULLs included."""
+    from psycopg.adapt import PyFormat, Transformer
+
+    from ledger.store import pg_arrays
+    from ledger.store.postgres import _ADAPTERS
+
+    moments = [
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2000, 1, 1, tzinfo=UTC),
+        T0,
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2024, 5, 17, 11, 30, tzinfo=timezone(timedelta(hours=2))),
+    ]
+    sent = (
+        pg_arrays.Int8s([1, -1, 2**63 - 1, -(2**63), 0]),
+        pg_arrays.Int2s([1, -1, 32767, -32768, 0]),
+        pg_arrays.Texts(["run_started", None, "😀 é 中", "", None]),
+        pg_arrays.Timestamps(moments),
+        pg_arrays.Byteas([b"", b"\x00\xff" * 1000, b"{}", bytes(32), b"x"]),
+    )
+    dumpers = Transformer(_ADAPTERS)
+    for value in sent:  # the store's encoders, not psycopg's list dumper
+        assert type(dumpers.get_dumper(value, PyFormat.BINARY)).__module__ == pg_arrays.__name__
+    conninfo, _ = split_url(pg_url)
+    with psycopg.connect(conninfo, context=_ADAPTERS) as conn:
+        row = conn.execute(
+            "SELECT %b::bigint[], %b::smallint[], %b::text[], %b::timestamptz[], %b::bytea[]",
+            sent,
+        ).fetchone()
+    assert row is not None
+    assert [list(column) for column in row[:4]] == [*map(list, sent[:3]), moments]
+    assert [bytes(b) for b in row[4]] == list(sent[4])

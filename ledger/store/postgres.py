@@ -50,8 +50,10 @@ from ledger.errors import (
 )
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.records import stored as record_of
+from ledger.store import pg_arrays
 from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
+from ledger.store.pg_arrays import Byteas, Int2s, Int8s, Texts, Timestamps
 from ledger.store.postgres_schema import (
     APP_ROLE,
     AUDITOR_ROLE,
@@ -79,6 +81,7 @@ class _Xid8BinaryLoader(Loader):
 _ADAPTERS = AdaptersMap(psycopg.adapters)
 _ADAPTERS.register_loader(_XID8_OID, _Xid8Loader)
 _ADAPTERS.register_loader(_XID8_OID, _Xid8BinaryLoader)
+pg_arrays.register(_ADAPTERS)
 
 
 def _record_rows(cursor: Any) -> RowMaker[Record]:
@@ -139,14 +142,14 @@ def _event_arrays(item: RunAppend) -> tuple[list[Any], ...]:
     """The columns of ``item``'s events, one array each, in ``_ARRAYS`` order."""
     events = item.events
     return (
-        [e.version for e in events],
-        [e.type for e in events],
-        [e.schema for e in events],
-        [e.occurred_at for e in events],
-        [e.payload for e in events],
-        [e.key_id for e in events],
-        [e.prev_hash for e in events],
-        [e.hash for e in events],
+        Int8s([e.version for e in events]),
+        Texts([e.type for e in events]),
+        Int2s([e.schema for e in events]),
+        Timestamps([e.occurred_at for e in events]),
+        Byteas([e.payload for e in events]),
+        Texts([e.key_id for e in events]),
+        Byteas([e.prev_hash for e in events]),
+        Byteas([e.hash for e in events]),
     )
 
 
@@ -160,6 +163,19 @@ def _event_params(item: RunAppend) -> dict[str, Any]:
         "expected_hash": item.expected_hash,
         "key_id": item.key_id,
     }
+
+
+_APPEND_CURSOR = "_ledger_append_cursor"
+
+
+def _append_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    """The cursor appends run on, kept with its connection: a cursor keeps the dumpers
+    it looked up for the statement's parameters, so reusing it saves their lookup."""
+    cur: psycopg.Cursor[Any] | None = getattr(conn, _APPEND_CURSOR, None)
+    if cur is None or cur.closed:
+        cur = conn.cursor()
+        setattr(conn, _APPEND_CURSOR, cur)
+    return cur
 
 
 def _records(item: RunAppend, rows: Sequence[tuple[Any, ...]]) -> list[Record]:
@@ -341,7 +357,9 @@ class PostgresStore(EventStore):
             item.starts_run,
         )
         with self._conn() as conn:
-            row = conn.execute(q.APPEND, params, prepare=True).fetchone()
+            cur = _append_cursor(conn)
+            cur.execute(q.APPEND, params, prepare=True)
+            row = cur.fetchone()
             if row is None or row[0] != len(item.events):
                 self._explain(conn, item)
 
