@@ -149,51 +149,63 @@ class Draft(NamedTuple):
     payload: Payload
 
 
-def _each_personal(
-    type_: str, payload: Payload, fn: Callable[[Any], Any], paths: tuple[str, ...] | None = None
-) -> Payload:
-    """``payload`` with ``fn`` applied to each of its personal values (those at ``paths``,
-    by default all of ``PERSONAL``); the very same object when ``fn`` changed nothing.
-    Works on the validated Struct: no decoding, no copying of what is not personal."""
+#: ``PERSONAL`` compiled: per type, (path, field, each element?, attribute of each or "").
+_PATHS: Mapping[str, tuple[tuple[str, str, bool, str], ...]] = {
+    type_: tuple(
+        (path, path.partition("[]")[0], "[]" in path, path.partition("[]")[2].lstrip("."))
+        for path in paths
+    )
+    for type_, paths in PERSONAL.items()
+}
+
+#: What is applied to each personal value: ``fn(type, path, value) -> value``.
+ValueFn = Callable[[str, str, Any], Any]
+
+
+def _each_personal(type_: str, payload: Payload, fn: ValueFn) -> Payload:
+    """``payload`` with ``fn`` applied to each of its personal values (``PERSONAL``); the
+    very same object when ``fn`` changed nothing. Works on the validated Struct: no
+    decoding, no copying of what is not personal."""
     changes: dict[str, Any] = {}
-    for path in PERSONAL.get(type_, ()) if paths is None else paths:
-        head, sep, rest = path.partition("[]")
-        value = getattr(payload, head)
-        if not sep:
-            new = fn(value)
+    for path, field, listed, attr in _PATHS.get(type_, ()):
+        value = getattr(payload, field)
+        if not listed:
+            new = fn(type_, path, value)
             if new is not value:
-                changes[head] = new
+                changes[field] = new
             continue
         if not value:
             continue
-        sub = rest.lstrip(".")
-        items = [fn(item) if not sub else _each_attr(item, sub, fn) for item in value]
+        if attr:
+            items = [_each_attr(item, attr, type_, path, fn) for item in value]
+        else:
+            items = [fn(type_, path, item) for item in value]
         if any(a is not b for a, b in zip(items, value, strict=True)):
-            changes[head] = items
+            changes[field] = items
     return msgspec.structs.replace(payload, **changes) if changes else payload
 
 
-def _each_attr(item: Any, name: str, fn: Callable[[Any], Any]) -> Any:
+def _each_attr(item: Any, name: str, type_: str, path: str, fn: ValueFn) -> Any:
     old = getattr(item, name)
-    new = fn(old)
+    new = fn(type_, path, old)
     return item if new is old else msgspec.structs.replace(item, **{name: new})
 
 
+def _refuse_tokens(type_: str, path: str, value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(MARKER):
+        raise InvalidEvent(f"{type_}.{path}: must not start with the ledger's seal marker")
+    return value
+
+
 def check_plain(type_: str, payload: Payload) -> None:
-    """InvalidEvent if a personal field of input already looks like a sealed token."""
-
-    for path in PERSONAL.get(type_, ()):
-
-        def refuse(value: Any, path: str = path) -> Any:
-            if isinstance(value, str) and value.startswith(MARKER):
-                raise InvalidEvent(f"{type_}.{path}: must not start with the ledger's seal marker")
-            return value
-
-        _each_personal(type_, payload, refuse, (path,))
+    """InvalidEvent if a personal field of input already looks like a sealed token
+    (``protect`` checks this too, as it seals)."""
+    _each_personal(type_, payload, _refuse_tokens)
 
 
 class _Sealer:
-    """Seals values under ``user_id``'s live key, fetched only once there is content."""
+    """Seals values under ``user_id``'s live key, fetched only once there is content;
+    refuses values that already look like tokens."""
 
     def __init__(self, user_id: str, keyring: Keyring) -> None:
         self._user_id = user_id
@@ -202,9 +214,10 @@ class _Sealer:
         self.key_id: str | None = None
         self._aad = b""
 
-    def __call__(self, value: Any) -> Any:
+    def __call__(self, type_: str, path: str, value: Any) -> Any:
         if value is None or value == "":
             return value
+        _refuse_tokens(type_, path, value)
         if self._cipher is None:
             self.key_id, self._cipher = self._keyring.writing_key(self._user_id)
             self._aad = _aad(self._user_id, self.key_id)
@@ -216,7 +229,7 @@ class _Sealer:
 
 def protect(user_id: str, drafts: Sequence[Draft], keyring: Keyring | None) -> list[Unsealed]:
     """``drafts`` encoded for the store, their personal fields sealed under ``user_id``'s
-    live key when a ``keyring`` is given.
+    live key when a ``keyring`` is given; InvalidEvent if one already looks like a token.
 
     Events with no personal content (none of its fields, or all empty) carry no key id:
     a user gets a key only once there is something to protect."""
@@ -224,10 +237,13 @@ def protect(user_id: str, drafts: Sequence[Draft], keyring: Keyring | None) -> l
     out: list[Unsealed] = []
     for draft in drafts:
         payload, key_id = draft.payload, None
-        if sealer is not None and draft.type in PERSONAL:
-            sealed = _each_personal(draft.type, payload, sealer)
-            if sealed is not payload:
-                payload, key_id = sealed, sealer.key_id
+        if draft.type in _PATHS:
+            if sealer is None:
+                check_plain(draft.type, payload)
+            else:
+                sealed = _each_personal(draft.type, payload, sealer)
+                if sealed is not payload:
+                    payload, key_id = sealed, sealer.key_id
         out.append(
             Unsealed(
                 type=draft.type,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.chain import Unsealed, seal
 from ledger.errors import InvalidEvent, KeyErased, LedgerError
 from ledger.events import CATALOG
-from ledger.personal import Draft, check_plain, protect
+from ledger.personal import Draft, protect
 from ledger.records import NewEvent, RunAppend
 
 if TYPE_CHECKING:
@@ -76,7 +76,6 @@ class Run:
 
     def _emit(self, type_: str, fields: Mapping[str, Any], occurred_at: datetime | None) -> None:
         payload = CATALOG.validate(type_, fields)
-        check_plain(type_, payload)
         when = occurred_at or datetime.now(UTC)
         if when.tzinfo is None:
             raise InvalidEvent(f"{type_}: occurred_at must be timezone-aware")
