@@ -217,6 +217,7 @@ class PostgresStore(EventStore):
         params.setdefault("connect_timeout", connect_timeout)
         self._conninfo = make_conninfo("", **params)
         self._last_notify = 0.0
+        self._notice = {"channel": NOTIFY_CHANNEL, "schema": self.schema}
         self.migrate()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._conninfo,
@@ -316,19 +317,20 @@ class PostgresStore(EventStore):
             and appends[0].events
             and self.before_commit is None
         ):
-            stored = self._append_one(appends[0], returning)
+            if not returning:
+                self._append_quiet(appends[0])  # notifies in the same round trip
+                return []
+            stored = self._append_one(appends[0])
         elif not appends and tracking is None:
             return []
         else:
             stored = self._append_many(appends, tracking)
-        if any(item.events for item in appends):
-            self._notify()
+        if any(item.events for item in appends) and self._notify_due():
+            with self._conn() as conn:
+                conn.execute(q.NOTIFY, self._notice, prepare=True)
         return stored
 
-    def _append_one(self, item: RunAppend, returning: bool) -> list[Record]:
-        if not returning:
-            self._append_quiet(item)
-            return []
+    def _append_one(self, item: RunAppend) -> list[Record]:
         statement = q.START_RUN if item.starts_run else q.APPEND_RUN
         with self._conn() as conn:
             cur = conn.cursor(binary=True)
@@ -358,23 +360,32 @@ class PostgresStore(EventStore):
         )
         with self._conn() as conn:
             cur = _append_cursor(conn)
-            cur.execute(q.APPEND, params, prepare=True)
+            if self._notify_due():
+                # The notification rides in the same round trip, after a Sync: its own
+                # transaction, sent once the append's has committed.
+                with conn.pipeline() as pipeline:
+                    cur.execute(q.APPEND, params, prepare=True)
+                    pipeline.sync()
+                    conn.execute(q.NOTIFY, self._notice, prepare=True)
+            else:
+                cur.execute(q.APPEND, params, prepare=True)
             row = cur.fetchone()
             if row is None or row[0] != len(item.events):
                 self._explain(conn, item)
 
-    def _notify(self) -> None:
-        """Wake live readers, after the commit and at most once per ``notify_interval``.
+    def _notify_due(self) -> bool:
+        """Whether this append should wake live readers: at most once per
+        ``notify_interval``, after the commit (a transaction that notifies holds a
+        cluster-wide lock through its commit, serialising writers).
 
         A burst of appends shares one notification; readers also poll every
         ``notify_interval`` or so, so the last append of a burst is seen promptly too.
         """
         now = time.monotonic()
         if now - self._last_notify < self.notify_interval:
-            return
+            return False
         self._last_notify = now
-        with self._conn() as conn:
-            conn.execute(q.NOTIFY, {"channel": NOTIFY_CHANNEL, "schema": self.schema}, prepare=True)
+        return True
 
     def _append_many(self, appends: Sequence[RunAppend], tracking: Tracking | None) -> list[Record]:
         with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction():
