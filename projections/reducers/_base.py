@@ -45,6 +45,9 @@ class Reducer(Generic[S]):
     """
 
     state_type: type[S]
+    #: The ``Event`` attribute ``key`` returns for every event, when it is one: the runner
+    #: then groups a batch by document without a call per event (None: it calls ``key``).
+    key_field: str | None = None
 
     def __init__(self) -> None:
         self._encoder = msgspec.json.Encoder()

@@ -66,6 +66,8 @@ class ConversationReducer(Reducer[Conversation]):
 
     state_type = Conversation
 
+    key_field = "session_id"
+
     def key(self, event: Event) -> str | None:
         """The session: every event of a session counts (times, totals, messages)."""
         return event.session_id

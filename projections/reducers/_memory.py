@@ -52,6 +52,8 @@ class MemoryReducer(Reducer[Memories]):
 
     state_type = Memories
 
+    key_field = "user_id"
+
     def key(self, event: Event) -> str | None:
         """The user, for every event: other events change nothing, but keying them too
         lets the document record how far each run has been read (``applied``), so a read

@@ -130,6 +130,8 @@ class RunMetadataReducer(Reducer[RunFold]):
         super().__init__()
         self.prices = prices if prices is not None else PriceTable.default()
 
+    key_field = "run_id"
+
     def key(self, event: Event) -> str | None:
         """The run."""
         return event.run_id
