@@ -123,8 +123,9 @@ def runs(
 ) -> None:
     """List runs with tokens, cost, tools, retries, wall time: "why did this cost so much?"."""
     with connect() as led:
-        users = [user] if user else sorted({r.user_id for r in led.auditor().runs()})
-        found = [m for u in users for m in led.tenant(u).runs(session)]
+        found = (
+            led.tenant(user).runs(session) if user else led.auditor().runs_metadata(None, session)
+        )
     found.sort(key=_SORTS[sort], reverse=sort is not SortKey.created)
     found = found[:limit] if limit is not None else found
     if json:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.errors import NotFound
 from ledger.events import Event
 from ledger.integrity import VerifyReport, first_problem
-from ledger.personal import reveal_event
+from ledger.personal import reveal, reveal_event
 from ledger.records import Record
 from ledger.tenant import RunSummary, to_event, to_summary
 
@@ -27,6 +27,12 @@ class Auditor:
     def runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunSummary]:
         """Every registered run, oldest first, optionally narrowed."""
         return [to_summary(h) for h in self._store.list_runs(user_id, session_id)]
+
+    def runs_metadata(self, user_id: str | None = None, session_id: str | None = None) -> list[Any]:
+        """RunMetadata (tokens, cost, tools, wall time) of every tenant's runs, oldest
+        first, optionally narrowed: "which runs cost the most?" across all users."""
+        found = self._ledger.read_side.runs_across(self._store, user_id, session_id)
+        return [reveal(m, m.user_id, self._keyring) for m in found]
 
     def events(self, run_id: str) -> list[Event]:
         """A run's events, whoever it belongs to."""

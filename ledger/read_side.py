@@ -17,6 +17,7 @@ from ledger.errors import LedgerError
 
 if TYPE_CHECKING:
     from ledger.connection import Ledger
+    from ledger.store import EventStore
     from ledger.tenant import Tenant
 
 GROUP = "ledger.read_side"
@@ -37,6 +38,11 @@ class ReadSide(Protocol):
 
     def memories(self, tenant: Tenant, namespace: str | None) -> list[Any]:
         """The tenant's current memories."""
+
+    def runs_across(
+        self, store: EventStore, user_id: str | None, session_id: str | None
+    ) -> list[Any]:
+        """RunMetadata of every tenant's runs (or one's), read through ``store``."""
 
 
 class Replayer(Protocol):

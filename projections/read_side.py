@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ledger.connection import Ledger
 from ledger.errors import NotFound
+from ledger.store import EventStore
 from ledger.tenant import Tenant
 from projections.catalog import CONVERSATION, MEMORY, RUN_METADATA, default_projectors
 from projections.models import ConversationState, Memory, RunMetadata
@@ -46,12 +47,32 @@ class ReadSide:
 
     def runs(self, tenant: Tenant, session_id: str | None) -> list[RunMetadata]:
         """Metadata of the tenant's runs (oldest first), one stored-document scan."""
-        stored = {key: data for _, key, data in self.storage.scan(RUN_METADATA, tenant.user_id)}
+        return self._runs(self.ledger.store, tenant.user_id, session_id)
+
+    def runs_across(
+        self, store: EventStore, user_id: str | None, session_id: str | None
+    ) -> list[RunMetadata]:
+        """Metadata of every tenant's runs (or ``user_id``'s), read through ``store``:
+        the auditor's view, whose role the database lets read across tenants."""
+        return self._runs(store, user_id, session_id)
+
+    def _runs(
+        self, store: EventStore, user_id: str | None, session_id: str | None
+    ) -> list[RunMetadata]:
+        stored = {
+            (user, key): data for user, key, data in storage_for(store).scan(RUN_METADATA, user_id)
+        }
         projector = self.projectors[RUN_METADATA]
         out = []
-        for head in self.ledger.store.list_runs(tenant.user_id, session_id):
+        for head in store.list_runs(user_id, session_id):
             doc = current(
-                self.ledger, projector, tenant.user_id, head.run_id, [head], stored.get(head.run_id)
+                self.ledger,
+                projector,
+                head.user_id,
+                head.run_id,
+                [head],
+                stored.get((head.user_id, head.run_id)),
+                store=store,
             )
             if doc is not None:
                 out.append(RunMetadata.from_state(doc.state))

@@ -15,6 +15,7 @@ from typing import Any
 from ledger.connection import Ledger
 from ledger.events import CATALOG
 from ledger.records import RunHead
+from ledger.store import EventStore
 from ledger.tenant import to_event
 from projections.projector import Document, Projector
 from projections.storage import storage_for
@@ -27,19 +28,23 @@ def current(
     key: str,
     runs: Iterable[RunHead],
     data: bytes | None = None,
+    *,
+    store: EventStore | None = None,
 ) -> Document[Any] | None:
     """The document ``key`` of ``user_id`` including every committed event of ``runs``.
 
-    ``data`` is the stored document when the caller already fetched it.
+    ``data`` is the stored document when the caller already fetched it; ``store`` is
+    the view to read through (default: the ledger's own, scoped to ``user_id``).
     """
+    store = store or ledger.store
     if data is None:
-        data = storage_for(ledger.store).get(projector.name, user_id, key)
+        data = storage_for(store).get(projector.name, user_id, key)
     doc = None if data is None else projector.load(data)
     unseen = []
     for run in runs:
         seen = 0 if doc is None else doc.applied.get(run.run_id, 0)
         if run.version > seen:
-            unseen.extend(ledger.store.read_run(user_id, run.run_id, after_version=seen))
+            unseen.extend(store.read_run(user_id, run.run_id, after_version=seen))
     unseen.sort(key=lambda record: record.position)  # log order, as the projector folds
     events = (to_event(r) for r in unseen if r.type in CATALOG.names)
     return projector.fold(doc, (e for e in events if projector.reducer.key(e) == key))

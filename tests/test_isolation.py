@@ -8,6 +8,10 @@ drives the API with random interleavings of tenants and checks no read ever cros
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -323,5 +327,21 @@ def test_an_auditor_login_reads_every_tenant_and_writes_nothing(auditor_login: s
         assert auditor.replay("run_usr_b").user_id == "usr_b"
         report = auditor.verify(user_id="usr_a")
         assert report.ok and report.runs == 1
+        metadata = auditor.runs_metadata()
+        assert [(m.user_id, m.run_id) for m in metadata] == [
+            ("usr_a", "run_usr_a"),
+            ("usr_b", "run_usr_b"),
+        ]
+        assert all(m.total_tokens == 0 and m.status == "completed" for m in metadata)
+        assert [m.run_id for m in auditor.runs_metadata(user_id="usr_b")] == ["run_usr_b"]
         with pytest.raises(ledger.AccessDenied):
             led.tenant("usr_a").start_run(session_id="sess_x")
+    listed = subprocess.run(
+        [sys.executable, "-m", "cli", "runs", "--json"],
+        env={**os.environ, "LEDGER_URL": auditor_login},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert {r["user_id"] for r in json.loads(listed.stdout)} == {"usr_a", "usr_b"}

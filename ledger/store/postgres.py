@@ -251,6 +251,9 @@ class PostgresStore(EventStore):
         role: it reads every tenant and the database refuses any write it tries."""
         view = copy.copy(self)
         view._cross_role = AUDITOR_ROLE
+        # Whatever was built on this store for its own role (read-model storage) is
+        # built again on the view, so it reads as the auditor too.
+        view.__dict__.pop("_read_model_storage", None)
         return view
 
     def _scope(self, user_id: str | None) -> dict[str, str] | None:
