@@ -5,9 +5,11 @@ sessions), settled, and every read model built once unmeasured (so each measured
 rebuild, like a real one, replaces a live generation). Then, per repeat and in
 alternating order:
 
-* floor: ``store.read_log`` from START in pages of 1,000, each page decoded as the
-  runner decodes it (``projections.runner.decode``: ``to_event``, a msgspec decode of
-  every payload), nothing projected or written;
+* floor: ``store.read_log`` from START in pages of 1,000, each page decoded in full
+  as readers of the log get it (``projections.runner.decode``: ``to_event``, a msgspec
+  decode of every payload, and the hashes as hex), nothing projected or written. (The
+  runner decodes the same payloads the same way, but leaves out the hashes, which no
+  reducer reads.);
 * rebuild: ``ProjectorRunner(led, default_projectors()).rebuild_all()``, what
   ``ledger projections rebuild`` does: ONE pass over the log for the three read models,
   in the runner's rebuild batches (``rebuild_batch_size``), each batch one commit of

@@ -91,12 +91,11 @@ class Projector(Generic[S]):
         # The run's entry of ``applied`` is kept in locals while the run does not change
         # (a document's events come mostly in runs of one run_id): the same check and
         # the same final ``applied`` as looking it up, and setting it, for every event.
-        run_id: str | None = None
-        last = 0
+        run_id, last = "", 0  # last: the version of run_id folded in so far
         for event in pending:
             if event.run_id != run_id:
                 if last:
-                    applied[run_id] = last  # type: ignore[index]
+                    applied[run_id] = last
                 run_id = event.run_id
                 last = applied.get(run_id, 0)
             version = event.version
@@ -105,7 +104,7 @@ class Projector(Generic[S]):
             step(state, event)
             last = version
         if last:
-            applied[run_id] = last  # type: ignore[index]
+            applied[run_id] = last
         return doc
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from projections.models import (
 )
 from projections.prices import PriceTable
 from projections.projector import Projector
+from projections.runner import _by_key
 
 T0 = datetime(2025, 3, 15, 10, 22, 31, tzinfo=UTC)
 PRICES = PriceTable.load(Path(r.__file__).parent.parent / "prices.json")
@@ -547,6 +549,23 @@ def test_folding_in_two_chunks_equals_one_fold(events: list[Event], data: st.Dat
             stored = None if first is None else projector.load(projector.dump(first))
             doc = projector.fold(stored, evs)  # replays the first chunk: skipped, not doubled
             assert doc is not None and doc.state == whole
+
+
+@PROPERTY
+@given(logs(), logs())
+def test_the_runner_groups_events_by_the_key_of_each_reducer(
+    events: list[Event], others: list[Event]
+) -> None:
+    # A second user with the same session and run names: documents are per user.
+    mixed = [*events, *(msgspec.structs.replace(e, user_id="usr_q") for e in others)]
+    for reducer in REDUCERS:
+        expected: dict[tuple[str, str], list[Event]] = {}
+        for event in mixed:
+            key = reducer.key(event)
+            assert reducer.key_field is None or key == getattr(event, reducer.key_field)
+            if key is not None:
+                expected.setdefault((event.user_id, key), []).append(event)
+        assert dict(_by_key(Projector("p", 1, reducer), mixed)) == expected
 
 
 CONVERSATION_KEYS = {"session_id", "user_id", "created_at", "updated_at", "messages",

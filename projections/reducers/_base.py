@@ -42,11 +42,16 @@ class Reducer(Generic[S]):
     ``step`` folds in place, because the projector owns the states it decoded and a long
     session must not be copied per event. Everything else here is pure: ``apply`` and
     ``fold`` never change a state the caller passed in.
+
+    Reducers fold domain data, never the chain: projector runners hand them events
+    whose ``hash`` and ``prev_hash`` are empty (``to_event(..., hashes=False)``), replay
+    hands them the real ones, and the state must not differ.
     """
 
     state_type: type[S]
     #: The ``Event`` attribute ``key`` returns for every event, when it is one: the runner
     #: then groups a batch by document without a call per event (None: it calls ``key``).
+    #: A subclass that overrides ``key`` sets this to match, or to None.
     key_field: str | None = None
 
     def __init__(self) -> None:

@@ -10,7 +10,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ledger.events import Event
-from projections.reducers._base import Reducer, millis, tokens, usage_of
+from projections.reducers._base import Reducer, millis
 
 
 class Message(msgspec.Struct, omit_defaults=True):
@@ -79,8 +79,9 @@ class ConversationReducer(Reducer[Conversation]):
 
     def step(self, state: Conversation, event: Event) -> None:
         """Fold ``event`` into ``state`` in place."""
+        # This runs for every event of every rebuild and replay: comparisons rather than
+        # min()/max(), and the commonest event types tested first.
         when, d = event.occurred_at, event.data
-        # Comparisons, not min()/max(): this runs for every event of every replay.
         if when < state.created_at:
             state.created_at = when
         if when > state.updated_at:
@@ -93,31 +94,35 @@ class ConversationReducer(Reducer[Conversation]):
                 span.first = when
             if when > span.last:
                 span.last = when
-        match event.type:
-            case "run_started":
-                state.model = d.get("model") or state.model
-            case "message_received":
-                state.messages.append(Message(d["role"], when, content=d["content"]))
-            case "model_responded":
-                state.model = d.get("model") or state.model
-                tokens_in, tokens_out, _, _ = tokens(usage_of(event))
-                state.total_tokens += tokens_in + tokens_out
-                calls = d.get("tool_calls") or UNSET  # model APIs reject an empty list
-                content = d.get("content") or ""
-                state.messages.append(Message("assistant", when, content, tool_calls=calls))
-            case "tool_called":
-                state.tool_calls += 1
-                open_calls = state.open_calls.setdefault(event.run_id, {})
-                open_calls[d["call_id"]] = len(state.messages)
-                entry = Message("tool", when, call_id=d["call_id"], name=d["name"])
-                entry.input = d.get("input")
-                state.messages.append(entry)
-            case "tool_returned":
-                self._tool_returned(state, event)
-            case "retry_attempted":
-                state.retries += 1
-            case _:
-                pass  # steps, memory and the run's end add no message
+        kind = event.type
+        if kind == "model_responded":
+            state.model = d.get("model") or state.model
+            usage = d.get("usage")
+            if usage:  # as tokens(): absent counts are 0
+                state.total_tokens += int(usage.get("input_tokens") or 0) + int(
+                    usage.get("output_tokens") or 0
+                )
+            calls = d.get("tool_calls") or UNSET  # model APIs reject an empty list
+            content = d.get("content") or ""
+            state.messages.append(Message("assistant", when, content, tool_calls=calls))
+        elif kind == "message_received":
+            state.messages.append(Message(d["role"], when, content=d["content"]))
+        elif kind == "tool_called":
+            state.tool_calls += 1
+            open_calls = state.open_calls.get(event.run_id)
+            if open_calls is None:
+                open_calls = state.open_calls[event.run_id] = {}
+            open_calls[d["call_id"]] = len(state.messages)
+            entry = Message("tool", when, call_id=d["call_id"], name=d["name"])
+            entry.input = d.get("input")
+            state.messages.append(entry)
+        elif kind == "tool_returned":
+            self._tool_returned(state, event)
+        elif kind == "run_started":
+            state.model = d.get("model") or state.model
+        elif kind == "retry_attempted":
+            state.retries += 1
+        # steps, memory and the run's end add no message
 
     def _tool_returned(self, state: Conversation, event: Event) -> None:
         d = event.data

@@ -10,7 +10,7 @@ import msgspec
 
 from ledger.events import Event
 from projections.prices import PriceTable
-from projections.reducers._base import Reducer, millis, tokens, usage_of
+from projections.reducers._base import Reducer, millis, tokens
 
 
 class ToolStats(msgspec.Struct):
@@ -113,10 +113,6 @@ class RunFold(msgspec.Struct):
         return None if slowest is None else slowest.index
 
 
-def _add_cost(total: float | None, cost: float | None) -> float | None:
-    return None if total is None or cost is None else total + cost
-
-
 class RunMetadataReducer(Reducer[RunFold]):
     """Folds a run's events (version order) into its RunFold, pricing with ``prices``.
 
@@ -150,65 +146,74 @@ class RunMetadataReducer(Reducer[RunFold]):
 
     def step(self, state: RunFold, event: Event) -> None:
         """Fold ``event`` into ``state`` in place."""
+        # This runs for every event of every rebuild and replay: comparisons rather than
+        # min()/max(), and the commonest event types tested first.
         d = event.data
         when = event.occurred_at
-        # Comparisons, not min()/max(): this runs for every event of every replay.
         if when < state.started_at:
             state.started_at = when
         if when > state.updated_at:
             state.updated_at = when
         state.version, state.position = event.version, event.position
-        if event.type == "run_started":
+        kind = event.type
+        if kind == "run_started":
             state.agent, state.model = d.get("agent"), d.get("model") or state.model
             state.parent_run_id = d.get("parent_run_id")
             state.parent_version = d.get("parent_version")
             return
-        turn = self._turn(state, event)
-        match event.type:
-            case "model_responded":
-                self._model_responded(state, turn, event)
-            case "tool_called":
-                state.tool_calls += 1
-                turn.tool_calls += 1
-                state.tools.setdefault(d["name"], ToolStats()).calls += 1
-                call = ToolCallRef(d["call_id"], d["name"], d.get("input"), turn.index)
-                state.pending[d["call_id"]] = call
-            case "tool_returned":
-                self._tool_returned(state, turn, event)
-            case "retry_attempted":
-                state.retries += 1
-                turn.retries += 1
-                turn.retry_delay_ms += float(d.get("delay_ms") or 0)
-            case "step_completed":
-                state.completed_steps.append(Step(d["step"], d["index"]))
-            case "run_completed":
-                state.status, state.error = "completed", None
-            case "run_failed":
-                state.status, state.error = "failed", d.get("error")
-                turn.errors += 1
-            case _:
-                pass
+        # The turn the event belongs to: a new one at a message after other work.
+        is_message = kind == "message_received"
+        turns = state.turns
+        if not turns:
+            turn = Turn(0, when, when)
+            turns.append(turn)
+        else:
+            turn = turns[-1]
+            if is_message and not turn.messages_only:
+                turn = Turn(len(turns), when, when)
+                turns.append(turn)
+        if turn.messages_only and not is_message:
+            turn.messages_only = False
+        if when < turn.started_at:
+            turn.started_at = when
+        if when > turn.ended_at:
+            turn.ended_at = when
+        if kind == "model_responded":
+            self._model_responded(state, turn, d)
+        elif kind == "tool_called":
+            state.tool_calls += 1
+            turn.tool_calls += 1
+            name = d["name"]
+            stats = state.tools.get(name)
+            if stats is None:
+                stats = state.tools[name] = ToolStats()
+            stats.calls += 1
+            call = ToolCallRef(d["call_id"], name, d.get("input"), turn.index)
+            state.pending[d["call_id"]] = call
+        elif kind == "tool_returned":
+            self._tool_returned(state, turn, event)
+        elif kind == "retry_attempted":
+            state.retries += 1
+            turn.retries += 1
+            turn.retry_delay_ms += float(d.get("delay_ms") or 0)
+        elif kind == "step_completed":
+            state.completed_steps.append(Step(d["step"], d["index"]))
+        elif kind == "run_completed":
+            state.status, state.error = "completed", None
+        elif kind == "run_failed":
+            state.status, state.error = "failed", d.get("error")
+            turn.errors += 1
 
-    def _turn(self, state: RunFold, event: Event) -> Turn:
-        """The turn ``event`` belongs to, opening a new one at a message after other work."""
-        is_message = event.type == "message_received"
-        last = state.turns[-1] if state.turns else None
-        if last is None or (is_message and not last.messages_only):
-            last = Turn(len(state.turns), event.occurred_at, event.occurred_at)
-            state.turns.append(last)
-        last.messages_only = last.messages_only and is_message
-        when = event.occurred_at
-        if when < last.started_at:
-            last.started_at = when
-        if when > last.ended_at:
-            last.ended_at = when
-        return last
-
-    def _model_responded(self, state: RunFold, turn: Turn, event: Event) -> None:
-        d = event.data
-        usage = usage_of(event)
-        tokens_in, tokens_out, cached, reasoning = tokens(usage)
+    def _model_responded(self, state: RunFold, turn: Turn, d: dict[str, Any]) -> None:
+        usage = d.get("usage")
         model = d.get("model") or state.model
+        if usage:  # as tokens(): absent counts are 0
+            tokens_in = int(usage.get("input_tokens") or 0)
+            tokens_out = int(usage.get("output_tokens") or 0)
+            cached = int(usage.get("cache_read_input_tokens") or 0)
+            reasoning = int(usage.get("reasoning_tokens") or 0)
+        else:
+            tokens_in = tokens_out = cached = reasoning = 0
         cost = None if usage is None else self.prices.cost(model, tokens_in, tokens_out, cached)
         state.model = model
         state.input_tokens += tokens_in
@@ -216,10 +221,12 @@ class RunMetadataReducer(Reducer[RunFold]):
         state.cache_read_input_tokens += cached
         state.reasoning_tokens += reasoning
         state.model_calls += 1
-        state.cost_usd = _add_cost(state.cost_usd, cost)
+        total = state.cost_usd
+        state.cost_usd = None if total is None or cost is None else total + cost
         turn.input_tokens += tokens_in
         turn.output_tokens += tokens_out
-        turn.cost_usd = _add_cost(turn.cost_usd, cost)
+        total = turn.cost_usd
+        turn.cost_usd = None if total is None or cost is None else total + cost
         turn.model_calls += 1
         turn.model_latency_ms += float(d.get("latency_ms") or 0)
 
