@@ -73,7 +73,7 @@ class Plan:
     warmup: int
 
 
-FULL = Plan(repeats=5, writer_counts=(1, 16), turns={1: 1000, 16: 150}, warmup=30)
+FULL = Plan(repeats=5, writer_counts=(1, 16), turns={1: 1000, 16: 300}, warmup=30)
 QUICK = Plan(repeats=3, writer_counts=(1, 16), turns={1: 200, 16: 40}, warmup=10)
 
 
