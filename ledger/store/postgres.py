@@ -35,7 +35,7 @@ from psycopg import errors as pg_errors
 from psycopg.adapt import AdaptersMap, Buffer, Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import Format
-from psycopg.rows import RowMaker
+from psycopg.rows import RowMaker, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ledger.chain import GENESIS
@@ -289,16 +289,16 @@ class PostgresStore(EventStore):
         with self._conn() as conn, conn.transaction():
             yield conn
 
-    @contextmanager
-    def scoped(self, user_id: str | None) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection inside a transaction that runs as ``user_id``'s tenant (the
-        app role, row-level security on), or across tenants as this view's role.
+    def read_as(
+        self, user_id: str | None, statement: str, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one read ``statement`` run as ``user_id``'s tenant (the app role,
+        row-level security on), or across tenants as this view's role; one round trip.
 
         For reads of tenant data kept beside the log (read models): the database, not
         the query's WHERE clause, keeps them to one tenant."""
-        with self._conn() as conn, conn.transaction():
-            self._enter_scope(conn, user_id)
-            yield conn
+        rows: list[tuple[Any, ...]] = self._fetch(statement, params, tuple_row, user_id)
+        return rows
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

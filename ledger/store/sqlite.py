@@ -255,12 +255,14 @@ class SQLiteStore(EventStore):
         finally:
             lock.release()
 
-    @contextmanager
-    def scoped(self, user_id: str | None) -> Iterator[sqlite3.Connection]:
-        """A connection for reads of ``user_id``'s data (SQLite has no roles: the queries
-        themselves name the tenant; the same seam as ``PostgresStore.scoped``)."""
-        with self.connection() as conn:
-            yield conn
+    def read_as(
+        self, user_id: str | None, statement: str, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of one read ``statement`` of ``user_id``'s data (SQLite has no roles:
+        the statement itself names the tenant; the seam of ``PostgresStore.read_as``)."""
+        with self._conn() as conn:
+            rows: list[tuple[Any, ...]] = conn.execute(statement, params).fetchall()
+        return rows
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:

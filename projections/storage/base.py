@@ -176,7 +176,9 @@ class _Store(Protocol):
 
     def connection(self) -> AbstractContextManager[Any]: ...
 
-    def scoped(self, user_id: str | None) -> AbstractContextManager[Any]: ...
+    def read_as(
+        self, user_id: str | None, statement: str, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]: ...
 
 
 class SQLStorage(ReadModelStorage):
@@ -230,14 +232,13 @@ class SQLStorage(ReadModelStorage):
 
     def get(self, name: str, user_id: str, key: str) -> bytes | None:
         params = {"name": name, "user_id": user_id, "key": key}
-        with self._store.scoped(user_id) as conn:  # Postgres: row-level security as the tenant
-            row = self._run(conn, self.statements.select_doc, params).fetchone()
-        return None if row is None else bytes(row[0])
+        # On Postgres as the tenant, under row-level security.
+        rows = self._store.read_as(user_id, self.statements.select_doc, params)
+        return bytes(rows[0][0]) if rows else None
 
     def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, bytes]]:
         params = {"name": name, "user_id": user_id}
-        with self._store.scoped(user_id) as conn:
-            rows = self._run(conn, self.statements.scan_docs, params).fetchall()
+        rows = self._store.read_as(user_id, self.statements.scan_docs, params)
         return [(u, k, bytes(d)) for u, k, d in rows]
 
     def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
