@@ -18,12 +18,6 @@ def millis(start: datetime, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds() * 1000)
 
 
-def usage_of(event: Event) -> dict[str, Any] | None:
-    """The ``usage`` of a model_responded event, or None when the agent reported none."""
-    usage: dict[str, Any] | None = event.data.get("usage")
-    return usage
-
-
 def tokens(usage: dict[str, Any] | None) -> tuple[int, int, int, int]:
     """(input, output, cache_read_input, reasoning) tokens; absent counts are 0."""
     if not usage:

@@ -10,7 +10,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from ledger.events import Event
-from projections.reducers._base import Reducer, millis
+from projections.reducers._base import Reducer, millis, tokens
 
 
 class Message(msgspec.Struct, omit_defaults=True):
@@ -97,11 +97,8 @@ class ConversationReducer(Reducer[Conversation]):
         kind = event.type
         if kind == "model_responded":
             state.model = d.get("model") or state.model
-            usage = d.get("usage")
-            if usage:  # as tokens(): absent counts are 0
-                state.total_tokens += int(usage.get("input_tokens") or 0) + int(
-                    usage.get("output_tokens") or 0
-                )
+            tokens_in, tokens_out, _, _ = tokens(d.get("usage"))
+            state.total_tokens += tokens_in + tokens_out
             calls = d.get("tool_calls") or UNSET  # model APIs reject an empty list
             content = d.get("content") or ""
             state.messages.append(Message("assistant", when, content, tool_calls=calls))

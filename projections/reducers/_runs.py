@@ -113,6 +113,10 @@ class RunFold(msgspec.Struct):
         return None if slowest is None else slowest.index
 
 
+def _add_cost(total: float | None, cost: float | None) -> float | None:
+    return None if total is None or cost is None else total + cost
+
+
 class RunMetadataReducer(Reducer[RunFold]):
     """Folds a run's events (version order) into its RunFold, pricing with ``prices``.
 
@@ -207,13 +211,7 @@ class RunMetadataReducer(Reducer[RunFold]):
     def _model_responded(self, state: RunFold, turn: Turn, d: dict[str, Any]) -> None:
         usage = d.get("usage")
         model = d.get("model") or state.model
-        if usage:  # as tokens(): absent counts are 0
-            tokens_in = int(usage.get("input_tokens") or 0)
-            tokens_out = int(usage.get("output_tokens") or 0)
-            cached = int(usage.get("cache_read_input_tokens") or 0)
-            reasoning = int(usage.get("reasoning_tokens") or 0)
-        else:
-            tokens_in = tokens_out = cached = reasoning = 0
+        tokens_in, tokens_out, cached, reasoning = tokens(usage)
         cost = None if usage is None else self.prices.cost(model, tokens_in, tokens_out, cached)
         state.model = model
         state.input_tokens += tokens_in
@@ -221,12 +219,10 @@ class RunMetadataReducer(Reducer[RunFold]):
         state.cache_read_input_tokens += cached
         state.reasoning_tokens += reasoning
         state.model_calls += 1
-        total = state.cost_usd
-        state.cost_usd = None if total is None or cost is None else total + cost
+        state.cost_usd = _add_cost(state.cost_usd, cost)
         turn.input_tokens += tokens_in
         turn.output_tokens += tokens_out
-        total = turn.cost_usd
-        turn.cost_usd = None if total is None or cost is None else total + cost
+        turn.cost_usd = _add_cost(turn.cost_usd, cost)
         turn.model_calls += 1
         turn.model_latency_ms += float(d.get("latency_ms") or 0)
 
