@@ -126,16 +126,8 @@ def _translated() -> Iterator[None]:
         raise
 
 
-_ARRAYS = (
-    "versions",
-    "types",
-    "schemas",
-    "occurred",
-    "payloads",
-    "key_ids",
-    "prev_hashes",
-    "hashes",
-)
+#: The per-event parameters of an append, in ``ledger_append``'s order.
+_ARRAYS = tuple(name for name, type_ in q.APPEND_PARAMS if type_.endswith("[]"))
 
 
 def _event_arrays(item: RunAppend) -> tuple[list[Any], ...]:
