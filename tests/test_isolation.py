@@ -300,6 +300,9 @@ def test_a_plain_app_login_works_for_its_tenants_and_is_refused_the_rest(
     agent_login: str,
 ) -> None:
     with ledger.connect(agent_login) as led:
+        assert led.store.acts_as == APP_ROLE  # so only the tenant is set, no SET ROLE
+        every_tenant = "SELECT DISTINCT user_id FROM ledger_events"
+        assert led.store.read_as("usr_b", every_tenant, {}) == [("usr_b",)]
         a = led.tenant("usr_a")
         run = a.start_run(session_id="sess_new")
         run.message_received(content="usr_a from a plain login")
@@ -320,6 +323,7 @@ def test_a_plain_app_login_works_for_its_tenants_and_is_refused_the_rest(
 def test_an_auditor_login_reads_every_tenant_and_writes_nothing(auditor_login: str) -> None:
     """The auditor handle's reads, narrowed to a tenant or not, run as the auditor."""
     with ledger.connect(auditor_login) as led:
+        assert led.store.acts_as == AUDITOR_ROLE
         auditor = led.auditor()
         assert {r.user_id for r in auditor.runs()} == {"usr_a", "usr_b"}
         assert [r.user_id for r in auditor.runs(user_id="usr_b")] == ["usr_b"]
@@ -345,3 +349,27 @@ def test_an_auditor_login_reads_every_tenant_and_writes_nothing(auditor_login: s
     )
     assert listed.returncode == 0, listed.stderr
     assert {r["user_id"] for r in json.loads(listed.stdout)} == {"usr_a", "usr_b"}
+
+
+def test_a_login_with_both_roles_still_switches_and_stays_isolated(seeded: str) -> None:
+    """Granted ledger_app and ledger_auditor, a login would see every tenant under
+    their permissive policies together: the store must switch role for it."""
+    with _login(seeded, f"{APP_ROLE}, {AUDITOR_ROLE}") as url, ledger.connect(url) as led:
+        assert led.store.acts_as is None
+        # The database, not the query, must narrow this to usr_a.
+        every_tenant = "SELECT DISTINCT user_id FROM ledger_events"
+        assert led.store.read_as("usr_a", every_tenant, {}) == [("usr_a",)]
+        a = led.tenant("usr_a")
+        assert [r.run_id for r in a.runs()] == ["run_usr_a"]
+        with pytest.raises(ledger.NotFound):
+            a.events("run_usr_b")
+        assert {r.user_id for r in led.auditor().runs()} == {"usr_a", "usr_b"}
+
+
+def test_a_superuser_login_always_switches_role(seeded: str) -> None:
+    with ledger.connect(seeded) as led:
+        assert led.store.acts_as is None  # it bypasses RLS unless it switches
+        every_tenant = "SELECT DISTINCT user_id FROM ledger_events"
+        assert led.store.read_as("usr_a", every_tenant, {}) == [("usr_a",)]
+        with pytest.raises(ledger.NotFound):
+            led.tenant("usr_a").events("run_usr_b")

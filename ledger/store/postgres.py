@@ -58,6 +58,7 @@ from ledger.store.postgres_schema import (
     APP_ROLE,
     AUDITOR_ROLE,
     NOTIFY_CHANNEL,
+    acting_role,
     check_schema_name,
 )
 from ledger.store.postgres_schema import migrate as migrate_schema
@@ -192,6 +193,10 @@ class PostgresStore(EventStore):
     #: ``ledger_auditor``.
     _cross_role: str | None = None
 
+    #: The ledger role whose policies hold for the login without a role switch (see
+    #: ``postgres_schema.acting_role``): statements as that role skip ``SET ROLE``.
+    acts_as: str | None = None
+
     def __init__(
         self,
         conninfo: str,
@@ -234,9 +239,13 @@ class PostgresStore(EventStore):
         return cls(conninfo, schema=schema, **kwargs)
 
     def migrate(self) -> int:
-        """Create the schema and tables if missing; return how many steps were applied."""
+        """Create the schema and tables if missing; return how many steps were applied.
+
+        Also learns which ledger role the login already acts as (``acts_as``)."""
         with _translated(), psycopg.connect(self._conninfo, autocommit=True) as conn:
-            return migrate_schema(conn, self.schema)
+            applied = migrate_schema(conn, self.schema)
+            self.acts_as = acting_role(conn, self.schema)
+            return applied
 
     def for_auditor(self) -> PostgresStore:
         """A view of this store (same pool) whose cross-tenant reads run as the auditor
@@ -248,17 +257,21 @@ class PostgresStore(EventStore):
         view.__dict__.pop("_read_model_storage", None)
         return view
 
-    def _scope(self, user_id: str | None) -> dict[str, str] | None:
+    def _scope(self, user_id: str | None) -> dict[str, str | None] | None:
         """The role and tenant a statement for ``user_id`` must run under (None: as is).
 
         An auditor view reads everything as the auditor, also when a query names one
         tenant (the query narrows it); anything else about a tenant runs as the app role
         with that tenant set."""
         if self._cross_role is not None:
-            return {"role": self._cross_role, "user_id": ""}
+            return {"role": self._switch_to(self._cross_role), "user_id": ""}
         if user_id is not None:
-            return {"role": APP_ROLE, "user_id": user_id}
+            return {"role": self._switch_to(APP_ROLE), "user_id": user_id}
         return None
+
+    def _switch_to(self, role: str) -> str | None:
+        """``role``, or None when the login already acts as it (no switch needed)."""
+        return None if role == self.acts_as else role
 
     def _enter_scope(self, conn: psycopg.Connection[Any], user_id: str | None) -> None:
         """Switch ``conn``'s current transaction to ``user_id``'s scope (see ``_scope``)."""

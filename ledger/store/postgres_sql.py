@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 
 #: Act as ``role`` for ``user_id`` until the end of the current transaction (row-level
-#: security reads the tenant from the setting; see postgres_schema).
+#: security reads the tenant from the setting; see postgres_schema). A NULL role keeps
+#: the login's own: the store passes one when the login already acts as that role.
 SET_SCOPE = """
-SELECT set_config('role', %(role)s, true), set_config('ledger.user_id', %(user_id)s, true)
+SELECT CASE WHEN %(role)s::text IS NOT NULL THEN set_config('role', %(role)s, true) END,
+       set_config('ledger.user_id', %(user_id)s, true)
 """
 
 #: Columns of ``ledger_events`` in the field order of ``ledger.records.Record``.
@@ -117,7 +119,7 @@ def _in_function(statement: str) -> str:
 
 
 #: The append of the API's hot path as one function call: it sets the role and tenant
-#: of the transaction (like SET_SCOPE; skipped when ``p_role`` is NULL), then runs
+#: of the transaction (like SET_SCOPE; each skipped when NULL), then runs
 #: START_RUN_QUIET or APPEND_RUN_QUIET, and returns how many events it inserted. One
 #: statement instead of a pipelined pair: one round of socket waits a turn, not two.
 #: SECURITY INVOKER (the default): the insert runs as ``p_role``, under its policies.
@@ -128,7 +130,10 @@ CREATE OR REPLACE FUNCTION {{schema}}.ledger_append(
 DECLARE inserted bigint;
 BEGIN
     IF p_role IS NOT NULL THEN
-        PERFORM set_config('role', p_role, true), set_config('ledger.user_id', p_tenant, true);
+        PERFORM set_config('role', p_role, true);
+    END IF;
+    IF p_tenant IS NOT NULL THEN
+        PERFORM set_config('ledger.user_id', p_tenant, true);
     END IF;
     IF p_starts_run THEN
         {_in_function(START_RUN_QUIET)};
