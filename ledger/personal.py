@@ -20,6 +20,7 @@ so an erasure leaves every chain verifiable.
 from __future__ import annotations
 
 import base64
+import binascii
 import copy
 import os
 import threading
@@ -68,6 +69,19 @@ def _aad(user_id: str, key_id: str) -> bytes:
     return f"ledger/v1\x00{user_id}\x00{key_id}".encode()
 
 
+#: base64 to base64url (what ``base64.urlsafe_b64encode`` does, without its two calls).
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+class WritingKey(NamedTuple):
+    """A user's live key with what sealing under it needs, worked out once per key."""
+
+    key_id: str
+    cipher: AESGCM
+    aad: bytes  # binds each token to its user and key
+    prefix: str  # MARKER + key_id + "/": how each token starts
+
+
 def new_key_id() -> str:
     """A fresh key id (random; it names a key, never a person)."""
     return "k_" + os.urandom(12).hex()
@@ -86,7 +100,7 @@ class Keyring:
         self._store = store
         self._ttl = ttl
         self._lock = threading.Lock()
-        self._writing: dict[str, tuple[str, AESGCM, float]] = {}
+        self._writing: dict[str, tuple[WritingKey, float]] = {}
         self._reading: dict[tuple[str, str], tuple[AESGCM | None, float]] = {}
 
     def through(self, store: EventStore) -> Keyring:
@@ -96,22 +110,23 @@ class Keyring:
         view._store = store
         return view
 
-    def writing_key(self, user_id: str) -> tuple[str, AESGCM]:
+    def writing_key(self, user_id: str) -> WritingKey:
         """The user's live key (created on first use) and its id."""
         now = time.monotonic()
         with self._lock:
             cached = self._writing.get(user_id)
-        if cached is not None and cached[2] > now:
-            return cached[0], cached[1]
+        if cached is not None and cached[1] > now:
+            return cached[0]
         found = self._store.live_key(user_id)
         if found is None:
             found = self._store.add_key(user_id, new_key_id(), AESGCM.generate_key(256))
         key_id, key = found
         cipher = AESGCM(key)
+        writing = WritingKey(key_id, cipher, _aad(user_id, key_id), f"{MARKER}{key_id}/")
         with self._lock:
-            self._writing[user_id] = (key_id, cipher, now + self._ttl)
+            self._writing[user_id] = (writing, now + self._ttl)
             self._reading[(user_id, key_id)] = (cipher, now + self._ttl)
-        return key_id, cipher
+        return writing
 
     def reading_key(self, user_id: str, key_id: str) -> AESGCM | None:
         """The key ``key_id`` of ``user_id``, or None once it is destroyed (or unknown)."""
@@ -131,7 +146,7 @@ class Keyring:
         with self._lock:
             entry = self._writing.pop(user_id, None)
             if entry is not None:
-                self._reading[(user_id, entry[0])] = (None, float("inf"))
+                self._reading[(user_id, entry[0].key_id)] = (None, float("inf"))
         for key_id in self._store.key_ids(user_id):
             with self._lock:
                 self._reading.pop((user_id, key_id), None)
@@ -210,21 +225,26 @@ class _Sealer:
     def __init__(self, user_id: str, keyring: Keyring) -> None:
         self._user_id = user_id
         self._keyring = keyring
-        self._cipher: AESGCM | None = None
-        self.key_id: str | None = None
-        self._aad = b""
+        self._key: WritingKey | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key sealed under (None until something was sealed)."""
+        return None if self._key is None else self._key.key_id
 
     def __call__(self, type_: str, path: str, value: Any) -> Any:
+        # On every append of every personal field: kept to the few calls it needs.
         if value is None or value == "":
             return value
-        _refuse_tokens(type_, path, value)
-        if self._cipher is None:
-            self.key_id, self._cipher = self._keyring.writing_key(self._user_id)
-            self._aad = _aad(self._user_id, self.key_id)
+        if isinstance(value, str) and value.startswith(MARKER):
+            _refuse_tokens(type_, path, value)
+        key = self._key
+        if key is None:
+            key = self._key = self._keyring.writing_key(self._user_id)
         nonce = os.urandom(_NONCE)
-        sealed = self._cipher.encrypt(nonce, _encode(value), self._aad)
-        token = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
-        return f"{MARKER}{self.key_id}/{token}"
+        sealed = nonce + key.cipher.encrypt(nonce, _encode(value), key.aad)
+        token = binascii.b2a_base64(sealed, newline=False).translate(_URLSAFE).rstrip(b"=")
+        return key.prefix + token.decode()
 
 
 def protect(user_id: str, drafts: Sequence[Draft], keyring: Keyring | None) -> list[Unsealed]:
