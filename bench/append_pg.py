@@ -4,9 +4,12 @@ Systems (each measurement in a fresh schema of one fresh database, repeats inter
 so all systems share the machine's drift):
 
 * ours, API    ``ledger.connect`` -> tenant -> run -> ``with run.turn(): 5 events``
-              (Postgres default: personal content encrypted, row-level security on)
-* ours, API unprotected  the same with encryption off and row-level security bypassed
-* ours, store  ``store.append`` of a RunAppend sealed in advance (storage cost alone)
+              (Postgres default: personal content encrypted, row-level security on),
+              logged in as a plain member of ``ledger_app`` as deployments should be
+* ours, API unprotected  the same with encryption off, as the superuser (row-level
+              security bypassed, no tenant set)
+* ours, store  ``store.append`` of a RunAppend sealed in advance (storage cost alone),
+              logged in like the API
 * raw psycopg  one prepared binary ``INSERT ... SELECT FROM unnest(...)`` per turn
 * eventsourcing  the library's default Postgres recorder via an Application
 """
@@ -19,7 +22,13 @@ from typing import Any
 
 import ledger
 from bench.es_app import create_es_tables
-from bench.pgserver import create_schema, describe_server, fresh_database, with_schema
+from bench.pgserver import (
+    app_login,
+    create_schema,
+    describe_server,
+    fresh_database,
+    with_schema,
+)
 from bench.raw_pg import create_raw_table
 from bench.report import Ratio, print_ratios, print_table
 from bench.runner import interleaved
@@ -31,6 +40,7 @@ class System:
     name: str
     spec: str
     prepare: Callable[[str, str, int], dict[str, Any]]  # (db url, schema, total turns)
+    as_app: bool = False  # writers log in as a plain member of ledger_app
 
 
 def _ours(url: str, schema: str, total: int) -> dict[str, Any]:
@@ -52,14 +62,14 @@ def _es(url: str, schema: str, total: int) -> dict[str, Any]:
 
 
 SYSTEMS = (
-    System("api", "ours: public API", "bench.ours:OursApi", _ours),
+    System("api", "ours: public API", "bench.ours:OursApi", _ours, as_app=True),
     System(
         "plain",
         "ours: API, no encryption/RLS",
         "bench.ours:OursApiUnprotected",
         _ours,
     ),
-    System("store", "ours: store.append", "bench.ours:OursStore", _ours),
+    System("store", "ours: store.append", "bench.ours:OursStore", _ours, as_app=True),
     System("raw", "raw psycopg floor", "bench.raw_pg:RawPg", _raw),
     System("es", "eventsourcing default recorder", "bench.es_app:EsWriter", _es),
 )
@@ -80,11 +90,14 @@ QUICK = Plan(repeats=3, writer_counts=(1, 16), turns={1: 200, 16: 40}, warmup=10
 def run(quick: bool = False) -> list[Ratio]:
     plan = QUICK if quick else FULL
     turns = {w: plan.turns[w] for w in plan.writer_counts}
-    with fresh_database() as url:
+    with fresh_database() as url, app_login(url) as as_app:
         print(f"\nBenchmark 1 on {describe_server(url)}", flush=True)
 
         def params_for(system: System, r: int, w: int) -> dict[str, Any]:
-            return system.prepare(url, f"r{r}_w{w}_{system.key}", plan.warmup + turns[w])
+            params = system.prepare(url, f"r{r}_w{w}_{system.key}", plan.warmup + turns[w])
+            if system.as_app:
+                params["url"] = as_app(params["url"])
+            return params
 
         series = interleaved(SYSTEMS, plan.repeats, turns, plan.warmup, params_for)
     print_table(

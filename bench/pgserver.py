@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -12,6 +12,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from ledger.store.postgres_schema import APP_ROLE, ensure_roles
 
 DEFAULT_SERVER = "postgresql://root@127.0.0.1:5432/postgres"
 
@@ -74,3 +76,31 @@ def describe_server(url: str) -> str:
         ).fetchall()
     settings = ", ".join(f"{name}={value}" for name, value in rows)
     return f"PostgreSQL {version[0] if version else '?'} ({settings})"
+
+
+@contextmanager
+def app_login(url: str) -> Iterator[Callable[[str], str]]:
+    """A fresh LOGIN role granted only ``ledger_app`` (the deployment the docs
+    recommend: agents log in as a plain member of the app role), dropped at the end.
+
+    Yields a function that turns a URL into the same URL logged in as that role."""
+    role = f"ledger_bench_app_{secrets.token_hex(4)}"
+    password = secrets.token_hex(16)
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        ensure_roles(conn)
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                sql.Identifier(role), sql.Literal(password), sql.Identifier(APP_ROLE)
+            )
+        )
+
+    def as_login(target: str) -> str:
+        parts = urlsplit(target)
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
+
+    try:
+        yield as_login
+    finally:
+        with psycopg.connect(conninfo(url), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -89,12 +89,15 @@ class Ratio:
         return self.top.events_per_s / self.bottom.events_per_s
 
     def paired(self) -> str:
-        """Min-max of the per-repeat ratios (repeats are interleaved, so pairs share noise)."""
+        """Median and min-max of the per-repeat ratios (repeats are interleaved, so the
+        two systems of a pair share the machine's drift)."""
         pairs = [
             a.events_per_s / b.events_per_s
             for a, b in zip(self.top.samples, self.bottom.samples, strict=False)
         ]
-        return f"{min(pairs):.2f}-{max(pairs):.2f}" if pairs else "-"
+        if not pairs:
+            return "-"
+        return f"median {statistics.median(pairs):.2f}, {min(pairs):.2f}-{max(pairs):.2f}"
 
     @property
     def met(self) -> bool | None:
