@@ -8,7 +8,9 @@ an observer process takes every n-th turn's ``(time.time() after `with run.turn(
 returned, user, session, run_id, version)`` and polls the STORED conversation document
 (``storage.get`` decoded by the projector; no read-your-writes folding) until its
 ``applied[run_id] >= version``. Lag = the time it saw that minus the commit time. The
-observer sweeps its pending documents about every millisecond.
+observer reads the conversation projector's cursor every ``_SWEEP_SECONDS`` (so a lag
+reads up to that much high) and, at the end, checks every stored conversation holds the
+turns it was timed for.
 
 Three loads: writers as fast as they can (the machine saturated, as in benchmark 1);
 the same with the writer processes at ``nice 10``, i.e. the runner (and the observer)
@@ -28,18 +30,21 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import ledger
 from bench.read_side import Figures, postgres_schema, settle, verdict
 from bench.report import percentile
 from bench.workload import EVENTS_PER_TURN, api_turn
+from ledger.records import LogCursor
 from projections.catalog import CONVERSATION, default_projectors
 from projections.runner import ProjectorRunner
 from projections.storage import storage_for
+from projections.storage.base import Load
 
 _TIMEOUT = 300.0
 _TURNS_PER_RUN = 8
+_SWEEP_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -154,44 +159,96 @@ def _writer(
         out.put(("writer", None, traceback.format_exc()))
 
 
+#: Where each sampled turn's last event sits in the log: (sample index, tx_id, position).
+_POSITIONS = """
+SELECT s.i, e.tx_id, e.position
+FROM unnest(%(users)s::text[], %(runs)s::text[], %(versions)s::bigint[])
+     WITH ORDINALITY AS s(user_id, run_id, version, i)
+JOIN ledger_events e USING (user_id, run_id, version)
+"""
+
+
+class _Turn(NamedTuple):
+    committed: float  # time.time() when ``with run.turn()`` returned
+    user_id: str
+    session_id: str
+    run_id: str
+    version: int
+
+
 def _observer(url: str, samples: Any, out: Any) -> None:
-    """Poll the stored conversation of every pending sample until it includes the turn."""
+    """Time each sampled turn from its commit until the conversation projector has
+    committed past it, then check every stored conversation includes its turns.
+
+    A sweep is one small query (the projector's cursor): the cursor and the documents
+    it covers commit in one transaction, so past the cursor means in the stored
+    conversation; the check at the end reads the documents to confirm it. (Polling
+    every pending document each sweep made the observer use more CPU than the runner
+    it was timing.)"""
     try:
         with ledger.connect(url) as led:
             storage = storage_for(led.store)
-            projector = next(p for p in default_projectors() if p.name == CONVERSATION)
-            pending: dict[tuple[str, str], list[tuple[float, str, int]]] = {}
+            seen_turns: list[_Turn] = []
+            waiting: list[tuple[LogCursor, _Turn]] = []
             lags: list[float] = []
             closing_at: float | None = None
+            cpu = time.process_time()  # what observing costs, not starting up
             while True:
+                fresh: list[_Turn] = []
                 try:
-                    block = not pending and closing_at is None
+                    block = not waiting and closing_at is None
                     while item := samples.get(block, 0.1):
                         block = False
-                        committed, user, session, run_id, version = item
-                        pending.setdefault((user, session), []).append((committed, run_id, version))
+                        fresh.append(_Turn(*item))
                     closing_at = closing_at or time.time()  # None: the writers are done
                 except queue.Empty:
                     pass
-                if not pending and closing_at is not None:
+                if fresh:
+                    waiting += _positions(led, fresh)
+                if not waiting and closing_at is not None:
                     break
-                for key, waiting in list(pending.items()):
-                    data = storage.get(CONVERSATION, *key)
-                    seen = time.time()
-                    applied = {} if data is None else projector.load(data).applied
-                    left = [w for w in waiting if applied.get(w[1], 0) < w[2]]
-                    lags += [seen - w[0] for w in waiting if applied.get(w[1], 0) >= w[2]]
-                    if left:
-                        pending[key] = left
-                    else:
-                        del pending[key]
+                row = storage.projector(CONVERSATION)
+                seen = time.time()
+                if row is not None:
+                    passed = [t for c, t in waiting if c <= row.cursor]
+                    lags += [seen - t.committed for t in passed]
+                    seen_turns += passed
+                    waiting = [(c, t) for c, t in waiting if c > row.cursor]
                 if closing_at is not None and time.time() - closing_at > 60:
                     break
-                time.sleep(0.001)
-            unresolved = sum(len(w) for w in pending.values())
-            out.put(("observer", (lags, unresolved, time.process_time()), None))
+                time.sleep(_SWEEP_SECONDS)
+            _check_stored(storage, seen_turns)
+            out.put(("observer", (lags, len(waiting), time.process_time() - cpu), None))
     except BaseException:
         out.put(("observer", None, traceback.format_exc()))
+
+
+def _positions(led: ledger.Ledger, turns: list[_Turn]) -> list[tuple[LogCursor, _Turn]]:
+    """Each turn's last event's place in the log, in one round trip."""
+    params = {
+        "users": [t.user_id for t in turns],
+        "runs": [t.run_id for t in turns],
+        "versions": [t.version for t in turns],
+    }
+    with led.store.connection() as conn:  # type: ignore[attr-defined]
+        rows = conn.execute(_POSITIONS, params).fetchall()
+    if len(rows) != len(turns):
+        raise RuntimeError(f"{len(turns) - len(rows)} sampled turns are not in the log")
+    return [(LogCursor(int(tx), int(pos)), turns[int(i) - 1]) for i, tx, pos in rows]
+
+
+def _check_stored(storage: Any, turns: list[_Turn]) -> None:
+    """Every turn seen past the cursor is in its stored conversation document."""
+    live = storage.projector(CONVERSATION)
+    keys = sorted({(t.user_id, t.session_id) for t in turns})
+    (found,) = storage.load_many([Load(CONVERSATION, live.generation, keys)])
+    projector = next(p for p in default_projectors() if p.name == CONVERSATION)
+    applied = {key: projector.load(data).applied for key, data in found.items()}
+    missing = [
+        t for t in turns if applied.get((t.user_id, t.session_id), {}).get(t.run_id, 0) < t.version
+    ]
+    if missing:
+        raise RuntimeError(f"{len(missing)} turns past the cursor are not in their conversation")
 
 
 @dataclass
