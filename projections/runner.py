@@ -454,8 +454,9 @@ def _waiter_for(ledger: Ledger, poll_seconds: float) -> Any:
     if ledger.store.backend == "postgres":
         from projections.listen import Listener
 
-        # Writers notify at most once per notify_interval, so the last append of a
-        # burst may come without one: never sleep much longer than that interval.
+        # Writers notify at most once per notify_interval, the last append of a burst
+        # by a trailing notice: the timeout only covers a notice lost with a dropped
+        # connection.
         interval = getattr(ledger.store, "notify_interval", poll_seconds)
         return Listener(ledger, min(poll_seconds, 2.5 * interval))
     return _Poller(poll_seconds)

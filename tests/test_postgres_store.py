@@ -7,6 +7,7 @@ only a real Postgres can show (other transactions, triggers, migrations under a 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -438,6 +439,34 @@ def test_an_append_notifies_listeners_after_commit(pg_url: str) -> None:
         finally:
             listener.close()
     assert [n.payload for n in notices] == [store.schema]  # type: ignore[attr-defined]
+
+
+def test_appends_inside_the_notify_interval_get_one_trailing_notice(pg_url: str) -> None:
+    """The first append notifies at once; the ones right after it are covered by ONE
+    notice at the end of the interval (not left for the readers' poll), and closing
+    the store sends a notice still pending."""
+    import psycopg as _psycopg
+
+    import ledger as _ledger
+    from ledger.store.postgres_schema import NOTIFY_CHANNEL
+
+    with _psycopg.connect(split_url(pg_url)[0], autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        with _ledger.connect(pg_url) as led:
+            store = led.store
+            store.notify_interval = 0.5  # type: ignore[attr-defined]
+            run = led.tenant("usr_a").start_run(session_id="s")
+            assert len(list(listener.notifies(timeout=0.3, stop_after=1))) == 1
+            for n in range(3):
+                run.message_received(content=f"m{n}")
+            committed = time.monotonic()
+            assert len(list(listener.notifies(timeout=3.0, stop_after=1))) == 1
+            assert time.monotonic() - committed < 1.0  # at the interval's end
+            assert list(listener.notifies(timeout=0.8)) == [], "one covers all three"
+            run.message_received(content="last")  # due: notifies at once
+            run.message_received(content="after")  # inside the interval: pending
+        # closed at once: the pending notice was sent, not dropped
+        assert len(list(listener.notifies(timeout=1.0))) == 2
 
 
 def test_settle_waits_for_transactions_running_at_the_call(

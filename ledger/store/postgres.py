@@ -54,6 +54,7 @@ from ledger.store import pg_arrays
 from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
 from ledger.store.pg_arrays import Byteas, Int2s, Int8s, Texts, Timestamps
+from ledger.store.pg_notify import NoticeThrottle
 from ledger.store.postgres_schema import (
     APP_ROLE,
     AUDITOR_ROLE,
@@ -185,8 +186,9 @@ class PostgresStore(EventStore):
 
     backend = "postgres"
 
-    #: Seconds between two notifications from this store (see ``_notify``).
-    notify_interval = 0.02
+    #: At most one notification of appends per this many seconds from this store, the
+    #: last append of a burst included (see ``pg_notify``).
+    notify_interval = 0.1
 
     #: The role reads across tenants (``user_id=None``) run as: None is the login role
     #: (projector runners, migrations); ``for_auditor()`` views run everything as
@@ -213,7 +215,7 @@ class PostgresStore(EventStore):
         params.update(options=options)
         params.setdefault("connect_timeout", connect_timeout)
         self._conninfo = make_conninfo("", **params)
-        self._last_notify = 0.0
+        self._notices = NoticeThrottle(self._send_notice)
         self._notice = {"channel": NOTIFY_CHANNEL, "schema": self.schema}
         self.migrate()
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -333,10 +335,17 @@ class PostgresStore(EventStore):
             return []
         else:
             stored = self._append_many(appends, tracking)
-        if any(item.events for item in appends) and self._notify_due():
-            with self._conn() as conn:
-                conn.execute(q.NOTIFY, self._notice, prepare=True)
+        if any(item.events for item in appends):
+            if self._notices.due(self.notify_interval):
+                self._send_notice()
+            else:
+                self._notices.later(self.notify_interval)
         return stored
+
+    def _send_notice(self) -> None:
+        """Tell live readers this schema has new events (in a transaction of its own)."""
+        with self._conn() as conn:
+            conn.execute(q.NOTIFY, self._notice, prepare=True)
 
     def _append_one(self, item: RunAppend) -> list[Record]:
         statement = q.START_RUN if item.starts_run else q.APPEND_RUN
@@ -366,9 +375,10 @@ class PostgresStore(EventStore):
             item.key_id,
             item.starts_run,
         )
+        notify = self._notices.due(self.notify_interval)
         with self._conn() as conn:
             cur = _append_cursor(conn)
-            if self._notify_due():
+            if notify:
                 # The notification rides in the same round trip, after a Sync: its own
                 # transaction, sent once the append's has committed.
                 with conn.pipeline() as pipeline:
@@ -380,20 +390,8 @@ class PostgresStore(EventStore):
             row = cur.fetchone()
             if row is None or row[0] != len(item.events):
                 self._explain(conn, item)
-
-    def _notify_due(self) -> bool:
-        """Whether this append should wake live readers: at most once per
-        ``notify_interval``, after the commit (a transaction that notifies holds a
-        cluster-wide lock through its commit, serialising writers).
-
-        A burst of appends shares one notification; readers also poll every
-        ``notify_interval`` or so, so the last append of a burst is seen promptly too.
-        """
-        now = time.monotonic()
-        if now - self._last_notify < self.notify_interval:
-            return False
-        self._last_notify = now
-        return True
+        if not notify:
+            self._notices.later(self.notify_interval)
 
     def _append_many(self, appends: Sequence[RunAppend], tracking: Tracking | None) -> list[Record]:
         with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction():
@@ -634,6 +632,7 @@ class PostgresStore(EventStore):
         return ids
 
     def close(self) -> None:
+        self._notices.close()
         self._pool.close()
 
     def __enter__(self) -> PostgresStore:
