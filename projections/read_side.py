@@ -27,10 +27,13 @@ class ReadSide:
 
     def conversation(self, tenant: Tenant, session_id: str) -> ConversationState:
         """The session's conversation; NotFound if the tenant has no run in it."""
-        runs = self.ledger.store.list_runs(tenant.user_id, session_id)
+        store, user_id = self.ledger.store, tenant.user_id
+        runs, data = storage_for(store).get_with_runs(
+            store, CONVERSATION, user_id, session_id, session_id
+        )
         if not runs:
-            raise NotFound(f"session {session_id!r} not found for user {tenant.user_id!r}")
-        doc = current(self.ledger, self.projectors[CONVERSATION], tenant.user_id, session_id, runs)
+            raise NotFound(f"session {session_id!r} not found for user {user_id!r}")
+        doc = current(self.ledger, self.projectors[CONVERSATION], user_id, session_id, runs, data)
         if doc is None:
             raise NotFound(f"session {session_id!r} has no events yet")
         return ConversationState.from_state(doc.state)

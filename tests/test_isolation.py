@@ -371,5 +371,8 @@ def test_a_superuser_login_always_switches_role(seeded: str) -> None:
         assert led.store.acts_as is None  # it bypasses RLS unless it switches
         every_tenant = "SELECT DISTINCT user_id FROM ledger_events"
         assert led.store.read_as("usr_a", every_tenant, {}) == [("usr_a",)]
+        # the conversation read's pipelined pair runs as the tenant too
+        runs, rows = led.store.list_runs_and_read("usr_a", "sess_usr_a", every_tenant, {})
+        assert [r.run_id for r in runs] == ["run_usr_a"] and rows == [("usr_a",)]
         with pytest.raises(ledger.NotFound):
             led.tenant("usr_a").events("run_usr_b")

@@ -569,6 +569,27 @@ class PostgresStore(EventStore):
             user_id,
         )
 
+    def list_runs_and_read(
+        self, user_id: str, session_id: str, statement: str, params: dict[str, Any]
+    ) -> tuple[list[RunHead], list[tuple[Any, ...]]]:
+        """``list_runs(user_id, session_id)`` and the rows of one more read as that
+        tenant (``read_as``), in ONE round trip: what an agent's conversation read
+        costs on every model call."""
+        scope = self._scope(user_id)
+        with self._conn() as conn:
+            heads = conn.cursor(binary=True, row_factory=_head_rows)
+            rows = conn.cursor(binary=True)
+            with conn.pipeline():
+                if scope is not None:
+                    conn.execute(q.SET_SCOPE, scope, prepare=True)
+                heads.execute(
+                    q.LIST_RUNS,
+                    {"user_id": user_id, "session_id": session_id, "genesis": GENESIS},
+                    prepare=True,
+                )
+                rows.execute(statement, params, prepare=True)
+            return heads.fetchall(), rows.fetchall()
+
     def read_notifications(
         self,
         start: int | None,

@@ -26,7 +26,8 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from ledger.records import LogCursor
+from ledger.records import LogCursor, RunHead
+from ledger.store.base import EventStore
 
 DocKey = tuple[str, str]  # (user_id, key)
 
@@ -121,6 +122,13 @@ class ReadModelStorage(ABC):
     @abstractmethod
     def get(self, name: str, user_id: str, key: str) -> bytes | None:
         """One document of the generation readers see."""
+
+    def get_with_runs(
+        self, store: EventStore, name: str, user_id: str, session_id: str, key: str
+    ) -> tuple[list[RunHead], bytes | None]:
+        """``store.list_runs(user_id, session_id)`` and ``get(name, user_id, key)``;
+        Postgres reads both in one round trip."""
+        return store.list_runs(user_id, session_id), self.get(name, user_id, key)
 
     @abstractmethod
     def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, bytes]]:

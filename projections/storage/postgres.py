@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ledger.records import LogCursor
+from ledger.records import LogCursor, RunHead
+from ledger.store.base import EventStore
 from ledger.store.postgres import PostgresStore
 from projections.storage import postgres_sql as sql
 from projections.storage.base import (
@@ -29,6 +30,7 @@ class PostgresStorage(SQLStorage):
 
     def __init__(self, store: PostgresStore) -> None:
         super().__init__(store)
+        self._pg = store
         with store.transaction() as conn:
             ready = conn.execute(sql.SCHEMA_READY).fetchone()
             if not (ready and ready[0]):  # an app login may not run DDL: only when needed
@@ -37,6 +39,15 @@ class PostgresStorage(SQLStorage):
                     conn.execute(statement)
             found = conn.execute(sql.HAS_LZ4).fetchone()
         self._lz4 = bool(found and found[0])
+
+    def get_with_runs(
+        self, store: EventStore, name: str, user_id: str, session_id: str, key: str
+    ) -> tuple[list[RunHead], bytes | None]:
+        if store is not self._pg:
+            return super().get_with_runs(store, name, user_id, session_id, key)
+        params = {"name": name, "user_id": user_id, "key": key}
+        runs, rows = self._pg.list_runs_and_read(user_id, session_id, sql.SELECT_DOC, params)
+        return runs, bytes(rows[0][0]) if rows else None
 
     def _row(self, values: Sequence[Any]) -> ProjectorRow:
         name, version, generation, tx_id, position, owner, lease_until, updated_at = values
