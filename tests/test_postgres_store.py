@@ -461,7 +461,7 @@ def test_appends_inside_the_notify_interval_get_one_trailing_notice(pg_url: str)
                 run.message_received(content=f"m{n}")
             committed = time.monotonic()
             assert len(list(listener.notifies(timeout=3.0, stop_after=1))) == 1
-            assert time.monotonic() - committed < 1.0  # at the interval's end
+            assert time.monotonic() - committed < 2.5  # with the interval, no poll here
             assert list(listener.notifies(timeout=0.8)) == [], "one covers all three"
             run.message_received(content="last")  # due: notifies at once
             run.message_received(content="after")  # inside the interval: pending
