@@ -14,6 +14,7 @@ from cli import audit_cmd, context, forget_cmd, projections_cmd, render, replay_
 from cli.context import JsonFlag, UserOption, connect
 from ledger import digest as log_digest
 from ledger.jsonl import append_jsonl
+from projections.storage import storage_for
 
 app = typer.Typer(
     name="ledger",
@@ -51,6 +52,9 @@ def _main(
 def init() -> None:
     """Create or migrate the ledger's schema (safe to run again, and from many processes)."""
     with connect() as led:
+        # The read models' tables too, so that an admin's init prepares everything (on
+        # Postgres, owned by ledger_owner) before agents and runners log in.
+        storage_for(led.store)
         render.out.print(f"ledger ready: {led.backend} store at {led.settings.url}")
 
 

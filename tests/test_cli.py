@@ -42,6 +42,21 @@ def event_line(run_id: str, content: str = "hi", user: str = "usr_a") -> str:
     )
 
 
+def test_init_prepares_the_read_models_owned_by_ledger_owner(pg_url: str) -> None:
+    """An admin's ``ledger init`` leaves nothing for runner logins to create or own."""
+    from tests.pg import raw_connection
+
+    assert ledger_cli(pg_url, "init").returncode == 0
+    with raw_connection(pg_url, autocommit=True) as conn:
+        owners = conn.execute(
+            "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+            " AND c.relname LIKE 'ledger%' ORDER BY 1"
+        ).fetchall()
+    assert ("ledger_read_models", "ledger_owner") in owners
+    assert {owner for _, owner in owners} == {"ledger_owner"}
+
+
 def test_init_demo_and_read_back(url: str) -> None:
     assert ledger_cli(url, "init").returncode == 0
     assert ledger_cli(url, "init").returncode == 0  # idempotent

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ledger
-from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE
+from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, OWNER_ROLE
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
 from tests.pg import raw_connection
@@ -376,3 +376,34 @@ def test_a_superuser_login_always_switches_role(seeded: str) -> None:
         assert [r.run_id for r in runs] == ["run_usr_a"] and rows == [("usr_a",)]
         with pytest.raises(ledger.NotFound):
             led.tenant("usr_a").events("run_usr_b")
+
+
+def test_the_documented_deployment_agents_runner_and_auditor_logins(seeded: str) -> None:
+    """docs/isolation-and-erasure.md: agents log in as members of ledger_app, the
+    projector runner and erasure as a member of ledger_owner, audits as a member of
+    ledger_auditor. Each does its job and nothing it should not."""
+    with (
+        _login(seeded, APP_ROLE) as agent_url,
+        _login(seeded, OWNER_ROLE) as owner_url,
+        _login(seeded, AUDITOR_ROLE) as auditor_url,
+    ):
+        with ledger.connect(agent_url) as agent:
+            run = agent.tenant("usr_a").start_run(session_id="sess_deployed")
+            run.message_received(content="usr_a via the agent login")
+        with ledger.connect(owner_url) as owner:
+            assert owner.store.acts_as is None  # the owner bypasses row-level security
+            ProjectorRunner(owner, default_projectors()).catch_up()  # every tenant
+            owner.forget("usr_b")
+            assert owner.auditor().verify().ok
+        with ledger.connect(agent_url) as agent:
+            a = agent.tenant("usr_a")
+            messages = a.conversation("sess_deployed").messages
+            assert messages[0]["content"] == "usr_a via the agent login"
+            assert [m.value for m in agent.tenant("usr_b").memories()] == ["[erased]"]
+            with pytest.raises(ledger.AccessDenied):
+                agent.forget("usr_a")
+        with ledger.connect(auditor_url) as auditor:
+            report = auditor.auditor().verify()
+            assert report.ok
+            erased = auditor.auditor().events("run_usr_b")
+            assert erased[1].data["content"] == "[erased]"

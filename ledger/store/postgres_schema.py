@@ -197,6 +197,22 @@ STEPS: tuple[Step, ...] = (
         # ledger_app (see acting_role) skips the switch. CREATE OR REPLACE keeps grants.
         (APPEND_FUNCTION,),
     ),
+    Step(
+        9,
+        "the owner may act as the app and auditor roles",
+        # Erasure reads and records as the user's tenant, verify reads as the auditor:
+        # a login granted only ledger_owner must be able to switch to both. The owner
+        # owns every row already, so this widens nothing. Granting roles needs a
+        # superuser (or ADMIN OPTION); another migrator leaves it to an admin.
+        (
+            f"""DO $$ BEGIN
+                GRANT {APP_ROLE}, {AUDITOR_ROLE} TO {OWNER_ROLE};
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE WARNING 'ledger: run GRANT {APP_ROLE}, {AUDITOR_ROLE} TO {OWNER_ROLE} '
+                    'as a superuser, so that ledger_owner logins can run forget and verify';
+            END $$""",
+        ),
+    ),
 )
 
 LATEST = STEPS[-1].version
@@ -313,21 +329,35 @@ def migrate(conn: psycopg.Connection[Any], schema: str = "public") -> int:
             )
             applied += 1
         if applied:
-            conn.execute(_HAND_TO_OWNER.replace("{schema}", schema_ident))
+            hand_to_owner(conn, schema)
     return applied
 
 
-#: Give the tables to ``ledger_owner`` when the migrating role may (a superuser, or a
-#: member of it); otherwise the migrating role stays their owner.
+#: Give the ledger's tables to ``ledger_owner`` when the current role may (a superuser,
+#: or a member of it that owns them); otherwise their creator stays their owner. The
+#: schema grant is skipped by a role that does not own the schema.
 _HAND_TO_OWNER = f"""DO $$
 DECLARE t text;
 BEGIN
     IF pg_has_role(current_user, '{OWNER_ROLE}', 'MEMBER') THEN
-        EXECUTE 'GRANT USAGE, CREATE ON SCHEMA {{schema}} TO {OWNER_ROLE}';
+        BEGIN
+            EXECUTE 'GRANT USAGE, CREATE ON SCHEMA {{schema}} TO {OWNER_ROLE}';
+        EXCEPTION WHEN insufficient_privilege THEN NULL;
+        END;
         FOR t IN SELECT c.relname FROM pg_class c
                  WHERE c.relnamespace = '{{schema}}'::regnamespace AND c.relkind = 'r'
-                   AND c.relname LIKE 'ledger%' LOOP
-            EXECUTE format('ALTER TABLE %I OWNER TO {OWNER_ROLE}', t);
+                   AND c.relname LIKE 'ledger%'
+                   AND c.relowner <> '{OWNER_ROLE}'::regrole
+                   AND pg_has_role(current_user, c.relowner, 'USAGE') LOOP
+            EXECUTE format('ALTER TABLE {{schema}}.%I OWNER TO {OWNER_ROLE}', t);
         END LOOP;
     END IF;
 END $$"""
+
+
+def hand_to_owner(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Give the ledger's tables in ``schema`` (read models included) to ``ledger_owner``
+    if the current role may, so any login granted ``ledger_owner`` can run migrations,
+    projector runners and erasure; a no-op for a role that may not."""
+    schema_ident = sql.Identifier(check_schema_name(schema)).as_string(conn)
+    conn.execute(_HAND_TO_OWNER.replace("{schema}", schema_ident))

@@ -8,6 +8,7 @@ from typing import Any
 from ledger.records import LogCursor, RunHead
 from ledger.store.base import EventStore
 from ledger.store.postgres import PostgresStore
+from ledger.store.postgres_schema import hand_to_owner
 from projections.storage import postgres_sql as sql
 from projections.storage.base import (
     DocKey,
@@ -37,6 +38,7 @@ class PostgresStorage(SQLStorage):
                 conn.execute(sql.SCHEMA_LOCK)
                 for statement in sql.SCHEMA:
                     conn.execute(statement)
+                hand_to_owner(conn, store.schema)  # runners log in as its members
             found = conn.execute(sql.HAS_LZ4).fetchone()
         self._lz4 = bool(found and found[0])
 
