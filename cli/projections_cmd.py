@@ -25,10 +25,18 @@ app = typer.Typer(
 
 @app.command()
 def run(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Only these read models (default: all); e.g. a runner of its own for "
+            "the conversation that agents read on every call."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Events per committed batch.")] = 1000,
     poll: Annotated[float, typer.Option(help="Seconds between polls (SQLite).")] = 0.5,
 ) -> None:
-    """Keep every read model up to date until stopped (Ctrl-C or SIGTERM: clean shutdown)."""
+    """Keep the read models up to date until stopped (Ctrl-C or SIGTERM: clean shutdown)."""
+    chosen = default_projectors() if not names else [projector_named(n) for n in names]
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -39,8 +47,9 @@ def run(
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with connect() as led:
-        runner = ProjectorRunner(led, default_projectors(), batch_size=batch_size)
-        render.err.print(f"projecting {led.settings.url} as {runner.owner}")
+        runner = ProjectorRunner(led, chosen, batch_size=batch_size)
+        projected = ", ".join(p.name for p in chosen)
+        render.err.print(f"projecting {projected} of {led.settings.url} as {runner.owner}")
         runner.run(stop, poll_seconds=poll)
     render.err.print("stopped cleanly")
 

@@ -72,6 +72,40 @@ def test_projections_status_rebuild_and_unknown_name(url: str) -> None:
     assert unknown.returncode == 2 and "no read model named 'sentiment'" in unknown.stderr
 
 
+_CLI = (sys.executable, "-m", "cli")
+
+
+def test_projections_run_can_keep_one_read_model_in_a_runner_of_its_own(url: str) -> None:
+    """``ledger projections run conversation``: that read model only; the others are
+    left to another runner (their leases stay free)."""
+    seed(url)
+    runner = subprocess.Popen(
+        [*_CLI, "--url", url, "projections", "run", "conversation", "--poll", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            status = {
+                p["name"]: p
+                for p in json.loads(ledger_cli(url, "projections", "status", "--json").stdout)
+            }
+            if status["conversation"]["lag_events"] == 0 and status["conversation"]["owner"]:
+                break
+            assert time.monotonic() < deadline, "the runner never caught up"
+            time.sleep(0.1)
+        assert status["run_metadata"]["lag_events"] == 29 and not status["memory"]["owner"]
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 0, err
+    assert "projecting conversation of" in err
+    unknown = ledger_cli(url, "projections", "run", "sentiment")
+    assert unknown.returncode == 2 and "no read model named 'sentiment'" in unknown.stderr
+
+
 def test_projections_run_follows_live_and_stops_cleanly_on_sigterm(url: str) -> None:
     seed(url)
     env = {**os.environ, "COLUMNS": "200"}
