@@ -5,12 +5,12 @@ run`` does (``ProjectorRunner(led, default_projectors(), batch_size=1000).run(st
 woken by NOTIFY); 16 writer processes write turns through the public API, each on two
 sessions at a time (8 turns a run, then ``complete()`` and a new run in a new session);
 an observer process takes every n-th turn's ``(time.time() after `with run.turn()`
-returned, user, session, run_id, version)`` and polls the STORED conversation document
-(``storage.get`` decoded by the projector; no read-your-writes folding) until its
-``applied[run_id] >= version``. Lag = the time it saw that minus the commit time. The
-observer reads the conversation projector's cursor every ``_SWEEP_SECONDS`` (so a lag
-reads up to that much high) and, at the end, checks every stored conversation holds the
-turns it was timed for.
+returned, user, session, run_id, version)`` and waits until the conversation is
+stored with that turn. Lag = the time it saw that minus the commit time. The observer
+reads the conversation projector's cursor every ``_SWEEP_SECONDS`` (documents and
+cursor commit in one transaction, so a lag reads up to that much high) and, at the
+end, checks every stored conversation holds the turns it was timed for
+(``applied[run_id] >= version``, no read-your-writes folding).
 
 Three loads: writers as fast as they can (the machine saturated, as in benchmark 1);
 the same with the writer processes at ``nice 10``, i.e. the runner (and the observer)
