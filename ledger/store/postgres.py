@@ -478,16 +478,27 @@ class PostgresStore(EventStore):
         user_id: str | None = None,
     ) -> list[Any]:
         """Rows of ``statement``, run as ``user_id``'s tenant (or across tenants)."""
+        return self._fetch_all([(statement, params, rows)], user_id)[0]
+
+    def _fetch_all(
+        self,
+        reads: Sequence[tuple[str, dict[str, Any], Callable[[Any], RowMaker[Any]]]],
+        user_id: str | None = None,
+    ) -> list[list[Any]]:
+        """The rows of each ``(statement, params, row factory)`` of ``reads``, all run as
+        ``user_id``'s tenant (or across tenants) in one round trip."""
         scope = self._scope(user_id)
         with self._conn() as conn:
-            cur = conn.cursor(binary=True, row_factory=rows)
-            if scope is None:
-                cur.execute(statement, params, prepare=True)
+            cursors = [conn.cursor(binary=True, row_factory=rows) for _, _, rows in reads]
+            if scope is None and len(reads) == 1:
+                cursors[0].execute(reads[0][0], reads[0][1], prepare=True)
             else:
                 with conn.pipeline():
-                    conn.execute(q.SET_SCOPE, scope, prepare=True)
-                    cur.execute(statement, params, prepare=True)
-            return cur.fetchall()
+                    if scope is not None:
+                        conn.execute(q.SET_SCOPE, scope, prepare=True)
+                    for cur, (statement, params, _) in zip(cursors, reads, strict=True):
+                        cur.execute(statement, params, prepare=True)
+            return [cur.fetchall() for cur in cursors]
 
     def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:
         heads: list[RunHead] = self._fetch(
@@ -575,20 +586,11 @@ class PostgresStore(EventStore):
         """``list_runs(user_id, session_id)`` and the rows of one more read as that
         tenant (``read_as``), in ONE round trip: what an agent's conversation read
         costs on every model call."""
-        scope = self._scope(user_id)
-        with self._conn() as conn:
-            heads = conn.cursor(binary=True, row_factory=_head_rows)
-            rows = conn.cursor(binary=True)
-            with conn.pipeline():
-                if scope is not None:
-                    conn.execute(q.SET_SCOPE, scope, prepare=True)
-                heads.execute(
-                    q.LIST_RUNS,
-                    {"user_id": user_id, "session_id": session_id, "genesis": GENESIS},
-                    prepare=True,
-                )
-                rows.execute(statement, params, prepare=True)
-            return heads.fetchall(), rows.fetchall()
+        runs = {"user_id": user_id, "session_id": session_id, "genesis": GENESIS}
+        heads, rows = self._fetch_all(
+            [(q.LIST_RUNS, runs, _head_rows), (statement, params, tuple_row)], user_id
+        )
+        return heads, rows
 
     def read_notifications(
         self,
