@@ -10,7 +10,8 @@ The result is exactly what the projector will store once it passes those events.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from enum import Enum
+from typing import Any, Final
 
 from ledger.connection import Ledger
 from ledger.events import CATALOG
@@ -21,23 +22,32 @@ from projections.projector import Document, Projector
 from projections.storage import storage_for
 
 
+class _Unread(Enum):
+    UNREAD = "unread"
+
+
+#: ``current``'s ``data`` when the caller has not read the stored document.
+UNREAD: Final = _Unread.UNREAD
+
+
 def current(
     ledger: Ledger,
     projector: Projector[Any],
     user_id: str,
     key: str,
     runs: Iterable[RunHead],
-    data: bytes | None = None,
+    data: bytes | _Unread | None = UNREAD,
     *,
     store: EventStore | None = None,
 ) -> Document[Any] | None:
     """The document ``key`` of ``user_id`` including every committed event of ``runs``.
 
-    ``data`` is the stored document when the caller already fetched it; ``store`` is
-    the view to read through (default: the ledger's own, scoped to ``user_id``).
+    ``data`` is the stored document when the caller already read it (None: none is
+    stored), so it is not read again; ``store`` is the view to read through (default:
+    the ledger's own, scoped to ``user_id``).
     """
     store = store or ledger.store
-    if data is None:
+    if data is UNREAD:
         data = storage_for(store).get(projector.name, user_id, key)
     doc = None if data is None else projector.load(data)
     unseen = []
