@@ -517,3 +517,22 @@ def test_the_append_arrays_reach_postgres_exactly(pg_url: str) -> None:
     assert row is not None
     assert [list(column) for column in row[:4]] == [*map(list, sent[:3]), moments]
     assert [bytes(b) for b in row[4]] == list(sent[4])
+
+
+def test_pool_hands_out_the_most_recently_returned_connection(store: PostgresStore) -> None:
+    """Last in, first out (``pg_pool.LifoPool``): a writer keeps reusing one warm
+    connection (and server backend) instead of cycling through every idle one."""
+    pool = store._pool
+    first, second = pool.getconn(), pool.getconn()
+    backends = {first.info.backend_pid, second.info.backend_pid}
+    assert len(backends) == 2
+    pool.putconn(first)
+    pool.putconn(second)
+    for _ in range(3):
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == second.info.backend_pid
+    # ...and the least recently used one is still there for when two are needed.
+    a, b = pool.getconn(), pool.getconn()
+    assert {a.info.backend_pid, b.info.backend_pid} == backends
+    pool.putconn(a)
+    pool.putconn(b)

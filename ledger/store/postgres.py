@@ -36,7 +36,7 @@ from psycopg.adapt import AdaptersMap, Buffer, Loader
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import Format
 from psycopg.rows import RowMaker, tuple_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from ledger.chain import GENESIS
 from ledger.errors import (
@@ -55,6 +55,7 @@ from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
 from ledger.store.pg_arrays import Byteas, Int2s, Int8s, Texts, Timestamps
 from ledger.store.pg_notify import NoticeThrottle
+from ledger.store.pg_pool import LifoPool
 from ledger.store.postgres_schema import (
     APP_ROLE,
     AUDITOR_ROLE,
@@ -218,7 +219,7 @@ class PostgresStore(EventStore):
         self._notices = NoticeThrottle(self._send_notice)
         self._notice = {"channel": NOTIFY_CHANNEL, "schema": self.schema}
         self.migrate()
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        self._pool = LifoPool(
             self._conninfo,
             min_size=min_size,
             max_size=max_size,
