@@ -11,12 +11,19 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import psycopg
 import pytest
 from psycopg import sql
 
 from ledger.chain import GENESIS, Unsealed, recompute, seal
-from ledger.errors import ConcurrencyError, NotFound, RunIdTaken, StoreUnavailable
+from ledger.errors import (
+    ConcurrencyError,
+    InvalidEvent,
+    NotFound,
+    RunIdTaken,
+    StoreUnavailable,
+)
 from ledger.records import START, Record, RunAppend, Tracking
 from ledger.store.base import RecordConflict
 from ledger.store.postgres import PostgresStore, migrate, split_url
@@ -536,3 +543,35 @@ def test_pool_hands_out_the_most_recently_returned_connection(store: PostgresSto
     assert {a.info.backend_pid, b.info.backend_pid} == backends
     pool.putconn(a)
     pool.putconn(b)
+
+
+def test_the_quiet_append_prepares_again_after_deallocate_all(store: PostgresStore) -> None:
+    """The API's append (``pg_append``: a statement prepared under our own name) still
+    works when something deallocated every prepared statement on its connection."""
+    store.notify_interval = 3600.0  # the first append notifies (another path), no other
+    first = start("u1", "r1", b'{"n":1}')
+    second = follow(first, b'{"n":2}')
+    store.append([first], returning=False)
+    store.append([second], returning=False)
+    with store.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() != (0,)
+        conn.execute("DEALLOCATE ALL")
+    store.append([follow(second, b'{"n":3}')], returning=False)
+    assert [r.payload for r in store.read_run("u1", "r1")] == [b'{"n":%d}' % n for n in (1, 2, 3)]
+
+
+def test_the_quiet_append_reports_what_the_server_refused(store: PostgresStore) -> None:
+    """A server-side error of the API's append arrives as the ledger's error (here a NUL
+    that text columns cannot hold), and nothing is stored."""
+    bad = start("u1", "r1", b"{}")
+    bad = RunAppend(
+        bad.user_id,
+        bad.session_id,
+        bad.run_id,
+        0,
+        GENESIS,
+        tuple(msgspec.structs.replace(e, type="bad\x00type") for e in bad.events),
+    )
+    with pytest.raises(InvalidEvent, match="0x00"):
+        store.append([bad], returning=False)
+    assert store.run_head("u1", "r1") is None

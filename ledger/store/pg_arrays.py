@@ -5,7 +5,8 @@ and dumper (and re-chooses for each statement, as every statement gets a fresh
 transformer), which made parameter encoding the largest client cost of an append
 (~40% of the store's CPU a turn in a profile). The columns of an append have fixed
 types, so the store wraps each in one of the list types below, and the dumpers
-registered for them (``register``) write the array in one pass.
+registered for them (``register``) write the array in one pass; the API's append
+(``pg_append``) calls the encoding functions directly.
 
 The format (``array_recv`` in Postgres): ndim, has-nulls flag, element type oid, then
 (length, lower bound) per dimension, then each element as a 4-byte length (-1 for
@@ -81,6 +82,31 @@ def _microseconds(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def bigints(values: list[int]) -> bytes:
+    """A ``bigint[]`` in the binary format."""
+    return _fixed("q", 20, values)
+
+
+def smallints(values: list[int]) -> bytes:
+    """A ``smallint[]`` in the binary format."""
+    return _fixed("h", 21, values)
+
+
+def texts(values: list[str | None]) -> bytes:
+    """A ``text[]`` in the binary format (None is NULL)."""
+    return _array(25, [None if s is None else s.encode() for s in values])
+
+
+def byteas(values: list[bytes]) -> bytes:
+    """A ``bytea[]`` in the binary format."""
+    return _array(17, values)
+
+
+def timestamps(values: list[datetime]) -> bytes:
+    """A ``timestamptz[]`` in the binary format (timezone-aware datetimes)."""
+    return _fixed("q", 1184, [_microseconds(t) for t in values])
+
+
 class _ArrayDumper(Dumper):
     format = Format.BINARY
 
@@ -89,35 +115,35 @@ class _Int8sDumper(_ArrayDumper):
     oid = 1016
 
     def dump(self, obj: Any) -> Buffer:
-        return _fixed("q", 20, obj)
+        return bigints(obj)
 
 
 class _Int2sDumper(_ArrayDumper):
     oid = 1005
 
     def dump(self, obj: Any) -> Buffer:
-        return _fixed("h", 21, obj)
+        return smallints(obj)
 
 
 class _TextsDumper(_ArrayDumper):
     oid = 1009
 
     def dump(self, obj: Any) -> Buffer:
-        return _array(25, [None if s is None else s.encode() for s in obj])
+        return texts(obj)
 
 
 class _ByteasDumper(_ArrayDumper):
     oid = 1001
 
     def dump(self, obj: Any) -> Buffer:
-        return _array(17, obj)
+        return byteas(obj)
 
 
 class _TimestampsDumper(_ArrayDumper):
     oid = 1185
 
     def dump(self, obj: Any) -> Buffer:
-        return _fixed("q", 1184, [_microseconds(t) for t in obj])
+        return timestamps(obj)
 
 
 def register(adapters: AdaptersMap) -> None:

@@ -50,7 +50,7 @@ from ledger.errors import (
 )
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.records import stored as record_of
-from ledger.store import pg_arrays
+from ledger.store import pg_append, pg_arrays
 from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
 from ledger.store.pg_arrays import Byteas, Int2s, Int8s, Texts, Timestamps
@@ -145,6 +145,20 @@ def _event_arrays(item: RunAppend) -> tuple[list[Any], ...]:
         Texts([e.key_id for e in events]),
         Byteas([e.prev_hash for e in events]),
         Byteas([e.hash for e in events]),
+    )
+
+
+def _append_args(item: RunAppend) -> tuple[Any, ...]:
+    """``ledger_append``'s parameters for ``item`` after the role and tenant, in order."""
+    return (
+        item.user_id,
+        item.run_id,
+        item.session_id,
+        *_event_arrays(item),
+        item.expected_version,
+        item.expected_hash,
+        item.key_id,
+        item.starts_run,
     )
 
 
@@ -364,32 +378,22 @@ class PostgresStore(EventStore):
         """The hot path (one run, nothing returned): one call of ``ledger_append``,
         which sets the scope and inserts in a single statement."""
         scope = self._scope(item.user_id)
-        params = (
-            None if scope is None else scope["role"],
-            None if scope is None else scope["user_id"],
-            item.user_id,
-            item.run_id,
-            item.session_id,
-            *_event_arrays(item),
-            item.expected_version,
-            item.expected_hash,
-            item.key_id,
-            item.starts_run,
-        )
+        role, tenant = (None, None) if scope is None else (scope["role"], scope["user_id"])
         notify = self._notices.due(self.notify_interval)
         with self._conn() as conn:
-            cur = _append_cursor(conn)
             if notify:
                 # The notification rides in the same round trip, after a Sync: its own
                 # transaction, sent once the append's has committed.
+                cur = _append_cursor(conn)
                 with conn.pipeline() as pipeline:
-                    cur.execute(q.APPEND, params, prepare=True)
+                    cur.execute(q.APPEND, (role, tenant, *_append_args(item)), prepare=True)
                     pipeline.sync()
                     conn.execute(q.NOTIFY, self._notice, prepare=True)
+                row = cur.fetchone()
+                inserted = None if row is None else row[0]
             else:
-                cur.execute(q.APPEND, params, prepare=True)
-            row = cur.fetchone()
-            if row is None or row[0] != len(item.events):
+                inserted = pg_append.call(conn, pg_append.parameters(role, tenant, item))
+            if inserted != len(item.events):
                 self._explain(conn, item)
         if not notify:
             self._notices.later(self.notify_interval)
