@@ -45,9 +45,13 @@ def envelope_bytes(
     key_id: str | None,
 ) -> bytes:
     """The canonical envelope that the chain covers."""
-    return _encode(
-        [user_id, session_id, run_id, version, type_, schema, canonical_time(occurred_at), key_id]
-    )
+    # msgspec writes an aware datetime in C as RFC 3339, which is exactly the canonical
+    # form when it is in UTC and has microseconds (it drops ".000000"): a tenth of the
+    # cost of building the string first, on every event sealed or verified.
+    when: datetime | str = occurred_at
+    if occurred_at.tzinfo is not UTC or not occurred_at.microsecond:
+        when = canonical_time(occurred_at)
+    return _encode([user_id, session_id, run_id, version, type_, schema, when, key_id])
 
 
 def link(prev_hash: bytes, envelope: bytes, payload: bytes) -> bytes:
