@@ -218,9 +218,10 @@ def check_plain(type_: str, payload: Payload) -> None:
     _each_personal(type_, payload, _refuse_tokens)
 
 
-class _Sealer:
-    """Seals values under ``user_id``'s live key, fetched only once there is content;
-    refuses values that already look like tokens."""
+class Sealer:
+    """Seals values under ``user_id``'s live key, fetched only once there is content (and
+    then kept: one sealer per append, so one key); refuses values that already look
+    like tokens."""
 
     def __init__(self, user_id: str, keyring: Keyring) -> None:
         self._user_id = user_id
@@ -247,13 +248,22 @@ class _Sealer:
         return key.prefix + token.decode()
 
 
-def protect(user_id: str, drafts: Sequence[Draft], keyring: Keyring | None) -> list[Unsealed]:
+def protect(
+    user_id: str,
+    drafts: Sequence[Draft],
+    keyring: Keyring | None,
+    *,
+    sealer: Sealer | None = None,
+) -> list[Unsealed]:
     """``drafts`` encoded for the store, their personal fields sealed under ``user_id``'s
-    live key when a ``keyring`` is given; InvalidEvent if one already looks like a token.
+    live key when a ``keyring`` is given (through ``sealer`` if one is given: a run
+    seals a turn's events one by one with one sealer); InvalidEvent if one already
+    looks like a token.
 
     Events with no personal content (none of its fields, or all empty) carry no key id:
     a user gets a key only once there is something to protect."""
-    sealer = None if keyring is None else _Sealer(user_id, keyring)
+    if sealer is None and keyring is not None:
+        sealer = Sealer(user_id, keyring)
     out: list[Unsealed] = []
     for draft in drafts:
         payload, key_id = draft.payload, None

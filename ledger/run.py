@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.chain import Unsealed, seal
 from ledger.errors import InvalidEvent, KeyErased, LedgerError
 from ledger.events import CATALOG
-from ledger.personal import Draft, protect
+from ledger.personal import Draft, Sealer, protect
 from ledger.records import NewEvent, RunAppend
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class Run:
         self.version = version
         self._head_hash = head_hash
         self._turn: list[tuple[Draft, Unsealed]] | None = None
+        self._sealer: Sealer | None = None  # the open turn's (one key a turn)
 
     def __repr__(self) -> str:
         return (
@@ -57,9 +58,9 @@ class Run:
         try:
             yield self
         except BaseException:
-            self._turn = None
+            self._turn = self._sealer = None
             raise
-        events, self._turn = self._turn, None
+        events, self._turn, self._sealer = self._turn, None, None
         if events:
             self._commit(events)
 
@@ -76,13 +77,21 @@ class Run:
 
     def _emit(self, type_: str, fields: Mapping[str, Any], occurred_at: datetime | None) -> None:
         payload = CATALOG.validate(type_, fields)
-        when = occurred_at or datetime.now(UTC)
-        if when.tzinfo is None:
+        if occurred_at is None:
+            when = datetime.now(UTC)
+        elif occurred_at.tzinfo is None:
             raise InvalidEvent(f"{type_}: occurred_at must be timezone-aware")
-        draft = Draft(type_, when.astimezone(UTC), payload)
+        else:
+            when = occurred_at.astimezone(UTC)
+        draft = Draft(type_, when, payload)
         ledger = self._tenant._ledger
+        sealer = None
+        if ledger.encrypting:
+            sealer = self._sealer or Sealer(self.user_id, ledger.keyring)
+            if self._turn is not None:
+                self._sealer = sealer
         # Sealed now, so the size checked is the size stored (tokens are larger).
-        (event,) = protect(self.user_id, (draft,), ledger.keyring if ledger.encrypting else None)
+        (event,) = protect(self.user_id, (draft,), None, sealer=sealer)
         limit = ledger.settings.max_event_bytes
         if len(event.payload) > limit:
             raise InvalidEvent(
