@@ -25,6 +25,10 @@ _encode = msgspec.json.Encoder().encode
 
 def canonical_time(moment: datetime) -> str:
     """The one text form of a timestamp used in the chain: UTC, microseconds, 'Z'."""
+    if moment.tzinfo is UTC and moment.microsecond:
+        # msgspec writes exactly this (in C) for a UTC time with microseconds; it
+        # drops a zero fraction, which the canonical form keeps (see envelope_bytes).
+        return _encode(moment)[1:-1].decode()
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     if moment.utcoffset():
