@@ -298,8 +298,16 @@ class PostgresStore(EventStore):
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        with _translated(), self._pool.connection() as conn:
-            yield conn
+        # getconn/putconn rather than pool.connection(): that one also enters the
+        # connection's own block, whose commit is a no-op in autocommit but still a
+        # locked wait; putconn rolls back whatever a failure left open. ~8 us of CPU an
+        # append (interleaved A/B, one writer).
+        with _translated():
+            conn = self._pool.getconn()
+            try:
+                yield conn
+            finally:
+                self._pool.putconn(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
