@@ -12,7 +12,8 @@ other end are the ones the pool's own ``max_idle`` shrinking closes first.
 Everything else (growing, reconnecting, checks, stats, waiting clients) is the
 library's. The override is of one private hook, ``_get_ready_connection``, which the
 pool calls under its lock to take an idle connection; ``tests/test_postgres_store``
-pins the behaviour, so a psycopg_pool release that changes it fails there.
+pins the behaviour, and pyproject.toml caps psycopg-pool below the next minor
+release until it is checked there.
 """
 
 from __future__ import annotations
