@@ -17,8 +17,9 @@ run's head, or the run's registration for a new run) is part of that statement a
 decided before any position is drawn. Only when nothing was inserted does a second
 query find out why. The API's appends (nothing returned) call the ``ledger_append``
 function, which sets the tenant scope and runs that statement: one round trip and one
-socket wait a turn, sent below psycopg's cursor (``pg_append``). Several runs and/or a tracking row (or a ``before_commit`` test
-hook) go in one explicit transaction, pipelined.
+socket wait a turn, sent below psycopg's cursor (``pg_append``). Several runs and/or
+a tracking row (or a ``before_commit`` test hook) go in one explicit transaction,
+pipelined.
 """
 
 from __future__ import annotations
