@@ -256,34 +256,29 @@ def protect(
     sealer: Sealer | None = None,
 ) -> list[Unsealed]:
     """``drafts`` encoded for the store, their personal fields sealed under ``user_id``'s
-    live key when a ``keyring`` is given (through ``sealer`` if one is given: a run
-    seals a turn's events one by one with one sealer); InvalidEvent if one already
-    looks like a token.
+    live key when a ``keyring`` is given (through ``sealer`` if one is given);
+    InvalidEvent if one already looks like a token.
 
     Events with no personal content (none of its fields, or all empty) carry no key id:
     a user gets a key only once there is something to protect."""
     if sealer is None and keyring is not None:
         sealer = Sealer(user_id, keyring)
-    out: list[Unsealed] = []
-    for draft in drafts:
-        payload, key_id = draft.payload, None
-        if draft.type in _PATHS:
-            if sealer is None:
-                check_plain(draft.type, payload)
-            else:
-                sealed = _each_personal(draft.type, payload, sealer)
-                if sealed is not payload:
-                    payload, key_id = sealed, sealer.key_id
-        out.append(
-            Unsealed(
-                type=draft.type,
-                schema=payload.SCHEMA,
-                occurred_at=draft.occurred_at,
-                payload=encode_payload(payload),
-                key_id=key_id,
-            )
-        )
-    return out
+    return [protect_one(draft, sealer) for draft in drafts]
+
+
+def protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
+    """One draft encoded for the store, sealed by ``sealer`` (None: only checked that no
+    personal field looks like a token). A run seals a turn's events one by one, as
+    they are recorded, with one sealer."""
+    payload, key_id = draft.payload, None
+    if draft.type in _PATHS:
+        if sealer is None:
+            check_plain(draft.type, payload)
+        else:
+            sealed = _each_personal(draft.type, payload, sealer)
+            if sealed is not payload:
+                payload, key_id = sealed, sealer.key_id
+    return Unsealed(draft.type, payload.SCHEMA, draft.occurred_at, encode_payload(payload), key_id)
 
 
 # -- revealing ---------------------------------------------------------------------------

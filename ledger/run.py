@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.chain import Unsealed, seal
 from ledger.errors import InvalidEvent, KeyErased, LedgerError
 from ledger.events import CATALOG
-from ledger.personal import Draft, Sealer, protect
+from ledger.personal import Draft, Sealer, protect, protect_one
 from ledger.records import NewEvent, RunAppend
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class Run:
             if self._turn is not None:
                 self._sealer = sealer
         # Sealed now, so the size checked is the size stored (tokens are larger).
-        (event,) = protect(self.user_id, (draft,), None, sealer=sealer)
+        event = protect_one(draft, sealer)
         limit = ledger.settings.max_event_bytes
         if len(event.payload) > limit:
             raise InvalidEvent(
