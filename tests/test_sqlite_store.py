@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from ledger.chain import GENESIS, Unsealed, canonical_time, recompute, seal
@@ -113,6 +114,29 @@ def test_store_sets_recorded_at_and_one_tx_id_per_append(store: SQLiteStore) -> 
     assert len({r.recorded_at for r in first}) == 1
     assert store.read_log(START) == first + second
     assert store.read_log(LogCursor(1, 2)) == first[2:] + second
+
+
+def test_an_append_longer_than_one_insert_is_stored_whole_or_not_at_all(
+    store: SQLiteStore,
+) -> None:
+    """Events go in as multi-row INSERTs of at most sql.MAX_EVENTS_A_STATEMENT: an
+    append of several statements stores every event in order, and one that fails in
+    its last statement leaves nothing of the first ones."""
+    count = sql.MAX_EVENTS_A_STATEMENT * 2 + 7
+    payloads = [b'{"n":%d}' % n for n in range(count)]
+    stored = store.append([start("usr", "long", *payloads)])
+    assert [r.position for r in stored] == list(range(1, count + 1))
+    records = store.read_run("usr", "long")
+    assert [r.payload for r in records] == payloads and records == stored
+    verify_chain(records)
+
+    broken = start("usr", "broken", *payloads)
+    # The last event repeats the first one's version: only the last INSERT fails.
+    broken = msgspec.structs.replace(broken, events=(*broken.events, broken.events[0]))
+    with pytest.raises(ConcurrencyError):
+        store.append([broken])
+    assert store.run_head("usr", "broken") is None
+    assert store.read_log(START) == stored
 
 
 # -- optimistic concurrency and isolation --------------------------------------------

@@ -292,20 +292,25 @@ class SQLiteStore(EventStore):
         if next_position is None:
             next_position = int(conn.execute(sql.SELECT_NEXT_POSITION).fetchone()[0])
         tx_id = position = next_position
-        rows: list[tuple[object, ...]] = []
+        params: list[object] = []  # the events' columns, one event after another
         stored: list[Record] = []
         for item in appends:
             user_id, session_id, run_id = item.user_id, item.session_id, item.run_id
             for e in item.events:
-                # Rows and records share Record's field order (see sql.INSERT_EVENT).
+                # Columns and records share Record's field order (see sql.insert_events).
                 head = (user_id, session_id, run_id, e.version, position, tx_id, e.type, e.schema)
                 tail = (e.payload, e.prev_hash, e.hash, e.key_id)
-                rows.append((*head, canonical_time(e.occurred_at), now_text, *tail))
+                params += head
+                params += (canonical_time(e.occurred_at), now_text)
+                params += tail
                 if returning:
                     stored.append(Record(*head, e.occurred_at.astimezone(UTC), now, *tail))
                 position += 1
+        chunk = sql.MAX_EVENTS_A_STATEMENT * sql.EVENT_WIDTH
         try:
-            conn.executemany(sql.INSERT_EVENT, rows)
+            for start in range(0, len(params), chunk):
+                part = params if len(params) <= chunk else params[start : start + chunk]
+                conn.execute(sql.insert_events(len(part) // sql.EVENT_WIDTH), part)
         except sqlite3.IntegrityError as exc:
             raise ConcurrencyError(f"version already stored: {exc}") from exc
         return stored
