@@ -248,21 +248,13 @@ class Sealer:
         return key.prefix + token.decode()
 
 
-def protect(
-    user_id: str,
-    drafts: Sequence[Draft],
-    keyring: Keyring | None,
-    *,
-    sealer: Sealer | None = None,
-) -> list[Unsealed]:
+def protect(user_id: str, drafts: Sequence[Draft], keyring: Keyring | None) -> list[Unsealed]:
     """``drafts`` encoded for the store, their personal fields sealed under ``user_id``'s
-    live key when a ``keyring`` is given (through ``sealer`` if one is given);
-    InvalidEvent if one already looks like a token.
+    live key when a ``keyring`` is given; InvalidEvent if one already looks like a token.
 
     Events with no personal content (none of its fields, or all empty) carry no key id:
     a user gets a key only once there is something to protect."""
-    if sealer is None and keyring is not None:
-        sealer = Sealer(user_id, keyring)
+    sealer = None if keyring is None else Sealer(user_id, keyring)
     return [protect_one(draft, sealer) for draft in drafts]
 
 
