@@ -149,20 +149,6 @@ def _event_arrays(item: RunAppend) -> tuple[list[Any], ...]:
     )
 
 
-def _append_args(item: RunAppend) -> tuple[Any, ...]:
-    """``ledger_append``'s parameters for ``item`` after the role and tenant, in order."""
-    return (
-        item.user_id,
-        item.run_id,
-        item.session_id,
-        *_event_arrays(item),
-        item.expected_version,
-        item.expected_hash,
-        item.key_id,
-        item.starts_run,
-    )
-
-
 def _event_params(item: RunAppend) -> dict[str, Any]:
     return {
         "user_id": item.user_id,
@@ -173,19 +159,6 @@ def _event_params(item: RunAppend) -> dict[str, Any]:
         "expected_hash": item.expected_hash,
         "key_id": item.key_id,
     }
-
-
-_APPEND_CURSOR = "_ledger_append_cursor"
-
-
-def _append_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
-    """The cursor appends run on, kept with its connection: a cursor keeps the dumpers
-    it looked up for the statement's parameters, so reusing it saves their lookup."""
-    cur: psycopg.Cursor[Any] | None = getattr(conn, _APPEND_CURSOR, None)
-    if cur is None or cur.closed:
-        cur = conn.cursor()
-        setattr(conn, _APPEND_CURSOR, cur)
-    return cur
 
 
 def _records(item: RunAppend, rows: Sequence[tuple[Any, ...]]) -> list[Record]:
@@ -351,10 +324,11 @@ class PostgresStore(EventStore):
             and appends[0].events
             and self.before_commit is None
         ):
-            if not returning:
-                self._append_quiet(appends[0])  # notifies in the same round trip
-                return []
-            stored = self._append_one(appends[0])
+            if returning:
+                stored = self._append_one(appends[0])
+            else:
+                self._append_quiet(appends[0])
+                stored = []
         elif not appends and tracking is None:
             return []
         else:
@@ -385,27 +359,13 @@ class PostgresStore(EventStore):
 
     def _append_quiet(self, item: RunAppend) -> None:
         """The hot path (one run, nothing returned): one call of ``ledger_append``,
-        which sets the scope and inserts in a single statement."""
+        which sets the scope and inserts in a single statement (``pg_append``)."""
         scope = self._scope(item.user_id)
         role, tenant = (None, None) if scope is None else (scope["role"], scope["user_id"])
-        notify = self._notices.due(self.notify_interval)
         with self._conn() as conn:
-            if notify:
-                # The notification rides in the same round trip, after a Sync: its own
-                # transaction, sent once the append's has committed.
-                cur = _append_cursor(conn)
-                with conn.pipeline() as pipeline:
-                    cur.execute(q.APPEND, (role, tenant, *_append_args(item)), prepare=True)
-                    pipeline.sync()
-                    conn.execute(q.NOTIFY, self._notice, prepare=True)
-                row = cur.fetchone()
-                inserted = None if row is None else row[0]
-            else:
-                inserted = pg_append.call(conn, pg_append.parameters(role, tenant, item))
+            inserted = pg_append.call(conn, pg_append.parameters(role, tenant, item))
             if inserted != len(item.events):
                 self._explain(conn, item)
-        if not notify:
-            self._notices.later(self.notify_interval)
 
     def _append_many(self, appends: Sequence[RunAppend], tracking: Tracking | None) -> list[Record]:
         with self._conn() as conn, conn.pipeline() as pipeline, conn.transaction():

@@ -145,24 +145,6 @@ BEGIN
 END
 $$"""
 
-#: Sent in binary (the rest as text: NULL-only arrays and scalars whose type psycopg
-#: should not guess).
-_BINARY = {
-    "versions",
-    "types",
-    "schemas",
-    "occurred",
-    "payloads",
-    "prev_hashes",
-    "hashes",
-    "expected_hash",
-}
-
-#: Call ``ledger_append`` with positional parameters (a tuple in APPEND_PARAMS order).
-APPEND = "SELECT ledger_append({})".format(
-    ", ".join(f"%{'b' if name in _BINARY else 's'}::{type_}" for name, type_ in APPEND_PARAMS)
-)
-
 #: Tell live readers (LISTEN ledger_events) that this schema has new events. Sent by
 #: the writer after its commit, never inside the append transaction: a transaction
 #: that notifies holds a cluster-wide lock through its commit, serialising writers.
