@@ -1,0 +1,123 @@
+"""Sealed tokens: their format, the tokens of earlier versions, and fresh nonces.
+
+AES-GCM under one key must never see a nonce twice; the nonces are drawn from the OS a
+block at a time, so these tests hold the block to its promises across threads and a
+fork.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from typing import Any
+
+import msgspec
+import pytest
+
+import ledger
+from ledger import personal
+from ledger.personal import ERASED, MARKER, UNREADABLE, reveal
+
+
+@pytest.fixture
+def led(tmp_path: Any) -> Any:
+    with ledger.connect(f"sqlite:///{tmp_path / 'ledger.db'}", encrypt=True) as opened:
+        yield opened
+
+
+def _stored_content(led: ledger.Ledger, user: str) -> tuple[str, str]:
+    """A message sealed through the API: its stored token and the run's id."""
+    run = led.tenant(user).start_run(session_id="sess_1", model="gpt-4o")
+    run.message_received(role="user", content="the plain words")
+    record = led.store.read_run(user, run.run_id)[-1]
+    return msgspec.json.decode(record.payload)["content"], run.run_id
+
+
+def test_tokens_are_written_in_v2_and_open(led: ledger.Ledger) -> None:
+    token, run_id = _stored_content(led, "usr_a")
+    version, key_id, blob = token[len(MARKER) :].split("/", 2)
+    assert token.startswith(MARKER) and version == "v2" and key_id.startswith("k_")
+    assert len(base64.b64decode(blob, validate=True)) > 12  # standard base64, padded
+    assert led.tenant("usr_a").events(run_id)[-1].data["content"] == "the plain words"
+
+
+def test_v1_tokens_written_before_still_open(led: ledger.Ledger) -> None:
+    """A token in the format of the first release (base64url, unpadded) reads back."""
+    token, _ = _stored_content(led, "usr_a")
+    key_id = token[len(MARKER) :].split("/")[1]
+    cipher = led.keyring.reading_key("usr_a", key_id)
+    assert cipher is not None
+    nonce = os.urandom(12)
+    aad = f"ledger/v1\x00usr_a\x00{key_id}".encode()
+    sealed = nonce + cipher.encrypt(nonce, msgspec.json.encode({"q": "old words"}), aad)
+    v1 = f"{MARKER}v1/{key_id}/" + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+    assert reveal({"input": v1}, "usr_a", led.keyring) == {"input": {"q": "old words"}}
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t.replace("/v2/", "/v9/"),  # a version nobody wrote
+        lambda t: t[:-6] + ("A" if t[-6] != "A" else "B") + t[-5:],  # one character
+        lambda t: t[:-3] + "!" + t[-2:],  # not base64
+        lambda t: t[: len(t) // 2],  # cut short
+    ],
+)
+def test_a_mangled_token_reads_as_unreadable(led: ledger.Ledger, mangle: Any) -> None:
+    token, _ = _stored_content(led, "usr_a")
+    assert reveal(mangle(token), "usr_a", led.keyring) == UNREADABLE
+
+
+def test_a_token_of_an_unknown_key_reads_as_erased(led: ledger.Ledger) -> None:
+    token, _ = _stored_content(led, "usr_a")
+    _, key_id, _ = token[len(MARKER) :].split("/", 2)
+    assert reveal(token.replace(key_id, "k_" + "0" * 24), "usr_a", led.keyring) == ERASED
+
+
+def test_input_that_starts_like_any_token_version_is_refused(led: ledger.Ledger) -> None:
+    run = led.tenant("usr_a").start_run(session_id="sess_1")
+    for forged in (MARKER + "v1/k_x/abc", MARKER + "v2/k_x/abc", MARKER + "anything"):
+        with pytest.raises(ledger.InvalidEvent, match="seal marker"):
+            run.message_received(role="user", content=forged)
+    assert run.version == 1  # nothing of them was stored
+
+
+def test_nonces_are_never_handed_out_twice_across_threads() -> None:
+    nonces = personal._Nonces()
+    taken: list[list[bytes]] = [[] for _ in range(8)]
+
+    def take(mine: list[bytes]) -> None:
+        for _ in range(2_000):
+            mine.append(nonces.take())
+
+    threads = [threading.Thread(target=take, args=(mine,)) for mine in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [n for mine in taken for n in mine]
+    assert len(every) == 16_000 and len(set(every)) == len(every)
+    assert {len(n) for n in every} == {12}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_never_reuses_its_parents_nonces() -> None:
+    """The block a parent drew is still in the child's memory after fork: the child must
+    draw its own, or parent and child would seal with the same nonces."""
+    nonces = personal._Nonces()
+    nonces.take()  # the parent now holds a block of unused nonces
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the nonces it would use, then leave at once
+        try:
+            os.write(write, b"".join(nonces.take() for _ in range(8)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    parent = {nonces.take() for _ in range(300)}  # more than a block: all it held
+    child_nonces = {child[i : i + 12] for i in range(0, len(child), 12)}
+    assert len(child_nonces) == 8 and not child_nonces & parent
