@@ -40,7 +40,7 @@ class PostgresStorage(SQLStorage):
                     conn.execute(statement)
                 hand_to_owner(conn, store.schema)  # runners log in as its members
             found = conn.execute(sql.HAS_LZ4).fetchone()
-        self._settings = sql.COMMIT_SETTINGS_LZ4 if found and found[0] else sql.COMMIT_SETTINGS
+        self._lz4 = bool(found and found[0])
 
     def get_with_runs(
         self, store: EventStore, name: str, user_id: str, session_id: str, key: str
@@ -141,7 +141,8 @@ class PostgresStorage(SQLStorage):
         with self._store.connection() as conn:
             cur = conn.cursor(binary=True)
             with conn.pipeline():
-                conn.execute(self._settings, prepare=True)
+                if self._lz4:
+                    conn.execute(sql.USE_LZ4, prepare=True)
                 cur.execute(sql.COMMIT_WRITES, params, prepare=True)
                 if read is not None:
                     fetch_log = self._pg.send_read_log(conn, *read)

@@ -87,20 +87,9 @@ SELECT coalesce('lz4' = ANY(enumvals), false) FROM pg_settings
 WHERE name = 'default_toast_compression'
 """
 
-#: For the rest of a projector commit's transaction: its commit does not wait for the
-#: WAL to reach the disk. Safe for exactly-once: documents and cursor commit together,
-#: so a server crash can only lose whole commits, and the runner, fenced on the cursor
-#: it expected, claims again and applies those events again. Writers' appends (the
-#: facts themselves) keep synchronous commit. Under 16 writers this took the runner's
-#: commit from 6.7 to 3.5-4.6 ms at p50 (its share of every group flush).
-COMMIT_SETTINGS = "SELECT set_config('synchronous_commit', 'off', true)"
-
-#: The same, and documents compressed with lz4, several times cheaper than the default
-#: pglz for the server (and to read back), where the server has it.
-COMMIT_SETTINGS_LZ4 = """
-SELECT set_config('synchronous_commit', 'off', true),
-       set_config('default_toast_compression', 'lz4', true)
-"""
+#: For the rest of the transaction: documents are compressed with lz4, several times
+#: cheaper than the default pglz for the server (and to read back).
+USE_LZ4 = "SELECT set_config('default_toast_compression', 'lz4', true)"
 
 #: A commit of several projectors in ONE statement (so one implicit transaction, and
 #: every parameter is built before it starts): each projector row moves from its
