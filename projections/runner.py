@@ -17,10 +17,6 @@ bounded in bytes), so the sessions in flight are not loaded again. The cache is 
 trusted while this runner's commits follow each other unbroken: a cursor never moves
 back, so a commit fenced on the cursor we last wrote proves nobody wrote in between.
 
-A live step is one round trip on Postgres once the runner is busy: the commit of a
-batch carries the read of the next (``ReadModelStorage.commit_then_read``), which the
-next step uses if every hold is still at that cursor.
-
 A rebuild builds every projector asked for in ONE pass over the log (``rebuild_all``).
 """
 
@@ -133,8 +129,6 @@ class ProjectorRunner:
         self.cached_bytes = cached_bytes
         self.storage: ReadModelStorage = storage_for(ledger.store)
         self._holds: dict[str, _Hold] = {}
-        #: The log after a cursor, read with the last commit that moved every hold there.
-        self._ahead: tuple[LogCursor, list[Record]] | None = None
 
     # -- one step ----------------------------------------------------------------
     def step(self) -> int:
@@ -198,15 +192,11 @@ class ProjectorRunner:
         by_cursor: dict[LogCursor, list[_Hold]] = defaultdict(list)
         for hold in holds:
             by_cursor[hold.row.cursor].append(hold)
-        ahead, self._ahead = self._ahead, None
         with _collector_paused():
             batches: list[_Batch] = []
             read = 0
             for cursor, group in by_cursor.items():
-                if ahead is not None and ahead[0] == cursor:
-                    records = ahead[1]
-                else:
-                    records = self.ledger.store.read_log(cursor, limit)
+                records = self.ledger.store.read_log(cursor, limit)
                 if records:
                     read += len(records)
                     batches += _batches(group, records)
@@ -215,7 +205,7 @@ class ProjectorRunner:
             try:
                 writes = self._fold(batches)
                 asked = time.monotonic()
-                committed = self._commit(writes, limit)
+                committed = self.storage.commit_many(self.owner, writes, self.lease_seconds)
             except BaseException:
                 for hold, _, _ in batches:
                     hold.forget()  # it holds this batch's documents, maybe not stored
@@ -230,23 +220,6 @@ class ProjectorRunner:
                 hold.forget()
                 failed.append(hold)
         return read, applied, failed
-
-    def _commit(self, writes: Sequence[Write], limit: int) -> list[bool]:
-        """Commit ``writes``; when they all move to one cursor (the holds shared one
-        batch), read the next batch in the same round trip, for the next step."""
-        ends = {write.new for write in writes}
-        if len(ends) != 1:
-            return self.storage.commit_many(self.owner, writes, self.lease_seconds)
-        (end,) = ends
-        committed, records = self.storage.commit_then_read(
-            self.owner, writes, self.lease_seconds, self.ledger.store, end, limit
-        )
-        # Kept only if there is something to apply: read inside the commit's own
-        # transaction, its horizon may stop short of a fresh read's, so an empty one is
-        # no reason to wait for a notification.
-        if records and all(committed):
-            self._ahead = (end, records)
-        return committed
 
     def _fold(
         self, batches: Sequence[_Batch], before_load: Callable[[], None] | None = None

@@ -154,30 +154,3 @@ def test_reads_include_what_the_projector_has_not_reached(led: ledger.Ledger) ->
     assert fresh is not None and fresh.state.events == expected_count(4)
     runner.catch_up()
     assert tally(runner, "usr_a", "sess_0") == fresh.state
-
-
-def test_on_postgres_a_commit_brings_the_next_batch(pg_url: str) -> None:
-    """A runner's commit and the read of its next batch share one round trip on
-    Postgres: over a catch-up of many batches the log is read on its own only to start
-    and to find it drained, and every event still lands exactly once, also those
-    appended between two steps."""
-    with ledger.connect(pg_url) as led:
-        write_sessions(led, sessions=2)
-        runner = ProjectorRunner(led, [TALLY], batch_size=7)
-        reads = 0
-        read_log = led.store.read_log
-
-        def counted(*args: object, **kwargs: object) -> object:
-            nonlocal reads
-            reads += 1
-            return read_log(*args, **kwargs)  # type: ignore[arg-type]
-
-        led.store.read_log = counted  # type: ignore[method-assign]
-        assert runner.step() == 7
-        for user in ("usr_a", "usr_b"):  # after the batch read with the first commit
-            turn(led.tenant(user).start_run(session_id="sess_0"), 0)
-        assert runner.catch_up() == 4 * expected_count() + 2 * expected_count(1) - 7
-        assert reads == 2  # the first batch, and the log found drained at the end
-        for user in ("usr_a", "usr_b"):
-            assert tally(runner, user, "sess_0").events == expected_count() + expected_count(1)  # type: ignore[union-attr]
-            assert tally(runner, user, "sess_1").events == expected_count()  # type: ignore[union-attr]

@@ -92,16 +92,6 @@ def _record_rows(cursor: Any) -> RowMaker[Record]:
     return lambda values: Record(*values)
 
 
-def _log_params(after: LogCursor, limit: int, user_id: str | None) -> dict[str, Any]:
-    """The parameters of READ_LOG and READ_LOG_TENANT (an xid8 travels as text)."""
-    return {
-        "tx_id": str(after.tx_id),
-        "position": after.position,
-        "limit": limit,
-        "user_id": user_id,
-    }
-
-
 def _head_rows(cursor: Any) -> RowMaker[RunHead]:
     return lambda values: RunHead(*values)
 
@@ -523,22 +513,14 @@ class PostgresStore(EventStore):
     def read_log(
         self, after: LogCursor, limit: int = 1000, *, user_id: str | None = None
     ) -> list[Record]:
+        params = {
+            "tx_id": str(after.tx_id),
+            "position": after.position,
+            "limit": limit,
+            "user_id": user_id,
+        }
         statement = q.READ_LOG if user_id is None else q.READ_LOG_TENANT
-        return self._fetch(statement, _log_params(after, limit, user_id), _record_rows, user_id)
-
-    def send_read_log(
-        self, conn: psycopg.Connection[Any], after: LogCursor, limit: int
-    ) -> Callable[[], list[Record]]:
-        """Send ``read_log(after, limit)`` on ``conn``, a connection of this store's pool
-        in pipeline mode, after the caller's own statements: one round trip for both.
-        Returns what fetches the records once the pipeline is done.
-
-        It runs in the caller's implicit transaction, so a caller that writes gets a
-        horizon no later than its own transaction: never more than ``read_log``."""
-        self._enter_scope(conn, None)
-        cur = conn.cursor(binary=True, row_factory=_record_rows)
-        cur.execute(q.READ_LOG, _log_params(after, limit, None), prepare=True)
-        return cur.fetchall
+        return self._fetch(statement, params, _record_rows, user_id)
 
     def settle(self, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from ledger.records import LogCursor, Record, RunHead
+from ledger.records import LogCursor, RunHead
 from ledger.store.base import EventStore
 
 DocKey = tuple[str, str]  # (user_id, key)
@@ -101,20 +101,6 @@ class ReadModelStorage(ABC):
         renewed) only if its row still has that generation, cursor and ``owner``;
         otherwise nothing of it is written. The others are not affected.
         """
-
-    def commit_then_read(
-        self,
-        owner: str,
-        writes: Sequence[Write],
-        ttl: float,
-        store: EventStore,
-        after: LogCursor,
-        limit: int,
-    ) -> tuple[list[bool], list[Record]]:
-        """``commit_many(owner, writes, ttl)``, then ``store.read_log(after, limit)``: a
-        live runner's commit and its next batch. Postgres sends both in one round trip
-        (under load, every round trip is a wait to be scheduled, on both sides)."""
-        return self.commit_many(owner, writes, ttl), store.read_log(after, limit)
 
     def commit(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ledger.records import LogCursor, Record, RunHead
+from ledger.records import LogCursor, RunHead
 from ledger.store.base import EventStore
 from ledger.store.postgres import PostgresStore
 from ledger.store.postgres_schema import hand_to_owner
@@ -86,30 +86,8 @@ class PostgresStorage(SQLStorage):
         return found
 
     def commit_many(self, owner: str, writes: Sequence[Write], ttl: float) -> list[bool]:
-        return self._commit(owner, writes, ttl, None)[0]
-
-    def commit_then_read(
-        self,
-        owner: str,
-        writes: Sequence[Write],
-        ttl: float,
-        store: EventStore,
-        after: LogCursor,
-        limit: int,
-    ) -> tuple[list[bool], list[Record]]:
-        if store is not self._pg or not writes:
-            return super().commit_then_read(owner, writes, ttl, store, after, limit)
-        committed, records = self._commit(owner, writes, ttl, (after, limit))
-        assert records is not None
-        return committed, records
-
-    def _commit(
-        self, owner: str, writes: Sequence[Write], ttl: float, read: tuple[LogCursor, int] | None
-    ) -> tuple[list[bool], list[Record] | None]:
-        """``commit_many``, and the log read ``read`` (after, limit) in the same round trip
-        (and implicit transaction: if the read fails, nothing is committed)."""
         if not writes:
-            return [], None
+            return []
         which: list[int] = []
         user_ids: list[str] = []
         keys: list[str] = []
@@ -137,15 +115,11 @@ class PostgresStorage(SQLStorage):
         # One statement (after a setting for its implicit transaction, pipelined): atomic
         # on its own, and no transaction is open while Python builds the parameters (an
         # open one would hold back the log horizon of every reader).
-        fetch_log = None
         with self._store.connection() as conn:
             cur = conn.cursor(binary=True)
             with conn.pipeline():
                 if self._lz4:
                     conn.execute(sql.USE_LZ4, prepare=True)
                 cur.execute(sql.COMMIT_WRITES, params, prepare=True)
-                if read is not None:
-                    fetch_log = self._pg.send_read_log(conn, *read)
             moved = {i for (i,) in cur.fetchall()}
-            records = None if fetch_log is None else fetch_log()
-        return [i in moved for i in range(1, len(writes) + 1)], records
+        return [i in moved for i in range(1, len(writes) + 1)]
