@@ -322,58 +322,106 @@ def _token_bytes(version: str, blob: str) -> bytes:
     raise ValueError(f"unknown token version {version!r}")
 
 
-def _open_token(token: str, user_id: str, keyring: Keyring) -> Any:
-    version, _, rest = token[len(MARKER) :].partition("/")
-    key_id, _, blob = rest.partition("/")
-    cipher = keyring.reading_key(user_id, key_id)
-    if cipher is None:
-        return ERASED
-    try:
-        raw = _token_bytes(version, blob)
-        plain = cipher.decrypt(raw[:_NONCE], raw[_NONCE:], _aad(user_id, key_id))
-    except (ValueError, InvalidTag):
-        # Not a token this user's key sealed (altered, or moved from another user's
-        # data): never open it, never crash a reader on it. `ledger verify` locates it.
-        return UNREADABLE
-    return msgspec.json.decode(plain)
+#: Leaves that never hold a token: ``reveal`` passes them without a call.
+_PLAIN_LEAVES = frozenset({int, float, bool, type(None), datetime})
+
+
+class _Opener:
+    """One ``reveal`` call: opens the tokens of one user, each key fetched once."""
+
+    __slots__ = ("_ciphers", "_keyring", "_user_id")
+
+    def __init__(self, user_id: str, keyring: Keyring) -> None:
+        self._user_id = user_id
+        self._keyring = keyring
+        #: key id -> (its cipher, or None once destroyed; the associated data)
+        self._ciphers: dict[str, tuple[AESGCM | None, bytes]] = {}
+
+    def open(self, token: str) -> Any:
+        """The value ``token`` seals, ``ERASED`` or ``UNREADABLE``."""
+        version, _, rest = token[len(MARKER) :].partition("/")
+        key_id, _, blob = rest.partition("/")
+        try:
+            cipher, aad = self._ciphers[key_id]
+        except KeyError:
+            cipher = self._keyring.reading_key(self._user_id, key_id)
+            aad = _aad(self._user_id, key_id)
+            self._ciphers[key_id] = (cipher, aad)
+        if cipher is None:
+            return ERASED
+        try:
+            raw = _token_bytes(version, blob)
+            plain = cipher.decrypt(raw[:_NONCE], raw[_NONCE:], aad)
+        except (ValueError, InvalidTag):
+            # Not a token this user's key sealed (altered, or moved from another user's
+            # data): never open it, never crash a reader on it. `ledger verify` locates it.
+            return UNREADABLE
+        return msgspec.json.decode(plain)
+
+    def walk(self, value: Any) -> Any:
+        """``value`` with its tokens opened; the very same object if it holds none.
+
+        Called for every value of every read (a 400-message conversation has ~3,000):
+        the type of each child is looked at here, and only containers and tokens cost
+        a call."""
+        kind = type(value)
+        if kind is str:
+            return self.open(value) if value.startswith(MARKER) else value
+        if kind in _PLAIN_LEAVES:
+            return value
+        if kind is dict or (kind is not list and isinstance(value, dict)):
+            changed: dict[Any, Any] | None = None
+            for k, v in value.items():
+                new = self._child(v)
+                if new is not v:
+                    if changed is None:
+                        changed = dict(value)
+                    changed[k] = new
+            return value if changed is None else changed
+        if isinstance(value, list):
+            items: list[Any] | None = None
+            for i, v in enumerate(value):
+                new = self._child(v)
+                if new is not v:
+                    if items is None:
+                        items = list(value)
+                    items[i] = new
+            return value if items is None else items
+        if isinstance(value, BaseModel):
+            updates = {}
+            plain = _PLAIN_LEAVES
+            for name, old in value.__dict__.items():  # a model's fields, as stored
+                kind = type(old)
+                if kind is str:
+                    if not old.startswith(MARKER):
+                        continue
+                    new = self.open(old)
+                elif kind in plain:
+                    continue
+                else:
+                    new = self.walk(old)
+                if new is not old:
+                    updates[name] = new
+            return value.model_copy(update=updates) if updates else value
+        if isinstance(value, str):  # a str subclass (an enum's value, say)
+            return self.open(value) if value.startswith(MARKER) else value
+        return value
+
+    def _child(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self.open(value) if value.startswith(MARKER) else value
+        if kind in _PLAIN_LEAVES:
+            return value
+        return self.walk(value)
 
 
 def reveal(value: T, user_id: str, keyring: Keyring) -> T:
     """``value`` with every sealed token of ``user_id`` opened, or replaced by ``ERASED``
     where the key is gone. Works on JSON-shaped data and pydantic models, copy on write:
     what holds no token comes back as the very same object (nothing is copied)."""
-    if isinstance(value, str):
-        if value.startswith(MARKER):
-            opened: T = _open_token(value, user_id, keyring)
-            return opened
-        return value
-    if isinstance(value, dict):
-        changed: dict[Any, Any] | None = None
-        for k, v in value.items():
-            new = reveal(v, user_id, keyring)
-            if new is not v:
-                if changed is None:
-                    changed = dict(value)
-                changed[k] = new
-        return value if changed is None else changed  # type: ignore[return-value]
-    if isinstance(value, list):
-        items: list[Any] | None = None
-        for i, v in enumerate(value):
-            new = reveal(v, user_id, keyring)
-            if new is not v:
-                if items is None:
-                    items = list(value)
-                items[i] = new
-        return value if items is None else items  # type: ignore[return-value]
-    if isinstance(value, BaseModel):
-        updates = {}
-        for name in type(value).model_fields:
-            old = getattr(value, name)
-            new = reveal(old, user_id, keyring)
-            if new is not old:
-                updates[name] = new
-        return value.model_copy(update=updates) if updates else value  # type: ignore[return-value]
-    return value
+    opened: T = _Opener(user_id, keyring).walk(value)
+    return opened
 
 
 def reveal_event(event: Event, keyring: Keyring) -> Event:

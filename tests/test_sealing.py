@@ -121,3 +121,33 @@ def test_a_forked_child_never_reuses_its_parents_nonces() -> None:
     parent = {nonces.take() for _ in range(300)}  # more than a block: all it held
     child_nonces = {child[i : i + 12] for i in range(0, len(child), 12)}
     assert len(child_nonces) == 8 and not child_nonces & parent
+
+
+def test_reveal_opens_tokens_at_any_depth_and_copies_only_what_changed(
+    led: ledger.Ledger,
+) -> None:
+    from collections import OrderedDict
+
+    from pydantic import BaseModel
+
+    class Inner(BaseModel):
+        text: str
+        n: int = 1
+
+    class Outer(BaseModel):
+        items: list[Inner]
+        data: dict[str, Any]
+
+    token, _ = _stored_content(led, "usr_a")
+    plain = Outer(items=[Inner(text="a")], data={"k": [1, "b", {"c": None}]})
+    assert reveal(plain, "usr_a", led.keyring) is plain  # nothing to open: not copied
+
+    sealed = Outer(
+        items=[Inner(text="a"), Inner(text=token)],
+        data={"k": [1, token], "d": OrderedDict(x=token)},
+    )
+    opened = reveal(sealed, "usr_a", led.keyring)
+    assert opened.items[1].text == "the plain words"
+    assert opened.data == {"k": [1, "the plain words"], "d": {"x": "the plain words"}}
+    assert opened.items[0] is sealed.items[0]  # untouched parts are shared
+    assert sealed.items[1].text == token  # the input is not changed
