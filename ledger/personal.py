@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -362,58 +362,52 @@ class _Opener:
         """``value`` with its tokens opened; the very same object if it holds none.
 
         Called for every value of every read (a 400-message conversation has ~3,000):
-        the type of each child is looked at here, and only containers and tokens cost
-        a call."""
+        the type of each child is looked at in ``_opened``, and only containers and
+        tokens cost a call."""
         kind = type(value)
         if kind is str:
             return self.open(value) if value.startswith(MARKER) else value
         if kind in _PLAIN_LEAVES:
             return value
         if kind is dict or (kind is not list and isinstance(value, dict)):
-            changed: dict[Any, Any] | None = None
-            for k, v in value.items():
-                new = self._child(v)
-                if new is not v:
-                    if changed is None:
-                        changed = dict(value)
-                    changed[k] = new
-            return value if changed is None else changed
+            changes = self._opened(value.items())
+            return value if changes is None else {**value, **changes}
         if isinstance(value, list):
-            items: list[Any] | None = None
-            for i, v in enumerate(value):
-                new = self._child(v)
-                if new is not v:
-                    if items is None:
-                        items = list(value)
-                    items[i] = new
-            return value if items is None else items
-        if isinstance(value, BaseModel):
-            updates = {}
-            plain = _PLAIN_LEAVES
-            for name, old in value.__dict__.items():  # a model's fields, as stored
-                kind = type(old)
-                if kind is str:
-                    if not old.startswith(MARKER):
-                        continue
-                    new = self.open(old)
-                elif kind in plain:
-                    continue
-                else:
-                    new = self.walk(old)
-                if new is not old:
-                    updates[name] = new
-            return value.model_copy(update=updates) if updates else value
+            changes = self._opened(enumerate(value))
+            if changes is None:
+                return value
+            items = list(value)
+            for i, new in changes.items():
+                items[i] = new
+            return items
+        if isinstance(value, BaseModel):  # its fields, as stored
+            changes = self._opened(value.__dict__.items())
+            return value if changes is None else value.model_copy(update=changes)
         if isinstance(value, str):  # a str subclass (an enum's value, say)
             return self.open(value) if value.startswith(MARKER) else value
         return value
 
-    def _child(self, value: Any) -> Any:
-        kind = type(value)
-        if kind is str:
-            return self.open(value) if value.startswith(MARKER) else value
-        if kind in _PLAIN_LEAVES:
-            return value
-        return self.walk(value)
+    def _opened(self, children: Iterable[tuple[Any, Any]]) -> dict[Any, Any] | None:
+        """Of ``(key, value)`` children, the new value of each that held a token (None:
+        none did). Strings and plain leaves are looked at here, without a call."""
+        changes: dict[Any, Any] | None = None
+        plain = _PLAIN_LEAVES
+        for key, old in children:
+            kind = type(old)
+            if kind is str:
+                if not old.startswith(MARKER):
+                    continue
+                new = self.open(old)
+            elif kind in plain:
+                continue
+            else:
+                new = self.walk(old)
+                if new is old:
+                    continue
+            if changes is None:
+                changes = {}
+            changes[key] = new
+        return changes
 
 
 def reveal(value: T, user_id: str, keyring: Keyring) -> T:
