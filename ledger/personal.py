@@ -8,11 +8,12 @@ costs, tool names, errors -- stays in the clear, so accounting survives an erasu
 Each personal value is replaced, inside the payload JSON, by a *sealed token*: a string
 ``MARKER + "v2/" + key_id + "/" + base64(nonce || AES-GCM ciphertext of the value's
 JSON)``, bound to the user and key by the associated data. (Tokens written before
-2026-11-25 are ``v1``, base64url without padding; both open.) The token is a JSON string, so the
-payload still decodes with its catalog Struct, upcasters still see every field, and the
-reducers fold tokens as opaque values: the projector runners never hold a key and the
-read models hold only ciphertext. Readers ``reveal`` tokens with the user's key on the
-way out; once the key is destroyed (``ledger forget``) they read as ``ERASED``.
+2026-11-25 are ``v1``, base64url without padding; both open.) The token is a JSON
+string, so the payload still decodes with its catalog Struct, upcasters still see
+every field, and the reducers fold tokens as opaque values: the projector runners
+never hold a key and the read models hold only ciphertext. Readers ``reveal`` tokens
+with the user's key on the way out; once the key is destroyed (``ledger forget``) they
+read as ``ERASED``.
 
 The hash chain covers the stored bytes (the tokens) and the key id, never plaintext,
 so an erasure leaves every chain verifiable.
