@@ -92,7 +92,8 @@ class _Nonces:
 
     def __init__(self) -> None:
         self._ready: deque[bytes] = deque()
-        os.register_at_fork(after_in_child=self._ready.clear)
+        if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork either
+            os.register_at_fork(after_in_child=self._ready.clear)
 
     def take(self) -> bytes:
         """A fresh nonce."""

@@ -151,3 +151,28 @@ def test_reveal_opens_tokens_at_any_depth_and_copies_only_what_changed(
     assert opened.data == {"k": [1, "the plain words"], "d": {"x": "the plain words"}}
     assert opened.items[0] is sealed.items[0]  # untouched parts are shared
     assert sealed.items[1].text == token  # the input is not changed
+
+
+def test_without_fork_hooks_the_ledger_still_imports_and_seals(tmp_path: Any) -> None:
+    """Windows has no ``os.register_at_fork`` (nor fork): the embedded default must
+    still import, seal and read there. Run in a fresh interpreter without it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import os
+        del os.fork, os.register_at_fork
+        import ledger
+        with ledger.connect("sqlite:///{tmp_path / "w.db"}", encrypt=True) as led:
+            run = led.tenant("usr_a").start_run(session_id="s")
+            run.message_received(role="user", content="hello")
+            print(led.tenant("usr_a").events(run.run_id)[-1].data["content"])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "hello"

@@ -55,7 +55,8 @@ def _forget_locks_after_fork() -> None:
     _write_locks_guard = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_locks_after_fork)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork either
+    os.register_at_fork(after_in_child=_forget_locks_after_fork)
 
 
 def _write_lock_for(path: str) -> threading.Lock:
