@@ -51,21 +51,13 @@ def _text(value: str | None) -> bytes | None:
 
 def parameters(role: str | None, tenant: str | None, item: RunAppend) -> list[bytes | None]:
     """The wire values of ``ledger_append``'s parameters for ``item``, in order."""
-    events = item.events
     return [
         _text(role),
         _text(tenant),
         item.user_id.encode(),
         item.run_id.encode(),
         item.session_id.encode(),
-        pg_arrays.bigints([e.version for e in events]),
-        pg_arrays.texts([e.type for e in events]),
-        pg_arrays.smallints([e.schema for e in events]),
-        pg_arrays.timestamps([e.occurred_at for e in events]),
-        pg_arrays.byteas([e.payload for e in events]),
-        pg_arrays.texts([e.key_id for e in events]),
-        pg_arrays.byteas([e.prev_hash for e in events]),
-        pg_arrays.byteas([e.hash for e in events]),
+        *pg_arrays.binary_event_columns(item.events),
         _bigint(item.expected_version),
         item.expected_hash,
         _text(item.key_id),

@@ -4,9 +4,9 @@ Why not psycopg's own list dumper: it inspects every list to choose an element t
 and dumper (and re-chooses for each statement, as every statement gets a fresh
 transformer), which made parameter encoding the largest client cost of an append
 (~40% of the store's CPU a turn in a profile). The columns of an append have fixed
-types, so the store wraps each in one of the list types below, and the dumpers
-registered for them (``register``) write the array in one pass; the API's append
-(``pg_append``) calls the encoding functions directly.
+types, so the store wraps each in one of the list types below (``event_columns``), and
+the dumpers registered for them (``register``) write the array in one pass; the API's
+append (``pg_append``) takes them already encoded (``binary_event_columns``).
 
 The format (``array_recv`` in Postgres): ndim, has-nulls flag, element type oid, then
 (length, lower bound) per dimension, then each element as a 4-byte length (-1 for
@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.adapt import AdaptersMap, Buffer, Dumper
 from psycopg.pq import Format
+
+if TYPE_CHECKING:
+    from ledger.records import NewEvent
 
 _HEADER = struct.Struct(">iiIii")
 _LENGTH = struct.Struct(">i")
@@ -105,6 +109,52 @@ def byteas(values: list[bytes]) -> bytes:
 def timestamps(values: list[datetime]) -> bytes:
     """A ``timestamptz[]`` in the binary format (timezone-aware datetimes)."""
     return _fixed("q", 1184, [_microseconds(t) for t in values])
+
+
+def _columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
+    """An append's per-event columns, in ``ledger_append``'s order
+    (``postgres_sql.APPEND_PARAMS``)."""
+    return (
+        [e.version for e in events],
+        [e.type for e in events],
+        [e.schema for e in events],
+        [e.occurred_at for e in events],
+        [e.payload for e in events],
+        [e.key_id for e in events],
+        [e.prev_hash for e in events],
+        [e.hash for e in events],
+    )
+
+
+def event_columns(events: Sequence[NewEvent]) -> list[list[Any]]:
+    """An append's per-event columns as parameters for psycopg, each array wrapped in
+    its type (which ``register``'s dumpers write)."""
+    version, type_, schema, occurred, payload, key_id, prev_hash, hash_ = _columns(events)
+    return [
+        Int8s(version),
+        Texts(type_),
+        Int2s(schema),
+        Timestamps(occurred),
+        Byteas(payload),
+        Texts(key_id),
+        Byteas(prev_hash),
+        Byteas(hash_),
+    ]
+
+
+def binary_event_columns(events: Sequence[NewEvent]) -> list[bytes]:
+    """The same columns already in the binary format (for ``pg_append``)."""
+    version, type_, schema, occurred, payload, key_id, prev_hash, hash_ = _columns(events)
+    return [
+        bigints(version),
+        texts(type_),
+        smallints(schema),
+        timestamps(occurred),
+        byteas(payload),
+        texts(key_id),
+        byteas(prev_hash),
+        byteas(hash_),
+    ]
 
 
 class _ArrayDumper(Dumper):

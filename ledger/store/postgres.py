@@ -54,7 +54,6 @@ from ledger.records import stored as record_of
 from ledger.store import pg_append, pg_arrays
 from ledger.store import postgres_sql as q
 from ledger.store.base import EventStore, RecordConflict
-from ledger.store.pg_arrays import Byteas, Int2s, Int8s, Texts, Timestamps
 from ledger.store.pg_notify import NoticeThrottle
 from ledger.store.pg_pool import LifoPool
 from ledger.store.postgres_schema import (
@@ -134,27 +133,12 @@ def _translated() -> Iterator[None]:
 _ARRAYS = tuple(name for name, type_ in q.APPEND_PARAMS if type_.endswith("[]"))
 
 
-def _event_arrays(item: RunAppend) -> tuple[list[Any], ...]:
-    """The columns of ``item``'s events, one array each, in ``_ARRAYS`` order."""
-    events = item.events
-    return (
-        Int8s([e.version for e in events]),
-        Texts([e.type for e in events]),
-        Int2s([e.schema for e in events]),
-        Timestamps([e.occurred_at for e in events]),
-        Byteas([e.payload for e in events]),
-        Texts([e.key_id for e in events]),
-        Byteas([e.prev_hash for e in events]),
-        Byteas([e.hash for e in events]),
-    )
-
-
 def _event_params(item: RunAppend) -> dict[str, Any]:
     return {
         "user_id": item.user_id,
         "session_id": item.session_id,
         "run_id": item.run_id,
-        **dict(zip(_ARRAYS, _event_arrays(item), strict=True)),
+        **dict(zip(_ARRAYS, pg_arrays.event_columns(item.events), strict=True)),
         "expected_version": item.expected_version,
         "expected_hash": item.expected_hash,
         "key_id": item.key_id,
