@@ -225,12 +225,12 @@ def _each_personal(type_: str, payload: Payload, fn: ValueFn) -> Payload:
             new = fn(type_, path, value)
         elif not value:
             continue
-        elif attr:
-            new = [_each_attr(item, attr, type_, path, fn) for item in value]
-            new = value if all(map(operator.is_, new, value)) else new
         else:
-            new = [fn(type_, path, item) for item in value]
-            new = value if all(map(operator.is_, new, value)) else new
+            if attr:
+                items = [_each_attr(item, attr, type_, path, fn) for item in value]
+            else:
+                items = [fn(type_, path, item) for item in value]
+            new = value if all(map(operator.is_, items, value)) else items
         if new is not value:
             if changes is None:
                 changes = {}
