@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 from functools import partial
 from types import FrameType
@@ -35,7 +37,12 @@ def run(
     batch_size: Annotated[int, typer.Option(help="Events per committed batch.")] = 1000,
     poll: Annotated[float, typer.Option(help="Seconds between polls (SQLite).")] = 0.5,
 ) -> None:
-    """Keep the read models up to date until stopped (Ctrl-C or SIGTERM: clean shutdown)."""
+    """Keep the read models up to date until stopped (Ctrl-C or SIGTERM: clean shutdown).
+
+    Rides out database outages: it says so on stderr, retries, and carries on."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
     chosen = default_projectors() if not names else [projector_named(n) for n in names]
     stop = threading.Event()
 

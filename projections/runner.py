@@ -23,7 +23,9 @@ A rebuild builds every projector asked for in ONE pass over the log (``rebuild_a
 from __future__ import annotations
 
 import gc
+import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -33,11 +35,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from ledger.connection import Ledger
+from ledger.errors import StoreUnavailable
 from ledger.events import CATALOG, Event
 from ledger.records import LogCursor, Record
 from ledger.tenant import to_event
@@ -46,6 +49,8 @@ from projections.storage import DocKey, ProjectorRow, ReadModelStorage, storage_
 from projections.storage.base import BUILD_SUFFIX, Load, Write
 
 Progress = Callable[[int], None]
+
+log = logging.getLogger(__name__)
 
 _KNOWN_TYPES = frozenset(CATALOG.names)
 
@@ -322,17 +327,85 @@ class ProjectorRunner:
 
     # -- live --------------------------------------------------------------------
     def run(self, stop: threading.Event, *, poll_seconds: float = 0.5) -> None:
-        """Follow the log until ``stop`` is set; wake on appends (Postgres) or poll."""
-        waiter = _waiter_for(self.ledger, poll_seconds)
+        """Follow the log until ``stop`` is set; wake on appends (Postgres) or poll.
+
+        Outlives the store going away (a server restart or failover, a dropped
+        connection, a SQLite file locked past its timeout): each ``StoreUnavailable``
+        is logged, then the runner waits (doubling from 0.1 s to 10 s, with jitter;
+        ``stop`` cuts a wait short), claims its projectors again and carries on from
+        the cursors the database holds. A batch whose commit was cut off is thus
+        neither lost nor applied twice: if it committed, the claim finds the cursor
+        past it. Any other error ends the run, as before.
+        """
+        waiter: _Waiter | None = None
+        retry = _Retry()
         try:
             while not stop.is_set():
-                if self.step() == 0:
-                    waiter.wait(stop)
+                try:
+                    if waiter is None:
+                        waiter = _waiter_for(self.ledger, poll_seconds)
+                    if self.step() == 0:
+                        waiter.wait(stop)
+                except StoreUnavailable as exc:
+                    if waiter is not None:
+                        waiter.close()
+                    waiter = None
+                    for hold in self._holds.values():
+                        hold.renew_at = 0.0  # claim again: keeps its documents only if
+                        # nobody committed in between (see _claim)
+                    stop.wait(retry.after(exc))
+                    continue
+                retry.succeeded()
         finally:
-            waiter.close()
+            if waiter is not None:
+                waiter.close()
             self._holds.clear()
-            for projector in self.projectors:
-                self.storage.release(projector.name, self.owner)
+            self._release_all()
+
+    def _release_all(self) -> None:
+        """Give up every lease (on the way out). Connections the pool kept across an
+        outage fail once each, so a few tries; if the store is gone, the leases expire."""
+        pending = list(self.projectors)
+        for attempt in range(1, 4):
+            try:
+                while pending:
+                    self.storage.release(pending[0].name, self.owner)
+                    pending.pop(0)
+                return
+            except StoreUnavailable as exc:
+                if attempt == 3:
+                    log.warning(
+                        "could not release the leases (%s); they expire in %gs",
+                        exc,
+                        self.lease_seconds,
+                    )
+
+
+class _Retry:
+    """How long to wait before trying the store again: 0.1 s doubling to 10 s, each
+    wait drawn between half and all of that (runners that lost the same server do not
+    come back in step). Logs the outage once it starts and once it ends."""
+
+    FIRST, LAST = 0.1, 10.0
+
+    def __init__(self) -> None:
+        self.delay = self.FIRST
+        self.failures = 0
+
+    def after(self, exc: StoreUnavailable) -> float:
+        """Seconds to wait after ``exc``."""
+        self.failures += 1
+        wait = self.delay * random.uniform(0.5, 1.0)
+        log.warning(
+            "store unavailable (attempt %d, retrying in %.1fs): %s", self.failures, wait, exc
+        )
+        self.delay = min(self.delay * 2, self.LAST)
+        return wait
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.warning("store available again after %d failed attempts", self.failures)
+            self.delay, self.failures = self.FIRST, 0
 
 
 @contextmanager
@@ -437,6 +510,14 @@ def _by_key(projector: Projector[Any], events: Sequence[Event]) -> dict[DocKey, 
     return by_key
 
 
+class _Waiter(Protocol):
+    """What the live loop blocks on between empty steps."""
+
+    def wait(self, stop: threading.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Poller:
     """Sleeps between empty steps (SQLite, memory): no server to push to us."""
 
@@ -450,7 +531,7 @@ class _Poller:
         pass
 
 
-def _waiter_for(ledger: Ledger, poll_seconds: float) -> Any:
+def _waiter_for(ledger: Ledger, poll_seconds: float) -> _Waiter:
     if ledger.store.backend == "postgres":
         from projections.listen import Listener
 

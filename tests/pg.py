@@ -108,3 +108,14 @@ def raw_connection(ledger_url: str, **kwargs: object) -> psycopg.Connection[tupl
     schema = params.pop("schema", "public")
     conn = psycopg.connect(base, options=f"-c search_path={schema}", **kwargs)  # type: ignore[arg-type]
     return conn
+
+
+def cut_connections(database_url: str) -> int:
+    """Terminate every other session of the test database (a server restart, as the
+    clients see it); how many were cut."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import ledger
+from tests.pg import cut_connections
 from tests.test_cli import ledger_cli
 from tests.writers import turn
 
@@ -138,3 +139,39 @@ def test_projections_run_follows_live_and_stops_cleanly_on_sigterm(url: str) -> 
     assert "stopped cleanly" in err
     status = json.loads(ledger_cli(url, "projections", "status", "--json").stdout)
     assert all(p["owner"] is None for p in status)  # leases given back
+
+
+def test_projections_run_rides_out_a_database_outage(pg_url: str, pg_database: str) -> None:
+    """Every connection cut under a running ``ledger projections run`` (a server
+    restart, as clients see it): it says so, comes back, follows new turns, and still
+    stops cleanly."""
+    seed(pg_url)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "cli", "--url", pg_url, "projections", "run", "--poll", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+    def lag() -> int:
+        status = json.loads(ledger_cli(pg_url, "projections", "status", "--json").stdout)
+        return sum(p["lag_events"] for p in status) if all(p["owner"] for p in status) else -1
+
+    try:
+        deadline = time.monotonic() + 60
+        while lag() != 0:
+            assert time.monotonic() < deadline, "the runner never caught up"
+            time.sleep(0.1)
+        assert cut_connections(pg_database) >= 2  # the runner's pool and its LISTEN
+        with ledger.connect(pg_url) as led:
+            turn(led.tenant("usr_b").start_run(session_id="late"), 1)
+        while lag() != 0:
+            assert runner.poll() is None, "the runner exited with its connections"
+            assert time.monotonic() < deadline, "the runner never came back"
+            time.sleep(0.05)
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 0, err
+    assert "store unavailable" in err and "stopped cleanly" in err

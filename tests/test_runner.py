@@ -6,14 +6,18 @@ exercise the runner; the real read models have their own tests.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+import psycopg
 import pytest
 
 import ledger
+from ledger.store.postgres import split_url
 from projections.projector import Projector
 from projections.runner import ProjectorRunner
+from tests.pg import cut_connections
 from tests.tally import TALLY, TallyReducer, tally
 from tests.writers import turn
 
@@ -154,3 +158,62 @@ def test_reads_include_what_the_projector_has_not_reached(led: ledger.Ledger) ->
     assert fresh is not None and fresh.state.events == expected_count(4)
     runner.catch_up()
     assert tally(runner, "usr_a", "sess_0") == fresh.state
+
+
+def _tally_position(pg_url: str) -> int:
+    """Where the tally projector has committed to (0: nowhere yet), read afresh."""
+    conninfo, schema = split_url(pg_url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute(
+            f'SELECT position FROM "{schema}".ledger_projectors WHERE name = %s', ("tally",)
+        ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def test_a_live_runner_outlives_lost_connections_exactly_once(
+    pg_url: str, pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server drops every connection, again and again, each time after the runner
+    got going again, while it catches up in small batches (so cuts land mid-batch and
+    mid-commit, outcome unknown to the runner): it keeps running, and every event is
+    applied exactly once."""
+    with ledger.connect(pg_url) as led:
+        write_sessions(led, sessions=5, turns=20)
+    runner_led = ledger.connect(pg_url)
+    runner = ProjectorRunner(runner_led, [TALLY], batch_size=5)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), kwargs={"poll_seconds": 0.05})
+    caplog.set_level(logging.WARNING, logger="projections.runner")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        seen = 0
+        for _ in range(6):
+            while (position := _tally_position(pg_url)) == seen:  # back at work
+                assert thread.is_alive(), "the runner died with its connection"
+                assert time.monotonic() < deadline, "the runner never came back"
+                time.sleep(0.005)
+            seen = position
+            assert cut_connections(pg_database) >= 1
+        after = ledger.connect(pg_url)  # fresh connections, made after the last cut
+        turn(after.tenant("usr_a").start_run(session_id="after"), 1)
+        reader = ProjectorRunner(after, [TALLY])  # to read the tallies with
+        while (state := tally(reader, "usr_a", "after")) is None or state.events < 6:
+            assert thread.is_alive(), "the runner died with its connection"
+            assert time.monotonic() < deadline, "the runner never came back"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert not thread.is_alive()
+    assert caplog.text.count("store unavailable (attempt") >= 6
+    for s in range(5):
+        for user in ("usr_a", "usr_b"):
+            state = tally(reader, user, f"sess_{s}")
+            assert state is not None and state.events == expected_count(20)
+            ((_, versions),) = state.versions.items()
+            assert versions == list(range(1, expected_count(20) + 1))  # none twice
+    row = reader.storage.projector("tally")
+    assert row is not None and row.owner is None  # released on the clean stop
+    after.close()
+    runner_led.close()
