@@ -1,4 +1,5 @@
-"""The store's connection pool: psycopg_pool's, handing out the warmest connection.
+"""The store's connection pool: psycopg_pool's, handing out the warmest connection, and
+checking one that sat idle before handing it out.
 
 psycopg_pool's ``ConnectionPool`` serves idle connections first in, first out: a
 process whose threads ever held two connections at once (an append and a background
@@ -14,18 +15,51 @@ library's. The override is of one private hook, ``_get_ready_connection``, which
 pool calls under its lock to take an idle connection; ``tests/test_postgres_store``
 pins the behaviour, and pyproject.toml caps psycopg-pool below the next minor
 release until it is checked there.
+
+A server restart, a failover or an idle timeout on the way leaves the pool holding
+dead connections, and the next statement on each would fail (``StoreUnavailable``):
+after a restart an agent's next turn would fail although the server is back. So, as
+HikariCP does (its ``aliveBypassWindowMs``), a connection idle for more than
+``idle_check`` seconds (1 s), or idle since a check last failed, is checked with an
+empty query (psycopg_pool's own ``check_connection``) before it is handed out; a dead
+one is replaced. A connection in steady use is not: an agent pays one round trip on a
+turn that follows a pause, not on every statement.
 """
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
+#: Where a pooled connection keeps the time it was last given back.
+_RETURNED_AT = "_ledger_returned_at"
+
 
 class LifoPool(ConnectionPool[psycopg.Connection[Any]]):
-    """A ``ConnectionPool`` that hands out the most recently returned idle connection."""
+    """A ``ConnectionPool`` that hands out the most recently returned idle connection,
+    checked first if it sat idle for more than ``idle_check`` seconds."""
+
+    def __init__(self, conninfo: str, *, idle_check: float = 1.0, **kwargs: Any) -> None:
+        self.idle_check = idle_check
+        self._failed_check_at = 0.0
+        super().__init__(conninfo, check=self._check_if_idle, **kwargs)
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        setattr(conn, _RETURNED_AT, monotonic())
+        super().putconn(conn)
+
+    def _check_if_idle(self, conn: psycopg.Connection[Any]) -> None:
+        returned = getattr(conn, _RETURNED_AT, 0.0)
+        if monotonic() - returned <= self.idle_check and returned > self._failed_check_at:
+            return
+        try:
+            self.check_connection(conn)
+        except Exception:
+            self._failed_check_at = monotonic()  # the others idle as long may be dead too
+            raise
 
     def _get_ready_connection(self, timeout: float | None) -> psycopg.Connection[Any] | None:
         # Idle connections are appended on return and taken from the left: move the

@@ -158,6 +158,7 @@ class PostgresStore(EventStore):
     """Events, runs and tracking positions in Postgres tables of one schema."""
 
     backend = "postgres"
+    appends_may_be_in_doubt = True
 
     #: At most one notification of appends per this many seconds from this store, the
     #: last append of a burst included (see ``pg_notify``).

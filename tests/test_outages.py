@@ -1,0 +1,115 @@
+"""The database goes away under a running agent: a server restart (every connection
+cut), and a connection lost in the middle of an append. Nothing is lost, nothing is
+recorded twice, and a turn after the server is back just works."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+import ledger
+from ledger.store.pg_pool import LifoPool
+from ledger.store.postgres import PostgresStore
+from tests.pg import cut_connections
+from tests.proxy import FaultyProxy
+from tests.writers import turn
+
+
+@pytest.fixture
+def led(pg_url: str) -> Iterator[ledger.Ledger]:
+    with ledger.connect(pg_url) as connection:
+        yield connection
+
+
+def pool_of(led: ledger.Ledger) -> LifoPool:
+    store = led.store
+    assert isinstance(store, PostgresStore)
+    return store._pool
+
+
+def test_a_turn_after_a_server_restart_just_works(led: ledger.Ledger, pg_database: str) -> None:
+    """The pool checks a connection that sat idle (here longer than its 1 s) before
+    handing it out, so the dead ones a restart left behind are replaced, not used."""
+    run = led.tenant("usr_a").start_run(session_id="s")
+    turn(run, 1)
+    assert cut_connections(pg_database) >= 1
+    time.sleep(pool_of(led).idle_check + 0.1)  # the agent waits on its model meanwhile
+    turn(run, 2)
+    assert [e.version for e in led.tenant("usr_a").events(run.run_id)] == list(range(1, 12))
+
+
+def test_connections_in_steady_use_are_not_checked(
+    led: ledger.Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check costs a round trip, so a writer turning over without pause pays none."""
+    run = led.tenant("usr_a").start_run(session_id="s")
+    turn(run, 0)  # the pool's first connection may be checked once
+    checks: list[object] = []
+    original = LifoPool.check_connection
+    monkeypatch.setattr(LifoPool, "check_connection", staticmethod(checks.append))
+    for n in range(1, 20):
+        turn(run, n)
+    assert checks == []
+    pool_of(led).idle_check = 0.0  # ...and one idle for longer than idle_check is
+    monkeypatch.setattr(
+        LifoPool, "check_connection", staticmethod(lambda conn: checks.append(original(conn)))
+    )
+    turn(run, 20)
+    assert len(checks) >= 1
+
+
+@pytest.fixture
+def proxy(pg_url: str) -> Iterator[tuple[FaultyProxy, str]]:
+    """A proxy in front of the test server, and the test ledger's URL through it."""
+    parts = urlsplit(pg_url)
+    with FaultyProxy((parts.hostname or "127.0.0.1", parts.port or 5432)) as faulty:
+        netloc = f"{parts.username}@127.0.0.1:{faulty.port}" if parts.username else None
+        yield faulty, urlunsplit(parts._replace(netloc=netloc or f"127.0.0.1:{faulty.port}"))
+
+
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_an_append_cut_off_mid_flight_is_stored_exactly_once(
+    proxy: tuple[FaultyProxy, str], lost: str
+) -> None:
+    """The connection dies with the append on the wire. Lost on the way in: the server
+    never saw it, and the handle appends it again. Lost on the way back: the server
+    stored it, and the handle sees from the chain that it did. Either way the turn
+    returns normally and is stored once."""
+    faulty, url = proxy
+    with ledger.connect(url) as led:
+        t = led.tenant("usr_a")
+        run = t.start_run(session_id="s")
+        turn(run, 1)
+        faulty.lose(lost)
+        turn(run, 2)
+        assert faulty.fired == [lost]
+        assert run.version == 11
+        events = t.events(run.run_id)
+        assert [e.version for e in events] == list(range(1, 12))
+        asked = [e.data["content"][:15] for e in events if e.type == "message_received"]
+        assert asked == ["user question 1", "user question 2"]
+        assert led.auditor().verify().ok
+        turn(run, 3)  # and the handle goes on from the right head
+        assert run.version == 16
+
+
+def test_an_append_whose_outcome_cannot_be_known_yet_says_so(
+    proxy: tuple[FaultyProxy, str],
+) -> None:
+    """The server is gone for good mid-append (here: the proxy): the error says the
+    outcome is unknown and how to find out; nothing is appended twice later."""
+    faulty, url = proxy
+    with ledger.connect(url) as led:
+        pool_of(led).timeout = 1.0  # how long to wait for a connection (default 30 s)
+        run = led.tenant("usr_a").start_run(session_id="s")
+        turn(run, 1)
+        faulty.lose("reply", then_refuse=True)
+        with pytest.raises(ledger.StoreUnavailable) as raised:
+            turn(run, 2)
+        assert faulty.fired == ["reply"]
+        assert "whether this append was stored is not known yet" in str(raised.value)
+        assert "run.refresh() tells (it was if run.version is then 11" in str(raised.value)
+        assert run.version == 6  # the handle does not guess
