@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 import threading
 from functools import partial
 from types import FrameType
@@ -40,9 +38,7 @@ def run(
     """Keep the read models up to date until stopped (Ctrl-C or SIGTERM: clean shutdown).
 
     Rides out database outages: it says so on stderr, retries, and carries on."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    render.log_warnings()
     chosen = default_projectors() if not names else [projector_named(n) for n in names]
     stop = threading.Event()
 

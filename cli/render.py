@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,6 +18,15 @@ from projections.status import ProjectorStatus
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def log_warnings() -> None:
+    """Show the warnings long-running commands log (a database outage and its end) on
+    stderr, one timestamped line each."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
 
 PREVIEW = 70
 

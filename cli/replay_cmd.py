@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from typing import Annotated
@@ -11,9 +12,10 @@ import typer
 from cli import render, timeline
 from cli.context import JsonFlag, UserOption, connect
 from ledger.connection import Ledger
-from ledger.errors import InvalidEvent
+from ledger.errors import InvalidEvent, StoreUnavailable
 from ledger.personal import reveal_event
 from ledger.records import LogCursor
+from ledger.retry import Backoff
 from ledger.tenant import to_event
 from replay.diff import diff
 from replay.state import lineage, replay, resolve
@@ -102,14 +104,24 @@ def tail_command(
         typer.Option("--for", help="Stop after this many seconds (default: until Ctrl-C)."),
     ] = None,
 ) -> None:
-    """Follow new events live, as they are committed."""
+    """Follow new events live, as they are committed (riding out database outages)."""
     deadline = None if follow_for is None else time.monotonic() + follow_for
+    render.log_warnings()
+    retry = Backoff(logging.getLogger("ledger.tail"))
     with connect() as led:
         store, keyring = led.reads_for(user)
         cursor = _head(led)
         try:
             while deadline is None or time.monotonic() < deadline:
-                records = store.read_log(cursor, 500, user_id=user)
+                try:
+                    records = store.read_log(cursor, 500, user_id=user)
+                except StoreUnavailable as exc:
+                    wait = retry.after(exc)
+                    if deadline is not None:
+                        wait = min(wait, max(0.0, deadline - time.monotonic()))
+                    time.sleep(wait)
+                    continue
+                retry.succeeded()
                 for r in records:
                     if run is None or r.run_id == run:
                         e = reveal_event(to_event(r), keyring)

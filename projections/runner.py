@@ -25,7 +25,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -43,6 +42,7 @@ from ledger.connection import Ledger
 from ledger.errors import StoreUnavailable
 from ledger.events import CATALOG, Event
 from ledger.records import LogCursor, Record
+from ledger.retry import Backoff
 from ledger.tenant import to_event
 from projections.projector import Projector
 from projections.storage import DocKey, ProjectorRow, ReadModelStorage, storage_for
@@ -338,7 +338,7 @@ class ProjectorRunner:
         past it. Any other error ends the run, as before.
         """
         waiter: _Waiter | None = None
-        retry = _Retry()
+        retry = Backoff(log)
         try:
             while not stop.is_set():
                 try:
@@ -379,33 +379,6 @@ class ProjectorRunner:
                         exc,
                         self.lease_seconds,
                     )
-
-
-class _Retry:
-    """How long to wait before trying the store again: 0.1 s doubling to 10 s, each
-    wait drawn between half and all of that (runners that lost the same server do not
-    come back in step). Logs the outage once it starts and once it ends."""
-
-    FIRST, LAST = 0.1, 10.0
-
-    def __init__(self) -> None:
-        self.delay = self.FIRST
-        self.failures = 0
-
-    def after(self, exc: StoreUnavailable) -> float:
-        """Seconds to wait after ``exc``."""
-        self.failures += 1
-        wait = self.delay * random.uniform(0.5, 1.0)
-        log.warning(
-            "store unavailable (attempt %d, retrying in %.1fs): %s", self.failures, wait, exc
-        )
-        self.delay = min(self.delay * 2, self.LAST)
-        return wait
-
-    def succeeded(self) -> None:
-        if self.failures:
-            log.warning("store available again after %d failed attempts", self.failures)
-            self.delay, self.failures = self.FIRST, 0
 
 
 @contextmanager

@@ -4,6 +4,12 @@ recorded twice, and a turn after the server is back just works."""
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -113,3 +119,43 @@ def test_an_append_whose_outcome_cannot_be_known_yet_says_so(
         assert "whether this append was stored is not known yet" in str(raised.value)
         assert "run.refresh() tells (it was if run.version is then 11" in str(raised.value)
         assert run.version == 6  # the handle does not guess
+
+
+def test_ledger_tail_follows_on_after_every_connection_was_cut(
+    pg_url: str, pg_database: str
+) -> None:
+    """``ledger tail`` is for watching live agents: an outage gets a line on stderr,
+    not an exit, and the events after it still show."""
+    with ledger.connect(pg_url) as led:
+        run = led.tenant("usr_a").start_run(session_id="s")
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "cli", "--url", pg_url, "tail", "--poll", "0.05", "--for", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in tail.stdout or ()], daemon=True).start()
+
+    def shows(version: int) -> None:
+        deadline = time.monotonic() + 30
+        while f"/{version} " not in lines.get(timeout=max(0.0, deadline - time.monotonic())):
+            pass
+
+    try:
+        time.sleep(1.0)  # tail starts at the log's head: let it get there
+        with ledger.connect(pg_url) as led:
+            turn(led.tenant("usr_a").run(run.run_id), 1)
+        shows(6)
+        assert cut_connections(pg_database) >= 1
+        time.sleep(0.3)  # it polls into the cut, and retries
+        with ledger.connect(pg_url) as led:
+            turn(led.tenant("usr_a").run(run.run_id), 2)
+        shows(11)
+        assert tail.poll() is None
+    finally:
+        tail.send_signal(signal.SIGINT)
+        _, err = tail.communicate(timeout=30)
+    assert tail.returncode == 0, err
+    assert "store unavailable" in err and "store available again" in err
