@@ -22,6 +22,7 @@ from ledger.events import CATALOG, encode_payload
 from ledger.ids import check_id
 from ledger.personal import Draft, Keyring, check_plain, protect
 from ledger.records import RunAppend
+from ledger.settle import append_settled
 from ledger.store.base import EventStore
 
 
@@ -169,9 +170,10 @@ def append_jsonl(
     max_event_bytes: int,
     keyring: Keyring | None = None,
 ) -> AppendSummary:
-    """Validate all of ``lines``, then append them in one transaction (all or nothing)."""
+    """Validate all of ``lines``, then append them in one transaction (all or nothing;
+    if the connection is lost on the way, settled from the chain: ``ledger.settle``)."""
     appends = plan_appends(store, lines, max_event_bytes, keyring)
-    store.append(appends)
+    append_settled(store, appends)
     return AppendSummary(
         events=sum(len(a.events) for a in appends),
         runs={a.run_id: a.events[-1].version if a.events else a.expected_version for a in appends},

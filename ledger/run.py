@@ -8,16 +8,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ledger.chain import Unsealed, seal
-from ledger.errors import (
-    ConcurrencyError,
-    InvalidEvent,
-    KeyErased,
-    LedgerError,
-    StoreUnavailable,
-)
+from ledger.errors import InvalidEvent, KeyErased, LedgerError
 from ledger.events import CATALOG
 from ledger.personal import Draft, Sealer, protect, protect_one
 from ledger.records import NewEvent, RunAppend
+from ledger.settle import append_settled
 
 if TYPE_CHECKING:
     from ledger.tenant import Tenant
@@ -139,50 +134,8 @@ class Run:
             expected_hash=self._head_hash,
             events=sealed,
         )
-        store = self._tenant._ledger.store
-        try:
-            store.append([append], returning=False)
-        except StoreUnavailable as lost:
-            if not store.appends_may_be_in_doubt:
-                raise
-            self._settle(append, lost)
+        append_settled(self._tenant._ledger.store, [append])
         return sealed
-
-    def _settle(self, append: RunAppend, lost: StoreUnavailable) -> None:
-        """The connection was lost during ``append``: was it stored? The chain says
-        exactly: the event at our last version carries our hash only if our events
-        are stored (the hash covers them and everything before). If they are, only
-        the reply was lost; if not and the head is still ours, append once more (the
-        head check makes a second copy impossible). Raises ``StoreUnavailable`` if
-        the store cannot tell yet, ``ConcurrencyError`` if another writer moved on.
-        """
-        store = self._tenant._ledger.store
-        last = append.events[-1]
-        try:
-            stored = store.read_run(
-                self.user_id, self.run_id, after_version=last.version - 1, upto_version=last.version
-            )
-            if stored and stored[0].hash == last.hash:
-                return
-            head = store.run_head(self.user_id, self.run_id)
-        except StoreUnavailable:
-            raise StoreUnavailable(
-                f"{lost}; whether this append was stored is not known yet: once the store "
-                f"is back, run.refresh() tells (it was if run.version is then "
-                f"{last.version} or more and t.events shows it)"
-            ) from lost
-        still_ours = (
-            head is None
-            if append.starts_run
-            else head is not None
-            and (head.version, head.hash) == (append.expected_version, append.expected_hash)
-        )
-        if not still_ours:
-            raise ConcurrencyError(
-                f"run {self.run_id!r} moved on while the store was unavailable ({lost}); "
-                "this append was not stored: refresh() and decide again"
-            ) from lost
-        store.append([append], returning=False)
 
     # -- the event catalog -----------------------------------------------------------
     def message_received(

@@ -38,15 +38,17 @@ class FaultyProxy:
         self.port: int = self._listener.getsockname()[1]
         self._fault: str | None = None
         self._refuse_after = False
+        self._mark = APPEND_MARK
         self._gone = False  # the server is gone: every connection, old or new, is cut
         self.fired: list[str] = []  # the faults that struck, in order
         self._lock = threading.Lock()
         self._links: list[_Link] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def lose(self, what: str, *, then_refuse: bool = False) -> None:
+    def lose(self, what: str, *, then_refuse: bool = False, mark: bytes = APPEND_MARK) -> None:
+        """Lose ``what`` of the next request that carries ``mark``."""
         assert what in ("request", "reply")
-        self._fault, self._refuse_after = what, then_refuse
+        self._fault, self._refuse_after, self._mark = what, then_refuse, mark
 
     def _accept(self) -> None:
         while True:
@@ -67,7 +69,7 @@ class FaultyProxy:
     def _from_client(self, link: _Link) -> None:
         try:
             while data := link.client.recv(65536):
-                if APPEND_MARK in data:
+                if self._fault is not None and self._mark in data:
                     with self._lock:
                         fault, self._fault = self._fault, None
                         if fault is not None and self._refuse_after:

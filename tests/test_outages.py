@@ -4,6 +4,7 @@ recorded twice, and a turn after the server is back just works."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import ledger
+from ledger.jsonl import append_jsonl
 from ledger.store.pg_pool import LifoPool
 from ledger.store.postgres import PostgresStore
 from tests.pg import cut_connections
@@ -117,7 +119,7 @@ def test_an_append_whose_outcome_cannot_be_known_yet_says_so(
             turn(run, 2)
         assert faulty.fired == ["reply"]
         assert "whether this append was stored is not known yet" in str(raised.value)
-        assert "run.refresh() tells (it was if run.version is then 11" in str(raised.value)
+        assert f"it was if run {run.run_id!r} then has version 11" in str(raised.value)
         assert run.version == 6  # the handle does not guess
 
 
@@ -159,3 +161,34 @@ def test_ledger_tail_follows_on_after_every_connection_was_cut(
         _, err = tail.communicate(timeout=30)
     assert tail.returncode == 0, err
     assert "store unavailable" in err and "store available again" in err
+
+
+@pytest.mark.parametrize("lost", ["request", "reply"])
+def test_a_jsonl_append_cut_off_mid_flight_is_stored_exactly_once(
+    proxy: tuple[FaultyProxy, str], lost: str
+) -> None:
+    """``ledger append`` (one transaction over several runs) settles the same way."""
+    faulty, url = proxy
+    lines = [
+        json.dumps(
+            {
+                "user_id": "usr_a",
+                "session_id": "s",
+                "run_id": run_id,
+                "type": "message_received",
+                "occurred_at": "2025-03-15T10:22:31Z",
+                "data": {"content": f"hello {n}"},
+            }
+        )
+        for run_id in ("run_j1", "run_j2")
+        for n in range(3)
+    ]
+    with ledger.connect(url) as led:
+        # Several runs in one transaction: the general statement, not ledger_append.
+        faulty.lose(lost, mark=b"INSERT INTO ledger_events")
+        summary = append_jsonl(led.store, lines, led.settings.max_event_bytes, led.keyring)
+        assert faulty.fired == [lost]
+        assert summary.runs == {"run_j1": 3, "run_j2": 3}
+        for run_id in ("run_j1", "run_j2"):
+            events = led.tenant("usr_a").events(run_id)
+            assert [e.version for e in events] == [1, 2, 3]
