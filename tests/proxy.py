@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
 
 #: Bytes every request of the API's append carries (its prepared statement's name).
@@ -40,6 +41,7 @@ class FaultyProxy:
         self._refuse_after = False
         self._mark = APPEND_MARK
         self._gone = False  # the server is gone: every connection, old or new, is cut
+        self._down_until = 0.0  # time.monotonic() until which new connections are cut
         self.fired: list[str] = []  # the faults that struck, in order
         self._lock = threading.Lock()
         self._links: list[_Link] = []
@@ -50,12 +52,24 @@ class FaultyProxy:
         assert what in ("request", "reply")
         self._fault, self._refuse_after, self._mark = what, then_refuse, mark
 
+    def down(self, seconds: float) -> None:
+        """A server restart that takes ``seconds``: every connection is cut now, and
+        every new one at once, until then."""
+        with self._lock:
+            self._down_until = time.monotonic() + seconds
+            links = list(self._links)
+        for link in links:
+            link.cut()
+
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            if time.monotonic() < self._down_until:
+                client.close()
+                continue
             link = _Link(client, socket.create_connection(self.upstream))
             with self._lock:
                 self._links.append(link)

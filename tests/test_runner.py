@@ -188,13 +188,15 @@ def test_a_live_runner_outlives_lost_connections_exactly_once(
     try:
         deadline = time.monotonic() + 60
         seen = 0
-        for _ in range(6):
+        cuts = 0
+        while cuts < 6:
             while (position := _tally_position(pg_url)) == seen:  # back at work
                 assert thread.is_alive(), "the runner died with its connection"
                 assert time.monotonic() < deadline, "the runner never came back"
                 time.sleep(0.005)
             seen = position
-            assert cut_connections(pg_database) >= 1
+            # (none to cut if it is between a lost connection and the next one)
+            cuts += cut_connections(pg_database) > 0
         after = ledger.connect(pg_url)  # fresh connections, made after the last cut
         turn(after.tenant("usr_a").start_run(session_id="after"), 1)
         reader = ProjectorRunner(after, [TALLY])  # to read the tallies with

@@ -19,11 +19,12 @@ release until it is checked there.
 A server restart, a failover or an idle timeout on the way leaves the pool holding
 dead connections, and the next statement on each would fail (``StoreUnavailable``):
 after a restart an agent's next turn would fail although the server is back. So, as
-HikariCP does (its ``aliveBypassWindowMs``), a connection idle for more than
-``idle_check`` seconds (1 s), or idle since a check last failed, is checked with an
-empty query (psycopg_pool's own ``check_connection``) before it is handed out; a dead
-one is replaced. A connection in steady use is not: an agent pays one round trip on a
-turn that follows a pause, not on every statement.
+HikariCP does (its ``aliveBypassWindowMs``), a connection is checked with an empty query
+(psycopg_pool's own ``check_connection``) before it is handed out if it sat idle for
+more than ``idle_check`` seconds (1 s), or since a check failed or a connection was
+found broken in use; a dead one is replaced. A connection in steady use is not
+checked: an agent pays one round trip on a turn that follows a pause, not on every
+statement.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class LifoPool(ConnectionPool[psycopg.Connection[Any]]):
         super().__init__(conninfo, check=self._check_if_idle, **kwargs)
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:
-        setattr(conn, _RETURNED_AT, monotonic())
+        now = monotonic()
+        if conn.broken:  # lost in use: the others may be dead too, check them first
+            self._failed_check_at = now
+        setattr(conn, _RETURNED_AT, now)
         super().putconn(conn)
 
     def _check_if_idle(self, conn: psycopg.Connection[Any]) -> None:

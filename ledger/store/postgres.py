@@ -181,6 +181,7 @@ class PostgresStore(EventStore):
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout: int = 10,
+        pool_timeout: float = 30.0,
     ) -> None:
         self.schema = check_schema_name(schema or "public")
         params = conninfo_to_dict(conninfo)
@@ -197,6 +198,7 @@ class PostgresStore(EventStore):
             min_size=min_size,
             max_size=max_size,
             open=False,
+            timeout=pool_timeout,
             kwargs={"autocommit": True, "context": _ADAPTERS},
             name=f"ledger-{self.schema}",
         )
@@ -210,9 +212,25 @@ class PostgresStore(EventStore):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> PostgresStore:
-        """A store for ``postgresql://...?schema=name``; other parameters go to psycopg."""
+        """A store for ``postgresql://...?schema=name&pool_timeout=seconds``; other
+        parameters go to psycopg. ``pool_timeout`` (default 30): how long a call waits
+        for a connection (the server down, or every connection busy) before
+        ``StoreUnavailable``."""
         conninfo, schema = split_url(url)
-        return cls(conninfo, schema=schema, **kwargs)
+        parts = urlsplit(conninfo)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        for key, value in query:
+            if key == "pool_timeout":
+                try:
+                    kwargs["pool_timeout"] = float(value)
+                except ValueError:
+                    kwargs["pool_timeout"] = -1.0
+                if not kwargs["pool_timeout"] > 0:
+                    raise StoreUnavailable(
+                        f"bad pool_timeout {value!r} in the ledger URL: give seconds > 0"
+                    )
+        rest = urlencode([(k, v) for k, v in query if k != "pool_timeout"])
+        return cls(urlunsplit(parts._replace(query=rest)), schema=schema, **kwargs)
 
     def migrate(self) -> int:
         """Create the schema and tables if missing; return how many steps were applied.
@@ -445,7 +463,23 @@ class PostgresStore(EventStore):
         user_id: str | None = None,
     ) -> list[list[Any]]:
         """The rows of each ``(statement, params, row factory)`` of ``reads``, all run as
-        ``user_id``'s tenant (or across tenants) in one round trip."""
+        ``user_id``'s tenant (or across tenants) in one round trip.
+
+        Reads change nothing, so one that loses its connection (a server restart under a
+        connection used too recently for the pool to check it) is run once more on
+        another: the pool then checks every idle connection before handing it out."""
+        try:
+            return self._fetch_once(reads, user_id)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, psycopg.OperationalError):
+                raise
+        return self._fetch_once(reads, user_id)
+
+    def _fetch_once(
+        self,
+        reads: Sequence[tuple[str, dict[str, Any], Callable[[Any], RowMaker[Any]]]],
+        user_id: str | None,
+    ) -> list[list[Any]]:
         scope = self._scope(user_id)
         with self._conn() as conn:
             cursors = [conn.cursor(binary=True, row_factory=rows) for _, _, rows in reads]
