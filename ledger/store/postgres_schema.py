@@ -213,6 +213,22 @@ STEPS: tuple[Step, ...] = (
             END $$""",
         ),
     ),
+    Step(
+        10,
+        "event payloads compressed with lz4 where the server has it",
+        # Payloads over ~2 KB are compressed when stored; pglz, the default, costs 2x
+        # lz4's time on a large plain payload (1 MB: 4.5 against 2.1 ms an append) and
+        # gains nothing on ciphertext. Only the column's method changes (no rewrite);
+        # payloads stored before keep theirs. A server without lz4 keeps pglz.
+        (
+            """DO $$ BEGIN
+                IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression'
+                           AND 'lz4' = ANY(enumvals)) THEN
+                    ALTER TABLE ledger_events ALTER COLUMN payload SET COMPRESSION lz4;
+                END IF;
+            END $$""",
+        ),
+    ),
 )
 
 LATEST = STEPS[-1].version
