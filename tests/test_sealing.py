@@ -102,6 +102,9 @@ def test_nonces_are_never_handed_out_twice_across_threads() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+# Python 3.12+ warns about forking a process with threads (earlier tests leave pool
+# workers behind); the child here only takes nonces and exits, which is safe.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_never_reuses_its_parents_nonces() -> None:
     """The block a parent drew is still in the child's memory after fork: the child must
     draw its own, or parent and child would seal with the same nonces."""
