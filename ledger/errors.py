@@ -29,7 +29,14 @@ class IntegrityError(LedgerError):
 
 
 class StoreUnavailable(LedgerError):
-    """The store could not be reached or its schema could not be prepared."""
+    """The store could not be reached or its schema could not be prepared.
+
+    ``in_doubt``: the connection was lost with a request on the wire, so a write may
+    have been stored (the append API settles that itself: ``ledger.settle``)."""
+
+    def __init__(self, message: str, *, in_doubt: bool = False) -> None:
+        super().__init__(message)
+        self.in_doubt = in_doubt
 
 
 class AccessDenied(LedgerError):

@@ -26,7 +26,7 @@ def append_settled(store: EventStore, appends: Sequence[RunAppend]) -> None:
     try:
         store.append(appends, returning=False)
     except StoreUnavailable as lost:
-        if not store.appends_may_be_in_doubt:
+        if not lost.in_doubt:  # nothing left (no connection could be had, SQLite)
             raise
         _settle(store, appends, lost)
 

@@ -216,3 +216,21 @@ def test_how_long_a_call_waits_for_a_connection_is_set_in_the_url(pg_url: str) -
     for bad in ("0", "-1", "soon", ""):
         with pytest.raises(ledger.StoreUnavailable, match="bad pool_timeout"):
             ledger.connect(pg_url + f"&pool_timeout={bad}")
+
+
+def test_an_append_that_never_got_a_connection_is_not_in_doubt(
+    proxy: tuple[FaultyProxy, str],
+) -> None:
+    """With the server down, an append gets no connection at all: nothing was sent, so
+    it fails after one wait for a connection, with no second wait to settle it."""
+    faulty, url = proxy
+    with ledger.connect(url + "&pool_timeout=0.5") as led:
+        run = led.tenant("usr_a").start_run(session_id="s")
+        turn(run, 1)  # the user's key is cached from here on
+        faulty.down(3600)
+        pool_of(led).idle_check = 0.0  # the pool finds its connection dead before use
+        with pytest.raises(ledger.StoreUnavailable) as raised:
+            turn(run, 2)
+    assert not raised.value.in_doubt
+    assert "no Postgres connection available" in str(raised.value)
+    assert "not known yet" not in str(raised.value)

@@ -34,11 +34,6 @@ class EventStore(ABC):
     #: "memory", "sqlite" or "postgres"
     backend: str
 
-    #: Whether an append that raised ``StoreUnavailable`` may nevertheless have been
-    #: stored (the connection to a server was lost after the request left, before the
-    #: reply came). The run handle then settles it from the run's head (``Run``).
-    appends_may_be_in_doubt: bool = False
-
     #: Test seam: when set, called inside every append transaction after its rows are
     #: written and before it commits (crash and ordering tests hold turns open with it).
     before_commit: Callable[[], None] | None = None

@@ -125,7 +125,7 @@ def _translated() -> Iterator[None]:
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
             state is None or state.startswith(_UNAVAILABLE)
         ):
-            raise StoreUnavailable(f"Postgres is unavailable: {exc}") from exc
+            raise StoreUnavailable(f"Postgres is unavailable: {exc}", in_doubt=True) from exc
         raise
 
 
@@ -158,7 +158,6 @@ class PostgresStore(EventStore):
     """Events, runs and tracking positions in Postgres tables of one schema."""
 
     backend = "postgres"
-    appends_may_be_in_doubt = True
 
     #: At most one notification of appends per this many seconds from this store, the
     #: last append of a burst included (see ``pg_notify``).
