@@ -20,10 +20,11 @@ tail) use ``EventStore.read_log`` with a ``(tx_id, position)`` cursor, which is 
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -37,16 +38,37 @@ from eventsourcing.persistence import (
     IntegrityError as ESIntegrityError,
 )
 from eventsourcing.persistence import (
+    OperationalError as ESOperationalError,
+)
+from eventsourcing.persistence import (
     Tracking as ESTracking,
 )
 
 from ledger.chain import GENESIS, Unsealed, seal
-from ledger.errors import ConcurrencyError, RunIdTaken
+from ledger.errors import ConcurrencyError, RunIdTaken, StoreUnavailable
 from ledger.records import NewEvent, Record, RunAppend, Tracking
 from ledger.store.base import EventStore, RecordConflict
 
 #: Tenant under which rows written through the eventsourcing interface are kept.
 DEFAULT_TENANT = "_eventsourcing"
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _operational(method: Callable[P, R]) -> Callable[P, R]:
+    """``StoreUnavailable`` raised as the library's ``OperationalError`` (what its
+    applications and its own recorders raise for a lost or unreachable database)."""
+
+    @functools.wraps(method)
+    def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StoreUnavailable as exc:
+            raise ESOperationalError(str(exc)) from exc
+
+    return translated
 
 
 def _as_originator_id(run_id: str) -> UUID | str:
@@ -70,6 +92,7 @@ class LedgerAggregateRecorder(AggregateRecorder):
         self._insert(stored_events, kwargs.get("tracking"))
         return None
 
+    @_operational
     def _insert(
         self, stored_events: Sequence[StoredEvent], tracking: ESTracking | None
     ) -> list[Record]:
@@ -127,6 +150,7 @@ class LedgerAggregateRecorder(AggregateRecorder):
             raise ESIntegrityError(str(exc)) from exc
         return records
 
+    @_operational
     def select_events(
         self,
         originator_id: UUID | str,
@@ -165,6 +189,7 @@ class LedgerRecorder(LedgerAggregateRecorder, ProcessRecorder):
         return [r.position for r in records] if records else None
 
     # -- ApplicationRecorder -----------------------------------------------------
+    @_operational
     def select_notifications(
         self,
         start: int | None,
@@ -179,6 +204,7 @@ class LedgerRecorder(LedgerAggregateRecorder, ProcessRecorder):
         )
         return [_notification(r) for r in records]
 
+    @_operational
     def max_notification_id(self) -> int | None:
         return self.store.max_position()
 
@@ -188,6 +214,7 @@ class LedgerRecorder(LedgerAggregateRecorder, ProcessRecorder):
         return PollingSubscription(self, gt=gt, topics=topics)
 
     # -- TrackingRecorder --------------------------------------------------------
+    @_operational
     def insert_tracking(self, tracking: ESTracking) -> None:
         try:
             self.store.insert_tracking(
@@ -196,6 +223,7 @@ class LedgerRecorder(LedgerAggregateRecorder, ProcessRecorder):
         except RecordConflict as exc:
             raise ESIntegrityError(str(exc)) from exc
 
+    @_operational
     def max_tracking_id(self, application_name: str) -> int | None:
         return self.store.max_tracking(application_name)
 

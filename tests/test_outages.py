@@ -14,11 +14,14 @@ import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
+from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import OperationalError, StoredEvent
 
 import ledger
 from ledger.jsonl import append_jsonl
+from ledger.recorder import LedgerRecorder
 from ledger.store.pg_pool import LifoPool
 from ledger.store.postgres import PostgresStore
 from tests.pg import cut_connections
@@ -234,3 +237,22 @@ def test_an_append_that_never_got_a_connection_is_not_in_doubt(
     assert not raised.value.in_doubt
     assert "no Postgres connection available" in str(raised.value)
     assert "not known yet" not in str(raised.value)
+
+
+def test_the_eventsourcing_adapter_reports_an_outage_as_the_librarys_error(
+    proxy: tuple[FaultyProxy, str],
+) -> None:
+    """Applications built on the eventsourcing library catch its ``OperationalError``
+    for a lost database, as its own recorders raise it."""
+    faulty, url = proxy
+    with ledger.connect(url + "&pool_timeout=0.5") as led:
+        recorder = LedgerRecorder(led.store)
+        assert recorder.max_notification_id() is None
+        faulty.down(3600)
+        pool_of(led).idle_check = 0.0
+        with pytest.raises(OperationalError, match="no Postgres connection available"):
+            recorder.max_notification_id()
+        with pytest.raises(OperationalError):
+            recorder.insert_events(
+                [StoredEvent(originator_id=uuid4(), originator_version=1, topic="t", state=b"{}")]
+            )
