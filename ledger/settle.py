@@ -47,18 +47,30 @@ def _settle(store: EventStore, appends: Sequence[RunAppend], lost: StoreUnavaila
             return
         heads = [store.run_head(a.user_id, a.run_id) for a in appends]
     except StoreUnavailable:
-        raise StoreUnavailable(
-            f"{lost}; whether this append was stored is not known yet: once the store is "
-            f"back, it was if run {probe.run_id!r} then has version {last.version} "
-            f"(run.refresh(), or `ledger events {probe.run_id}`)"
-        ) from lost
+        raise _unknown(lost, probe) from lost
     moved = [a.run_id for a, head in zip(appends, heads, strict=True) if not _still_at(a, head)]
     if moved:
         raise ConcurrencyError(
             f"run {moved[0]!r} moved on while the store was unavailable ({lost}); this "
             "append was not stored"
         ) from lost
-    store.append(appends, returning=False)
+    try:
+        store.append(appends, returning=False)
+    except StoreUnavailable as again:
+        if not again.in_doubt:
+            raise
+        raise _unknown(again, probe) from again
+
+
+def _unknown(lost: StoreUnavailable, probe: RunAppend) -> StoreUnavailable:
+    """The error for an append whose fate cannot be told yet, and how to tell later."""
+    last = probe.events[-1]
+    return StoreUnavailable(
+        f"{lost}; whether this append was stored is not known yet: once the store is "
+        f"back, it was if run {probe.run_id!r} then has version {last.version} "
+        f"(run.refresh(), or `ledger events {probe.run_id}`)",
+        in_doubt=True,
+    )
 
 
 def _still_at(append: RunAppend, head: RunHead | None) -> bool:

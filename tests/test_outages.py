@@ -135,6 +135,7 @@ def test_an_append_whose_outcome_cannot_be_known_yet_says_so(
         with pytest.raises(ledger.StoreUnavailable) as raised:
             turn(run, 2)
         assert faulty.fired == ["reply"]
+        assert raised.value.in_doubt
         assert "whether this append was stored is not known yet" in str(raised.value)
         assert f"it was if run {run.run_id!r} then has version 11" in str(raised.value)
         assert run.version == 6  # the handle does not guess
