@@ -244,16 +244,51 @@ def _each_attr(item: Any, name: str, type_: str, path: str, fn: ValueFn) -> Any:
     return item if new is old else msgspec.structs.replace(item, **{name: new})
 
 
-def _refuse_tokens(type_: str, path: str, value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(MARKER):
-        raise InvalidEvent(f"{type_}.{path}: must not start with the ledger's seal marker")
-    return value
+#: How a string that starts with NUL begins in the JSON the ledger writes (msgspec
+#: writes NUL as ``\u0000``); every token does, as ``MARKER`` starts with NUL. Readers
+#: open every string that starts with ``MARKER``, at any depth of any stored field, as a
+#: token (``reveal``), so stored input must hold none: counting these bytes in an
+#: encoded payload is the cheap test (~0.2 us for 500 bytes; the whole marker as the
+#: needle costs 5x that on some text), ``_first_marked`` the exact one.
+_MARKED = b'"' + msgspec.json.encode("\x00")[1:-1]
+
+
+def _first_marked(value: Any, path: str) -> str | None:
+    """The path of the first string in ``value`` (any depth) that starts with
+    ``MARKER``, or None."""
+    if isinstance(value, str):
+        return path if value.startswith(MARKER) else None
+    if isinstance(value, dict):
+        children: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list | tuple):
+        children = ((f"[{i}]", item) for i, item in enumerate(value))
+    else:
+        return None
+    for key, child in children:
+        step = key if isinstance(key, str) and key.startswith("[") else f".{key}"
+        found = _first_marked(child, f"{path}{step}")
+        if found is not None:
+            return found
+    return None
+
+
+def _refuse_marked(type_: str, value: Any, path: str = "") -> None:
+    """InvalidEvent naming where ``value`` holds a string that starts like a token (a
+    reader would take it for one); nothing if it holds none (the bytes test can match
+    inside a string, after an escaped quote)."""
+    found = _first_marked(msgspec.to_builtins(value), path)
+    if found is not None:
+        raise InvalidEvent(
+            f"{type_}{found if found.startswith(('.', '[')) else '.' + found}: "
+            "must not start with the ledger's seal marker"
+        )
 
 
 def check_plain(type_: str, payload: Payload) -> None:
-    """InvalidEvent if a personal field of input already looks like a sealed token
-    (``protect`` checks this too, as it seals)."""
-    _each_personal(type_, payload, _refuse_tokens)
+    """InvalidEvent if a string of input, in any field at any depth, looks like a sealed
+    token (``protect`` checks this too)."""
+    if _MARKED in encode_payload(payload):
+        _refuse_marked(type_, payload)
 
 
 class Sealer:
@@ -265,6 +300,7 @@ class Sealer:
         self._user_id = user_id
         self._keyring = keyring
         self._key: WritingKey | None = None
+        self.sealed = 0  # tokens made so far
 
     @property
     def key_id(self) -> str | None:
@@ -275,13 +311,17 @@ class Sealer:
         # On every append of every personal field: kept to the few calls it needs.
         if value is None or value == "":
             return value
+        # A value is sealed whole: strings inside it are never opened on their own (a
+        # reader decodes what it opened, it does not walk it), so only the value itself
+        # must not look like a token.
         if isinstance(value, str) and value.startswith(MARKER):
-            _refuse_tokens(type_, path, value)
+            _refuse_marked(type_, value, path)
         key = self._key
         if key is None:
             key = self._key = self._keyring.writing_key(self._user_id)
         nonce = _nonces.take()
         sealed = nonce + key.cipher.encrypt(nonce, _encode(value), key.aad)
+        self.sealed += 1
         return key.prefix + binascii.b2a_base64(sealed, newline=False).decode()
 
 
@@ -296,18 +336,21 @@ def protect(user_id: str, drafts: Sequence[Draft], keyring: Keyring | None) -> l
 
 
 def protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
-    """One draft encoded for the store, sealed by ``sealer`` (None: only checked that no
-    personal field looks like a token). A run seals a turn's events one by one, as
-    they are recorded, with one sealer."""
-    payload, key_id = draft.payload, None
-    if draft.type in _PATHS:
-        if sealer is None:
-            check_plain(draft.type, payload)
-        else:
-            sealed = _each_personal(draft.type, payload, sealer)
-            if sealed is not payload:
-                payload, key_id = sealed, sealer.key_id
-    return Unsealed(draft.type, payload.SCHEMA, draft.occurred_at, encode_payload(payload), key_id)
+    """One draft encoded for the store, sealed by ``sealer`` (None: stored plain).
+    InvalidEvent if a string of it, anywhere, looks like a token. A run seals a turn's
+    events one by one, as they are recorded, with one sealer."""
+    payload, key_id, tokens = draft.payload, None, 0
+    if sealer is not None and draft.type in _PATHS:
+        before = sealer.sealed
+        sealed = _each_personal(draft.type, payload, sealer)
+        if sealed is not payload:
+            payload, key_id, tokens = sealed, sealer.key_id, sealer.sealed - before
+    encoded = encode_payload(payload)
+    # Each token made here is one such string; anything more came from the input (its
+    # stored fields: what was sealed is hidden, and was checked as it was sealed).
+    if encoded.count(_MARKED) > tokens:
+        _refuse_marked(draft.type, draft.payload)
+    return Unsealed(draft.type, payload.SCHEMA, draft.occurred_at, encoded, key_id)
 
 
 # -- revealing ---------------------------------------------------------------------------

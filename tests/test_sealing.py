@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import threading
 from typing import Any
 
@@ -81,6 +82,41 @@ def test_input_that_starts_like_any_token_version_is_refused(led: ledger.Ledger)
         with pytest.raises(ledger.InvalidEvent, match="seal marker"):
             run.message_received(role="user", content=forged)
     assert run.version == 1  # nothing of them was stored
+
+
+@pytest.mark.parametrize("encrypt", [True, False])
+def test_a_string_that_starts_like_a_token_is_refused_wherever_a_reader_would_open_it(
+    tmp_path: Any, encrypt: bool
+) -> None:
+    """Readers open every stored string that starts with the marker, at any depth, so
+    such input would read back altered (as "[erased]"): it is refused, naming where. A
+    personal value that is sealed is stored whole, so what is inside it is plain data
+    (as is the marker anywhere but at a string's start)."""
+    forged = MARKER + "v2/k_x/AAAA"
+    nested = [
+        ({"name": "search", "input": {"q": forged}}, "tool_called.input.q"),
+        ({"name": "search", "input": {"q": ["a", forged]}}, "tool_called.input.q[1]"),
+    ]
+    refused = [
+        ({"name": forged}, "tool_called.name"),  # not a personal field: stored as is
+        ({"name": "search", "input": forged}, "tool_called.input"),
+        *([] if encrypt else nested),
+    ]
+    with ledger.connect(f"sqlite:///{tmp_path / 'l.db'}", encrypt=encrypt) as led:
+        t = led.tenant("usr_a")
+        run = t.start_run(session_id="s")
+        for fields, where in refused:
+            with pytest.raises(ledger.InvalidEvent, match=rf"{re.escape(where)}: .*seal marker"):
+                run.tool_called(call_id="c1", **fields)
+        assert run.version == 1  # nothing of them was stored
+        inside = 'say \\"' + forged  # the marker after an escaped quote: not at a start
+        accepted = [
+            {"q": inside, "n": forged[1:]},
+            *([f["input"] for f, _ in nested] if encrypt else []),
+        ]
+        for value in accepted:
+            run.tool_called(call_id="c1", name="search", input=value)
+            assert t.events(run.run_id)[-1].data["input"] == value
 
 
 def test_nonces_are_never_handed_out_twice_across_threads() -> None:
