@@ -337,8 +337,41 @@ def protect(user_id: str, drafts: Sequence[Draft], keyring: Keyring | None) -> l
 
 def protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
     """One draft encoded for the store, sealed by ``sealer`` (None: stored plain).
-    InvalidEvent if a string of it, anywhere, looks like a token. A run seals a turn's
-    events one by one, as they are recorded, with one sealer."""
+    InvalidEvent if a string of it, anywhere, looks like a token, or if a value cannot
+    be stored as JSON. A run seals a turn's events one by one, as they are recorded,
+    with one sealer."""
+    try:
+        return _protect_one(draft, sealer)
+    except (TypeError, UnicodeEncodeError) as exc:  # what msgspec raises for such values
+        where = _unencodable(draft.payload, draft.type)
+        raise InvalidEvent(
+            f"{where}: cannot be stored as JSON ({exc}); pass JSON values only (str, int, "
+            "float, bool, None, lists, dicts), with strings of valid Unicode (no lone "
+            "surrogates)"
+        ) from None
+
+
+def _unencodable(value: Any, path: str) -> str:
+    """The path of the (deepest) part of ``value`` that does not encode to JSON."""
+    if isinstance(value, msgspec.Struct):
+        children: Iterable[tuple[str, Any]] = (
+            (f"{path}.{name}", getattr(value, name)) for name in value.__struct_fields__
+        )
+    elif isinstance(value, dict):
+        children = ((f"{path}.{key}", child) for key, child in value.items())
+    elif isinstance(value, list | tuple):
+        children = ((f"{path}[{i}]", child) for i, child in enumerate(value))
+    else:
+        return path
+    for where, child in children:
+        try:
+            _encode(child)
+        except (TypeError, UnicodeEncodeError):
+            return _unencodable(child, where)
+    return path  # a key of it, then
+
+
+def _protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
     payload, key_id, tokens = draft.payload, None, 0
     if sealer is not None and draft.type in _PATHS:
         before = sealer.sealed

@@ -175,6 +175,16 @@ def test_oversized_payloads_are_refused_with_the_limit_named(store_url: str) -> 
             lambda r: r.step_completed(step="s", index=1, occurred_at=datetime(2025, 1, 1)),
             "timezone",
         ),
+        # Not storable as JSON: named, with what to send instead (not a raw encoder error).
+        (lambda r: r.message_received(content="bad \ud800"), r"content: .*lone surrogates"),
+        (
+            lambda r: r.tool_called(call_id="c", name="n", input={"q": [1, "x\udfff"]}),
+            r"tool_called\.input\.q\[1\]: cannot be stored as JSON",
+        ),
+        (
+            lambda r: r.tool_returned(call_id="c", name="n", output={"when": object()}),
+            r"tool_returned\.output\.when: cannot be stored as JSON",
+        ),
     ],
 )
 def test_bad_event_fields_are_named(led: ledger.Ledger, call: object, match: str) -> None:
