@@ -29,18 +29,19 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
+import msgspec.inspect
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel
 
 from ledger.chain import Unsealed
 from ledger.errors import InvalidEvent
-from ledger.events import Event, Payload, encode_payload
+from ledger.events import CATALOG, Event, Payload, encode_payload
 
 if TYPE_CHECKING:
     from ledger.store.base import EventStore
@@ -284,11 +285,81 @@ def _refuse_marked(type_: str, value: Any, path: str = "") -> None:
         )
 
 
+#: How deeply a stored value may nest (lists and objects). Readers must be able to
+#: walk whatever is stored: msgspec's decoder and ``reveal`` recurse, and a few hundred
+#: levels down they fail, which would leave an event that no read (and no projector)
+#: can get past. Real tool input and output nest a few levels.
+MAX_DEPTH = 128
+
+
+def _check_depth(type_: str, encoded: bytes, value: Any, path: str = "") -> None:
+    """InvalidEvent if ``value`` (``encoded`` is its JSON), a field's value or (with no
+    ``path``) a whole payload, nests more than MAX_DEPTH deep below the field.
+
+    Each level takes two bytes and opens one bracket, so short values and values with
+    few brackets are let through on a byte count (the hot path); only the others are
+    walked."""
+    limit = MAX_DEPTH if path else MAX_DEPTH + 1  # a payload is one object more
+    if len(encoded) <= 2 * limit or encoded.count(b"[") + encoded.count(b"{") <= limit:
+        return
+    if _depth(msgspec.to_builtins(value)) > limit:
+        raise InvalidEvent(
+            f"{type_}{'.' + path if path else ''}: nests more than {MAX_DEPTH} levels deep; "
+            "flatten it, or store it elsewhere and record a reference"
+        )
+
+
+def _depth(value: Any) -> int:
+    """How many lists and objects deep ``value`` nests (iteratively: it may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH + 1:  # deeper than that is enough to know
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _open_paths(kind: Any, path: str) -> Iterator[str]:
+    """Where a value of the msgspec type ``kind`` may hold any JSON (so nest at will),
+    in ``PERSONAL``'s notation."""
+    if isinstance(kind, msgspec.inspect.AnyType):
+        yield path
+    elif isinstance(kind, msgspec.inspect.UnionType):
+        for member in kind.types:
+            yield from _open_paths(member, path)
+    elif isinstance(kind, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+        yield from _open_paths(kind.item_type, f"{path}[]")
+    elif isinstance(kind, msgspec.inspect.DictType):
+        yield from _open_paths(kind.value_type, f"{path}{{}}")
+    elif isinstance(kind, msgspec.inspect.StructType):
+        for field in kind.fields:
+            yield from _open_paths(field.type, f"{path}.{field.name}" if path else field.name)
+
+
+#: Event types whose every open field is personal: sealed, their payload has no depth to
+#: check beyond what ``Sealer`` checked as it sealed each value.
+_ALL_OPEN_SEALED = frozenset(
+    name
+    for name in CATALOG.names
+    if set(_open_paths(msgspec.inspect.type_info(CATALOG.payload_type(name)), ""))
+    <= set(PERSONAL.get(name, ()))
+)
+
+
 def check_plain(type_: str, payload: Payload) -> None:
     """InvalidEvent if a string of input, in any field at any depth, looks like a sealed
-    token (``protect`` checks this too)."""
-    if _MARKED in encode_payload(payload):
+    token, or if it nests too deeply (``protect`` checks both too)."""
+    encoded = encode_payload(payload)
+    if _MARKED in encoded:
         _refuse_marked(type_, payload)
+    _check_depth(type_, encoded, payload)
 
 
 class Sealer:
@@ -316,11 +387,14 @@ class Sealer:
         # must not look like a token.
         if isinstance(value, str) and value.startswith(MARKER):
             _refuse_marked(type_, value, path)
+        plain = _encode(value)
+        if not isinstance(value, str):  # (a string is no depth at all)
+            _check_depth(type_, plain, value, path)
         key = self._key
         if key is None:
             key = self._key = self._keyring.writing_key(self._user_id)
         nonce = _nonces.take()
-        sealed = nonce + key.cipher.encrypt(nonce, _encode(value), key.aad)
+        sealed = nonce + key.cipher.encrypt(nonce, plain, key.aad)
         self.sealed += 1
         return key.prefix + binascii.b2a_base64(sealed, newline=False).decode()
 
@@ -342,6 +416,11 @@ def protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
     with one sealer."""
     try:
         return _protect_one(draft, sealer)
+    except RecursionError:
+        raise InvalidEvent(
+            f"{draft.type}: nested too deeply to store as JSON; flatten it, or store it "
+            "elsewhere and record a reference"
+        ) from None
     except (TypeError, UnicodeEncodeError) as exc:  # what msgspec raises for such values
         where = _unencodable(draft.payload, draft.type)
         raise InvalidEvent(
@@ -383,6 +462,8 @@ def _protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
     # stored fields: what was sealed is hidden, and was checked as it was sealed).
     if encoded.count(_MARKED) > tokens:
         _refuse_marked(draft.type, draft.payload)
+    if sealer is None or draft.type not in _ALL_OPEN_SEALED:  # else: checked as sealed
+        _check_depth(draft.type, encoded, payload)
     return Unsealed(draft.type, payload.SCHEMA, draft.occurred_at, encoded, key_id)
 
 

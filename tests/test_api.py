@@ -8,6 +8,9 @@ import pytest
 
 import ledger
 from ledger import ConcurrencyError, InvalidEvent, NotFound
+from ledger.personal import MAX_DEPTH
+from projections.catalog import default_projectors
+from projections.runner import ProjectorRunner
 
 
 @pytest.fixture
@@ -164,6 +167,17 @@ def test_oversized_payloads_are_refused_with_the_limit_named(store_url: str) -> 
         assert len(t.events(run.run_id)) == 1
 
 
+def _nested(depth: int) -> list[object]:
+    """A list nested ``depth`` deep."""
+    outer: list[object] = []
+    inner = outer
+    for _ in range(depth):
+        child: list[object] = []
+        inner.append(child)
+        inner = child
+    return outer
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -184,6 +198,11 @@ def test_oversized_payloads_are_refused_with_the_limit_named(store_url: str) -> 
         (
             lambda r: r.tool_returned(call_id="c", name="n", output={"when": object()}),
             r"tool_returned\.output\.when: cannot be stored as JSON",
+        ),
+        (lambda r: r.tool_called(call_id="c", name="n", input=_nested(100_000)), "too deeply"),
+        (
+            lambda r: r.tool_called(call_id="c", name="n", input=_nested(MAX_DEPTH)),
+            rf"tool_called(\.input)?: nests more than {MAX_DEPTH} levels",
         ),
     ],
 )
@@ -250,3 +269,23 @@ def test_lag_counts_what_lies_after_a_cursor(led: ledger.Ledger) -> None:
     assert everything.oldest_pending_at == records[0].recorded_at
     assert led.store.lag(records[2].cursor).pending == 3
     assert led.store.lag(records[-1].cursor).pending == 0
+
+
+def test_the_deepest_value_allowed_is_readable_everywhere(led: ledger.Ledger) -> None:
+    """What is stored must stay readable: an event no reader could get past would stall
+    every projector. The deepest value the API accepts goes through events, the three
+    read models (and a projector runner), replay and verify."""
+    deep = _nested(MAX_DEPTH - 1)  # MAX_DEPTH levels of lists
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="deep")
+    with run.turn():
+        run.tool_called(call_id="c", name="n", input=deep)
+        run.tool_returned(call_id="c", name="n", output=deep)
+        run.memory_written(namespace="n", key="k", value=deep)
+    assert t.events(run.run_id)[-1].data["value"] == deep
+    ProjectorRunner(led, default_projectors()).catch_up()
+    assert t.conversation("deep").messages
+    assert t.run_metadata(run.run_id).tool_calls == 1
+    assert [m.value for m in t.memories()] == [deep]
+    assert t.replay(run.run_id).version == run.version
+    assert led.auditor().verify().ok

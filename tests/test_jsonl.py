@@ -18,6 +18,13 @@ def led(store_url: str) -> ledger.Ledger:
         yield connection
 
 
+def _deep(levels: int = 200) -> list[object]:
+    value: list[object] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
 def line(
     run_id: str = "run_1",
     type_: str = "message_received",
@@ -101,6 +108,15 @@ def test_appending_to_an_existing_run_continues_its_chain(led: ledger.Ledger) ->
         (line().replace("2025-03-15T10:22:31Z", "2025-03-15T10:22:31"), "timezone"),
         (line().replace("2025-03-15T10:22:31Z", "yesterday"), "line 2: occurred_at"),
         (line(expected_version="three"), "line 2: expected_version"),
+        # What every reader could not walk back (and a projector could not get past).
+        (
+            line("run_2", "tool_called", data={"call_id": "c", "name": "n", "input": _deep()}),
+            "line 2: tool_called: nests more than 128 levels",
+        ),
+        (
+            line("run_2", "tool_called", data={"call_id": "c", "name": "\x00ledger-sealed/x"}),
+            "line 2: tool_called.name: must not start with the ledger's seal marker",
+        ),
     ],
 )
 def test_a_bad_line_is_named_and_nothing_is_written(
