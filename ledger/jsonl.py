@@ -20,9 +20,10 @@ from ledger.chain import GENESIS, seal
 from ledger.errors import ConcurrencyError, InvalidEvent, NotFound
 from ledger.events import CATALOG, encode_payload
 from ledger.ids import check_id
-from ledger.personal import Draft, Keyring, check_plain, protect
+from ledger.personal import Draft, Keyring, protect
 from ledger.records import RunAppend
 from ledger.settle import append_settled
+from ledger.storable import check_plain
 from ledger.store.base import EventStore
 
 

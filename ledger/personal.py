@@ -42,13 +42,17 @@ from pydantic import BaseModel
 from ledger.chain import Unsealed
 from ledger.errors import InvalidEvent
 from ledger.events import CATALOG, Event, Payload, encode_payload
+from ledger.storable import (
+    MARKED,
+    MARKER,
+    check_depth,
+    refuse_marked,
+    unencodable_path,
+)
 
 if TYPE_CHECKING:
     from ledger.store.base import EventStore
 
-#: What every sealed token starts with, whatever its version (the NUL keeps it apart
-#: from anything a person types); the format's version and the key id follow.
-MARKER = "\x00ledger-sealed/"
 
 #: The version tokens are written in: standard base64 with padding, which
 #: ``binascii`` writes in one pass (base64url, ``v1``, took a second pass to translate,
@@ -245,87 +249,6 @@ def _each_attr(item: Any, name: str, type_: str, path: str, fn: ValueFn) -> Any:
     return item if new is old else msgspec.structs.replace(item, **{name: new})
 
 
-#: How a string that starts with NUL begins in the JSON the ledger writes (msgspec
-#: writes NUL as ``\u0000``); every token does, as ``MARKER`` starts with NUL. Readers
-#: open every string that starts with ``MARKER``, at any depth of any stored field, as a
-#: token (``reveal``), so stored input must hold none: counting these bytes in an
-#: encoded payload is the cheap test (~0.2 us for 500 bytes; the whole marker as the
-#: needle costs 5x that on some text), ``_first_marked`` the exact one.
-_MARKED = b'"' + msgspec.json.encode("\x00")[1:-1]
-
-
-def _first_marked(value: Any, path: str) -> str | None:
-    """The path of the first string in ``value`` (any depth) that starts with
-    ``MARKER``, or None."""
-    if isinstance(value, str):
-        return path if value.startswith(MARKER) else None
-    if isinstance(value, dict):
-        children: Iterable[tuple[Any, Any]] = value.items()
-    elif isinstance(value, list | tuple):
-        children = ((f"[{i}]", item) for i, item in enumerate(value))
-    else:
-        return None
-    for key, child in children:
-        step = key if isinstance(key, str) and key.startswith("[") else f".{key}"
-        found = _first_marked(child, f"{path}{step}")
-        if found is not None:
-            return found
-    return None
-
-
-def _refuse_marked(type_: str, value: Any, path: str = "") -> None:
-    """InvalidEvent naming where ``value`` holds a string that starts like a token (a
-    reader would take it for one); nothing if it holds none (the bytes test can match
-    inside a string, after an escaped quote)."""
-    found = _first_marked(msgspec.to_builtins(value), path)
-    if found is not None:
-        raise InvalidEvent(
-            f"{type_}{found if found.startswith(('.', '[')) else '.' + found}: "
-            "must not start with the ledger's seal marker"
-        )
-
-
-#: How deeply a stored value may nest (lists and objects). Readers must be able to
-#: walk whatever is stored: msgspec's decoder and ``reveal`` recurse, and a few hundred
-#: levels down they fail, which would leave an event that no read (and no projector)
-#: can get past. Real tool input and output nest a few levels.
-MAX_DEPTH = 128
-
-
-def _check_depth(type_: str, encoded: bytes, value: Any, path: str = "") -> None:
-    """InvalidEvent if ``value`` (``encoded`` is its JSON), a field's value or (with no
-    ``path``) a whole payload, nests more than MAX_DEPTH deep below the field.
-
-    Each level takes two bytes and opens one bracket, so short values and values with
-    few brackets are let through on a byte count (the hot path); only the others are
-    walked."""
-    limit = MAX_DEPTH if path else MAX_DEPTH + 1  # a payload is one object more
-    if len(encoded) <= 2 * limit or encoded.count(b"[") + encoded.count(b"{") <= limit:
-        return
-    if _depth(msgspec.to_builtins(value)) > limit:
-        raise InvalidEvent(
-            f"{type_}{'.' + path if path else ''}: nests more than {MAX_DEPTH} levels deep; "
-            "flatten it, or store it elsewhere and record a reference"
-        )
-
-
-def _depth(value: Any) -> int:
-    """How many lists and objects deep ``value`` nests (iteratively: it may be deep)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            children: Iterable[Any] = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, level)
-        if level <= MAX_DEPTH + 1:  # deeper than that is enough to know
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def _open_paths(kind: Any, path: str) -> Iterator[str]:
     """Where a value of the msgspec type ``kind`` may hold any JSON (so nest at will),
     in ``PERSONAL``'s notation."""
@@ -353,15 +276,6 @@ _ALL_OPEN_SEALED = frozenset(
 )
 
 
-def check_plain(type_: str, payload: Payload) -> None:
-    """InvalidEvent if a string of input, in any field at any depth, looks like a sealed
-    token, or if it nests too deeply (``protect`` checks both too)."""
-    encoded = encode_payload(payload)
-    if _MARKED in encoded:
-        _refuse_marked(type_, payload)
-    _check_depth(type_, encoded, payload)
-
-
 class Sealer:
     """Seals values under ``user_id``'s live key, fetched only once there is content (and
     then kept: one sealer per append, so one key); refuses values that already look
@@ -386,10 +300,10 @@ class Sealer:
         # reader decodes what it opened, it does not walk it), so only the value itself
         # must not look like a token.
         if isinstance(value, str) and value.startswith(MARKER):
-            _refuse_marked(type_, value, path)
+            refuse_marked(type_, value, path)
         plain = _encode(value)
         if not isinstance(value, str):  # (a string is no depth at all)
-            _check_depth(type_, plain, value, path)
+            check_depth(type_, plain, value, path)
         key = self._key
         if key is None:
             key = self._key = self._keyring.writing_key(self._user_id)
@@ -422,32 +336,12 @@ def protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
             "elsewhere and record a reference"
         ) from None
     except (TypeError, UnicodeEncodeError) as exc:  # what msgspec raises for such values
-        where = _unencodable(draft.payload, draft.type)
+        where = unencodable_path(draft.payload, draft.type)
         raise InvalidEvent(
             f"{where}: cannot be stored as JSON ({exc}); pass JSON values only (str, int, "
             "float, bool, None, lists, dicts), with strings of valid Unicode (no lone "
             "surrogates)"
         ) from None
-
-
-def _unencodable(value: Any, path: str) -> str:
-    """The path of the (deepest) part of ``value`` that does not encode to JSON."""
-    if isinstance(value, msgspec.Struct):
-        children: Iterable[tuple[str, Any]] = (
-            (f"{path}.{name}", getattr(value, name)) for name in value.__struct_fields__
-        )
-    elif isinstance(value, dict):
-        children = ((f"{path}.{key}", child) for key, child in value.items())
-    elif isinstance(value, list | tuple):
-        children = ((f"{path}[{i}]", child) for i, child in enumerate(value))
-    else:
-        return path
-    for where, child in children:
-        try:
-            _encode(child)
-        except (TypeError, UnicodeEncodeError):
-            return _unencodable(child, where)
-    return path  # a key of it, then
 
 
 def _protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
@@ -460,10 +354,10 @@ def _protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
     encoded = encode_payload(payload)
     # Each token made here is one such string; anything more came from the input (its
     # stored fields: what was sealed is hidden, and was checked as it was sealed).
-    if encoded.count(_MARKED) > tokens:
-        _refuse_marked(draft.type, draft.payload)
+    if encoded.count(MARKED) > tokens:
+        refuse_marked(draft.type, draft.payload)
     if sealer is None or draft.type not in _ALL_OPEN_SEALED:  # else: checked as sealed
-        _check_depth(draft.type, encoded, payload)
+        check_depth(draft.type, encoded, payload)
     return Unsealed(draft.type, payload.SCHEMA, draft.occurred_at, encoded, key_id)
 
 

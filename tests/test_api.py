@@ -8,7 +8,7 @@ import pytest
 
 import ledger
 from ledger import ConcurrencyError, InvalidEvent, NotFound
-from ledger.personal import MAX_DEPTH
+from ledger.storable import MAX_DEPTH
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
 

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 import ledger
-from ledger.personal import ERASED, MARKER
+from ledger.personal import ERASED
+from ledger.storable import MARKER
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
 from tests.pg import raw_connection

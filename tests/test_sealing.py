@@ -18,7 +18,8 @@ import pytest
 
 import ledger
 from ledger import personal
-from ledger.personal import ERASED, MARKER, UNREADABLE, reveal
+from ledger.personal import ERASED, UNREADABLE, reveal
+from ledger.storable import MARKER
 
 
 @pytest.fixture
