@@ -16,7 +16,7 @@ from ledger.errors import InvalidEvent, StoreUnavailable
 from ledger.personal import reveal_event
 from ledger.records import LogCursor
 from ledger.retry import Backoff
-from ledger.tenant import to_event
+from ledger.tenant import readable_event
 from replay.diff import diff
 from replay.state import lineage, replay, resolve
 
@@ -124,7 +124,7 @@ def tail_command(
                 retry.succeeded()
                 for r in records:
                     if run is None or r.run_id == run:
-                        e = reveal_event(to_event(r), keyring)
+                        e = readable_event(r, keyring)
                         render.out.print(
                             f"{e.recorded_at:%H:%M:%S.%f} {e.user_id} "
                             f"{e.run_id}/{e.version} {e.type} {render.preview(e)}",

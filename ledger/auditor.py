@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from ledger.errors import NotFound
 from ledger.events import Event
 from ledger.integrity import VerifyReport, first_problem
-from ledger.personal import reveal, reveal_event
+from ledger.personal import reveal
 from ledger.records import Record
-from ledger.tenant import RunSummary, to_event, to_summary
+from ledger.tenant import RunSummary, readable_event, to_summary
 
 if TYPE_CHECKING:
     from ledger.connection import Ledger
@@ -39,7 +39,7 @@ class Auditor:
         if self._store.run_head(None, run_id) is None:
             raise NotFound(f"run {run_id!r} not found")
         keyring = self._keyring
-        return [reveal_event(to_event(r), keyring) for r in self._store.read_run(None, run_id)]
+        return [readable_event(r, keyring) for r in self._store.read_run(None, run_id)]
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
         """RunState of any tenant's run at a version or a time (None: its head)."""
@@ -86,4 +86,4 @@ class Auditor:
     def data(self, record: Record) -> dict[str, Any]:
         """The readable payload of a stored record: the one place an auditor turns stored
         bytes into data: personal fields opened with the user's key, or ``[erased]``."""
-        return reveal_event(to_event(record), self._keyring).data
+        return readable_event(record, self._keyring).data

@@ -11,7 +11,7 @@ from ledger.chain import GENESIS
 from ledger.errors import NotFound
 from ledger.events import CATALOG, Event
 from ledger.ids import check_id, new_run_id
-from ledger.personal import reveal, reveal_event
+from ledger.personal import Keyring, reveal, reveal_event
 from ledger.records import Record, RunHead
 from ledger.run import Run
 
@@ -49,6 +49,16 @@ def to_event(record: Record, *, hashes: bool = True) -> Event:
         hash=record.hash.hex() if hashes else "",
         prev_hash=record.prev_hash.hex() if hashes else "",
     )
+
+
+def readable_event(record: Record, keyring: Keyring | None) -> Event:
+    """``to_event`` with its personal content opened (or marked erased). Only a record
+    with a key id holds sealed content: the others are not walked for tokens (stored
+    input never starts like one: ``ledger.storable``)."""
+    event = to_event(record)
+    if record.key_id is None or keyring is None:
+        return event
+    return reveal_event(event, keyring)
 
 
 def to_summary(head: RunHead) -> RunSummary:
@@ -117,7 +127,7 @@ class Tenant:
             self.user_id, run_id, after_version=after_version, upto_version=upto_version
         )
         keyring = self._ledger.keyring
-        return [reveal_event(to_event(r), keyring) for r in records]
+        return [readable_event(r, keyring) for r in records]
 
     def runs(self, session_id: str | None = None) -> list[Any]:
         """RunMetadata of this tenant's runs, oldest first, optionally in one session."""

@@ -23,10 +23,10 @@ from typing import Protocol
 
 from ledger.errors import InvalidEvent, NotFound
 from ledger.events import CATALOG, Event
-from ledger.personal import Keyring, reveal_event
+from ledger.personal import Keyring
 from ledger.records import Record
 from ledger.store.base import EventStore
-from ledger.tenant import to_event
+from ledger.tenant import readable_event, to_event
 from projections.models import RunState
 from projections.reducers import ConversationReducer, RunMetadataReducer
 
@@ -189,10 +189,4 @@ def replay(
     with gc_paused():
         records = lineage_records(store, user_id, run_id, upto)
         cut = resolve(records, run_id, at)
-        if keyring is None:
-            return fold_state(map(to_event, records[:cut]), run_id)
-        opened = (
-            to_event(r) if r.key_id is None else reveal_event(to_event(r), keyring)
-            for r in records[:cut]
-        )
-        return fold_state(opened, run_id)
+        return fold_state((readable_event(r, keyring) for r in records[:cut]), run_id)
