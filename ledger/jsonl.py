@@ -76,10 +76,11 @@ def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEven
         for field in ("user_id", "session_id", "run_id"):
             check_id(field, getattr(event, field))
         payload = CATALOG.validate(event.type, event.data)
-        check_plain(event.type, payload)
+        encoded = encode_payload(payload)
+        check_plain(event.type, payload, encoded)
     except InvalidEvent as exc:
         raise InvalidEvent(f"line {number}: {exc}") from None
-    size = len(encode_payload(payload))
+    size = len(encoded)
     if size > max_event_bytes:
         raise InvalidEvent(
             f"line {number}: {event.type} payload is {size:,} bytes, over the limit "

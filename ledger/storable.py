@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from ledger.errors import InvalidEvent
-from ledger.events import Payload, encode_payload
+from ledger.events import Payload
 
 #: What every sealed token starts with, whatever its version (the NUL keeps it apart
 #: from anything a person types); the format's version and the key id follow.
@@ -105,10 +105,10 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def check_plain(type_: str, payload: Payload) -> None:
-    """InvalidEvent if a string of input, in any field at any depth, looks like a sealed
-    token, or if it nests too deeply (``protect`` checks both too)."""
-    encoded = encode_payload(payload)
+def check_plain(type_: str, payload: Payload, encoded: bytes) -> None:
+    """InvalidEvent if a string of input (``encoded`` is its JSON), in any field at any
+    depth, looks like a sealed token, or if it nests too deeply (``protect`` checks both
+    too)."""
     if MARKED in encoded:
         refuse_marked(type_, payload)
     check_depth(type_, encoded, payload)
