@@ -23,7 +23,7 @@ import ledger
 from ledger.jsonl import append_jsonl
 from ledger.recorder import LedgerRecorder
 from ledger.store.pg_pool import LifoPool
-from ledger.store.postgres import PostgresStore
+from ledger.store.postgres import PostgresStore, migrate
 from tests.pg import cut_connections
 from tests.proxy import FaultyProxy
 from tests.writers import turn
@@ -220,6 +220,9 @@ def test_how_long_a_call_waits_for_a_connection_is_set_in_the_url(pg_url: str) -
     for bad in ("0", "-1", "soon", ""):
         with pytest.raises(ledger.StoreUnavailable, match="bad pool_timeout"):
             ledger.connect(pg_url + f"&pool_timeout={bad}")
+    # Everything else that takes a ledger URL keeps it from libpq too (``ledger init``'s
+    # migrate was handed it and refused the URL).
+    assert migrate(pg_url + "&pool_timeout=2.5") == 0
 
 
 def test_an_append_that_never_got_a_connection_is_not_in_doubt(

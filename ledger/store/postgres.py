@@ -215,21 +215,10 @@ class PostgresStore(EventStore):
         parameters go to psycopg. ``pool_timeout`` (default 30): how long a call waits
         for a connection (the server down, or every connection busy) before
         ``StoreUnavailable``."""
-        conninfo, schema = split_url(url)
-        parts = urlsplit(conninfo)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        for key, value in query:
-            if key == "pool_timeout":
-                try:
-                    kwargs["pool_timeout"] = float(value)
-                except ValueError:
-                    kwargs["pool_timeout"] = -1.0
-                if not kwargs["pool_timeout"] > 0:
-                    raise StoreUnavailable(
-                        f"bad pool_timeout {value!r} in the ledger URL: give seconds > 0"
-                    )
-        rest = urlencode([(k, v) for k, v in query if k != "pool_timeout"])
-        return cls(urlunsplit(parts._replace(query=rest)), schema=schema, **kwargs)
+        conninfo, own = _own_params(url)
+        for value in own.get("pool_timeout", ()):
+            kwargs["pool_timeout"] = _seconds("pool_timeout", value)
+        return cls(conninfo, schema=_first(own, "schema"), **kwargs)
 
     def migrate(self) -> int:
         """Create the schema and tables if missing; return how many steps were applied.
@@ -654,13 +643,45 @@ class PostgresStore(EventStore):
         return self
 
 
-def split_url(url: str) -> tuple[str, str | None]:
-    """``url`` without its ``schema=`` query parameter, and that parameter (or None)."""
+#: Query parameters of a ledger URL that are the ledger's own, not libpq's.
+_OWN_PARAMS = frozenset({"schema", "pool_timeout"})
+
+
+def _own_params(url: str) -> tuple[str, dict[str, list[str]]]:
+    """``url`` without the ledger's own query parameters (what libpq may be given), and
+    their values by name, in order."""
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
+    own: dict[str, list[str]] = {}
+    rest = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _OWN_PARAMS:
+            own.setdefault(key, []).append(value)
+        else:
+            rest.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(rest))), own
+
+
+def _first(own: dict[str, list[str]], name: str) -> str | None:
+    values = own.get(name)
+    return values[0] if values else None
+
+
+def _seconds(name: str, value: str) -> float:
+    """``value`` of the URL parameter ``name`` as seconds > 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise StoreUnavailable(f"bad {name} {value!r} in the ledger URL: give seconds > 0")
+    return seconds
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """``url`` without the ledger's own query parameters (``schema``, ``pool_timeout``),
+    and its ``schema`` (or None)."""
+    conninfo, own = _own_params(url)
+    return conninfo, _first(own, "schema")
 
 
 def migrate(url: str, *, schema: str | None = None) -> int:
