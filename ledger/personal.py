@@ -46,6 +46,8 @@ from ledger.storable import (
     MARKED,
     MARKER,
     check_depth,
+    check_exact,
+    check_exact_value,
     refuse_marked,
     unencodable_path,
 )
@@ -302,8 +304,9 @@ class Sealer:
         if isinstance(value, str) and value.startswith(MARKER):
             refuse_marked(type_, value, path)
         plain = _encode(value)
-        if not isinstance(value, str):  # (a string is no depth at all)
+        if not isinstance(value, str):  # (a string is no depth at all, and exact)
             check_depth(type_, plain, value, path)
+            check_exact_value(type_, path, value, plain)
         key = self._key
         if key is None:
             key = self._key = self._keyring.writing_key(self._user_id)
@@ -352,6 +355,7 @@ def _protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
         if sealed is not payload:
             payload, key_id, tokens = sealed, sealer.key_id, sealer.sealed - before
     encoded = encode_payload(payload)
+    check_exact(draft.type, payload, encoded)
     # Each token made here is one such string; anything more came from the input (its
     # stored fields: what was sealed is hidden, and was checked as it was sealed).
     if encoded.count(MARKED) > tokens:

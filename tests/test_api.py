@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import json
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
 
 import pytest
 
@@ -158,6 +161,20 @@ def test_unicode_nul_and_large_contents_round_trip_exactly(led: ledger.Ledger) -
     assert led.auditor().verify().ok
 
 
+def test_values_read_back_as_json_writes_them(led: ledger.Ledger) -> None:
+    """What is stored reads back equal, in JSON's terms: the standard library's ``json``
+    writes tuples as lists and number keys as strings, and so does the ledger; floats
+    at the edges and huge integers are kept exactly."""
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s", metadata={"ratio": 1e308, "neg": -0.0})
+    value = {"pair": (1, 2), 3: "three", "big": 2**70, "tiny": 5e-324, "none": None}
+    run.tool_called(call_id="c", name="n", input=value)
+    started, called = t.events(run.run_id)
+    assert started.data["metadata"] == {"ratio": 1e308, "neg": -0.0}
+    assert str(started.data["metadata"]["neg"]) == "-0.0"
+    assert called.data["input"] == json.loads(json.dumps(value))
+
+
 def test_oversized_payloads_are_refused_with_the_limit_named(store_url: str) -> None:
     with ledger.connect(store_url, max_event_bytes=1_000_000) as led:
         t = led.tenant("usr_a")
@@ -199,6 +216,39 @@ def _nested(depth: int) -> list[object]:
             lambda r: r.tool_returned(call_id="c", name="n", output={"when": object()}),
             r"tool_returned\.output\.when: cannot be stored as JSON",
         ),
+        # Storable, but not exactly: they would read back as something else (NaN as
+        # null, bytes as base64 text, a datetime as a string), so they are refused too.
+        *(
+            (
+                lambda r, v=value: r.tool_called(call_id="c", name="n", input={"q": [1, v]}),
+                rf"tool_called\.input\.q\[1\]: {name} is not a JSON",
+            )
+            for name, value in [
+                ("nan", float("nan")),
+                ("inf", float("inf")),
+                ("-inf", float("-inf")),
+                ("bytes", b"\x00"),
+                ("datetime", datetime(2025, 1, 1, tzinfo=UTC)),
+                ("UUID", UUID(int=1)),
+                ("Decimal", Decimal("1.10")),
+                ("set", {1}),
+            ]
+        ),
+        (
+            lambda r: r.tool_returned(call_id="c", name="n", duration_ms=float("nan")),
+            r"tool_returned\.duration_ms: nan is not a JSON number",
+        ),
+        (
+            lambda r: r.model_responded(
+                tool_calls=[{"id": "c", "name": "n", "arguments": {"at": {"d": date(2025, 1, 1)}}}]
+            ),
+            r"model_responded\.tool_calls\[0?\]\.arguments\.at\.d: date is not a JSON value",
+        ),
+        (
+            lambda r: r.memory_written(namespace="n", key="k", value={"t": timedelta(1)}),
+            r"memory_written\.value\.t: timedelta .* as a number of seconds",
+        ),
+        (lambda r: r.complete(output=frozenset()), r"run_completed\.output: frozenset"),
         (lambda r: r.tool_called(call_id="c", name="n", input=_nested(100_000)), "too deeply"),
         (
             lambda r: r.tool_called(call_id="c", name="n", input=_nested(MAX_DEPTH)),
