@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from ledger.errors import NotFound
 from ledger.events import Event
 from ledger.integrity import VerifyReport, first_problem
-from ledger.personal import reveal
 from ledger.records import Record
 from ledger.tenant import RunSummary, readable_event, to_summary
 
@@ -31,8 +30,7 @@ class Auditor:
     def runs_metadata(self, user_id: str | None = None, session_id: str | None = None) -> list[Any]:
         """RunMetadata (tokens, cost, tools, wall time) of every tenant's runs, oldest
         first, optionally narrowed: "which runs cost the most?" across all users."""
-        found = self._ledger.read_side.runs_across(self._store, user_id, session_id)
-        return [reveal(m, m.user_id, self._keyring) for m in found]
+        return self._ledger.read_side.runs_across(self._store, self._keyring, user_id, session_id)
 
     def events(self, run_id: str) -> list[Event]:
         """A run's events, whoever it belongs to."""

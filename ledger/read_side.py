@@ -17,6 +17,7 @@ from ledger.errors import LedgerError
 
 if TYPE_CHECKING:
     from ledger.connection import Ledger
+    from ledger.personal import Keyring
     from ledger.store import EventStore
     from ledger.tenant import Tenant
 
@@ -25,7 +26,8 @@ REPLAY_GROUP = "ledger.replay"
 
 
 class ReadSide(Protocol):
-    """What the tenant handle asks of the read models (all scoped to ``tenant``)."""
+    """What the tenant handle asks of the read models (all scoped to ``tenant``), as
+    the tenant may read them: sealed content opened with the ledger's keyring."""
 
     def conversation(self, tenant: Tenant, session_id: str) -> Any:
         """The ConversationState of one session."""
@@ -40,9 +42,10 @@ class ReadSide(Protocol):
         """The tenant's current memories."""
 
     def runs_across(
-        self, store: EventStore, user_id: str | None, session_id: str | None
+        self, store: EventStore, keyring: Keyring, user_id: str | None, session_id: str | None
     ) -> list[Any]:
-        """RunMetadata of every tenant's runs (or one's), read through ``store``."""
+        """RunMetadata of every tenant's runs (or one's), read through ``store``,
+        opened with ``keyring``."""
 
 
 class Replayer(Protocol):

@@ -11,7 +11,7 @@ from ledger.chain import GENESIS
 from ledger.errors import NotFound
 from ledger.events import CATALOG, Event
 from ledger.ids import check_id, new_run_id
-from ledger.personal import Keyring, reveal, reveal_event
+from ledger.personal import Keyring, reveal_event
 from ledger.records import Record, RunHead
 from ledger.run import Run
 
@@ -131,28 +131,24 @@ class Tenant:
 
     def runs(self, session_id: str | None = None) -> list[Any]:
         """RunMetadata of this tenant's runs, oldest first, optionally in one session."""
-        return [self._reveal(m) for m in self._ledger.read_side.runs(self, session_id)]
+        return self._ledger.read_side.runs(self, session_id)
 
     def run_metadata(self, run_id: str) -> Any:
         """Tokens, cost, tool calls, retries, wall time and status of one run, per turn."""
-        return self._reveal(self._ledger.read_side.run_metadata(self, run_id))
+        return self._ledger.read_side.run_metadata(self, run_id)
 
     def conversation(self, session_id: str) -> Any:
         """The ConversationState agents read on every LLM call (includes the latest turn)."""
-        return self._reveal(self._ledger.read_side.conversation(self, session_id))
+        return self._ledger.read_side.conversation(self, session_id)
 
     def memories(self, namespace: str | None = None) -> list[Any]:
         """This user's current long-term memories, with the run that wrote each."""
-        return [self._reveal(m) for m in self._ledger.read_side.memories(self, namespace)]
+        return self._ledger.read_side.memories(self, namespace)
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
         """RunState of one of this tenant's runs at a version or a time (None: its head)."""
         # The replayer opens personal content as it folds (only the sealed events).
         return self._ledger.replayer.replay(self.user_id, check_id("run_id", run_id), at)
-
-    def _reveal(self, model: Any) -> Any:
-        """Read models and states hold sealed tokens; open them on the way out."""
-        return reveal(model, self.user_id, self._ledger.keyring)
 
     def fork(self, run_id: str, at: int) -> Run:
         """Start a new run in the same session whose history up to version ``at`` is the

@@ -2,19 +2,31 @@
 ``memories()`` (registered with the ledger as the ``ledger.read_side`` entry point).
 
 Every read is scoped to the tenant and includes everything committed before it started
-(``projections.reading.current``), whether or not a projector is running.
+(``projections.reading.current``), whether or not a projector is running. Sealed
+content comes back opened with the user's key (or as erased); read models that hold
+none are not walked for it.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from ledger.connection import Ledger
 from ledger.errors import NotFound
+from ledger.personal import Keyring, reveal
 from ledger.store import EventStore
 from ledger.tenant import Tenant
 from projections.catalog import CONVERSATION, MEMORY, RUN_METADATA, default_projectors
 from projections.models import ConversationState, Memory, RunMetadata
-from projections.reading import current
+from projections.reading import Current, current
 from projections.storage import storage_for
+
+M = TypeVar("M")
+
+
+def _opened(model: M, read: Current, user_id: str, keyring: Keyring) -> M:
+    """``model`` (made from ``read``) with its sealed content opened, if it may hold any."""
+    return reveal(model, user_id, keyring) if read.sealed else model
 
 
 class ReadSide:
@@ -33,34 +45,37 @@ class ReadSide:
         )
         if not runs:
             raise NotFound(f"session {session_id!r} not found for user {user_id!r}")
-        doc = current(self.ledger, self.projectors[CONVERSATION], user_id, session_id, runs, data)
-        if doc is None:
+        read = current(self.ledger, self.projectors[CONVERSATION], user_id, session_id, runs, data)
+        if read.doc is None:
             raise NotFound(f"session {session_id!r} has no events yet")
-        return ConversationState.from_state(doc.state)
+        model = ConversationState.from_state(read.doc.state)
+        return _opened(model, read, user_id, self.ledger.keyring)
 
     def run_metadata(self, tenant: Tenant, run_id: str) -> RunMetadata:
         """One run's metadata; NotFound for a missing run or another tenant's."""
         head = self.ledger.store.run_head(tenant.user_id, run_id)
         if head is None:
             raise NotFound(f"run {run_id!r} not found for user {tenant.user_id!r}")
-        doc = current(self.ledger, self.projectors[RUN_METADATA], tenant.user_id, run_id, [head])
-        if doc is None:
+        read = current(self.ledger, self.projectors[RUN_METADATA], tenant.user_id, run_id, [head])
+        if read.doc is None:
             raise NotFound(f"run {run_id!r} has no events yet")
-        return RunMetadata.from_state(doc.state)
+        model = RunMetadata.from_state(read.doc.state)
+        return _opened(model, read, tenant.user_id, self.ledger.keyring)
 
     def runs(self, tenant: Tenant, session_id: str | None) -> list[RunMetadata]:
         """Metadata of the tenant's runs (oldest first), one stored-document scan."""
-        return self._runs(self.ledger.store, tenant.user_id, session_id)
+        return self._runs(self.ledger.store, self.ledger.keyring, tenant.user_id, session_id)
 
     def runs_across(
-        self, store: EventStore, user_id: str | None, session_id: str | None
+        self, store: EventStore, keyring: Keyring, user_id: str | None, session_id: str | None
     ) -> list[RunMetadata]:
-        """Metadata of every tenant's runs (or ``user_id``'s), read through ``store``:
-        the auditor's view, whose role the database lets read across tenants."""
-        return self._runs(store, user_id, session_id)
+        """Metadata of every tenant's runs (or ``user_id``'s), read through ``store``
+        and opened with ``keyring``: the auditor's view, whose role the database lets
+        read across tenants."""
+        return self._runs(store, keyring, user_id, session_id)
 
     def _runs(
-        self, store: EventStore, user_id: str | None, session_id: str | None
+        self, store: EventStore, keyring: Keyring, user_id: str | None, session_id: str | None
     ) -> list[RunMetadata]:
         stored = {
             (user, key): data for user, key, data in storage_for(store).scan(RUN_METADATA, user_id)
@@ -68,7 +83,7 @@ class ReadSide:
         projector = self.projectors[RUN_METADATA]
         out = []
         for head in store.list_runs(user_id, session_id):
-            doc = current(
+            read = current(
                 self.ledger,
                 projector,
                 head.user_id,
@@ -77,15 +92,21 @@ class ReadSide:
                 stored.get((head.user_id, head.run_id)),
                 store=store,
             )
-            if doc is not None:
-                out.append(RunMetadata.from_state(doc.state))
+            if read.doc is not None:
+                model = RunMetadata.from_state(read.doc.state)
+                out.append(_opened(model, read, head.user_id, keyring))
         return out
 
     def memories(self, tenant: Tenant, namespace: str | None) -> list[Memory]:
         """The tenant's current memories, optionally of one namespace."""
         runs = self.ledger.store.list_runs(tenant.user_id)
-        doc = current(self.ledger, self.projectors[MEMORY], tenant.user_id, tenant.user_id, runs)
-        if doc is None:
+        user_id = tenant.user_id
+        read = current(self.ledger, self.projectors[MEMORY], user_id, user_id, runs)
+        if read.doc is None:
             return []
-        items = sorted(doc.state.current.values(), key=lambda m: (m.namespace, m.key))
-        return [Memory.from_item(m) for m in items if namespace in (None, m.namespace)]
+        items = sorted(read.doc.state.current.values(), key=lambda m: (m.namespace, m.key))
+        return [
+            _opened(Memory.from_item(m), read, user_id, self.ledger.keyring)
+            for m in items
+            if namespace in (None, m.namespace)
+        ]

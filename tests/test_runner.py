@@ -146,15 +146,15 @@ def test_reads_include_what_the_projector_has_not_reached(led: ledger.Ledger) ->
     write_sessions(led, sessions=1, turns=3)
     t = led.tenant("usr_a")
     heads = led.store.list_runs("usr_a", "sess_0")
-    no_runner = current(led, TALLY, "usr_a", "sess_0", heads)
+    no_runner = current(led, TALLY, "usr_a", "sess_0", heads).doc
     assert no_runner is not None and no_runner.state.events == expected_count(3)
     runner = ProjectorRunner(led, [TALLY], batch_size=4)
     runner.step()  # the stored document now holds part of the session
-    partial = current(led, TALLY, "usr_a", "sess_0", heads)
+    partial = current(led, TALLY, "usr_a", "sess_0", heads).doc
     assert partial is not None and partial.state == no_runner.state
     turn(t.run(heads[0].run_id), 99)  # and a turn the projector has never seen
     heads = led.store.list_runs("usr_a", "sess_0")
-    fresh = current(led, TALLY, "usr_a", "sess_0", heads)
+    fresh = current(led, TALLY, "usr_a", "sess_0", heads).doc
     assert fresh is not None and fresh.state.events == expected_count(4)
     runner.catch_up()
     assert tally(runner, "usr_a", "sess_0") == fresh.state

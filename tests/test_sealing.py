@@ -216,3 +216,58 @@ def test_without_fork_hooks_the_ledger_still_imports_and_seals(tmp_path: Any) ->
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hello"
+
+
+def test_reads_open_sealed_content_wherever_it_is_and_leave_plain_models_alone(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encryption turned on for a store with plain history: every read model opens what
+    is sealed, whether it sits in the stored document or in events folded on top of it
+    (read your writes); a model with nothing sealed is not walked for tokens at all."""
+    from projections import read_side
+    from projections.catalog import default_projectors
+    from projections.runner import ProjectorRunner
+
+    walked: list[object] = []
+    real_reveal = read_side.reveal
+
+    def counting_reveal(model: Any, user_id: str, keyring: Any) -> Any:
+        walked.append(model)
+        return real_reveal(model, user_id, keyring)
+
+    monkeypatch.setattr(read_side, "reveal", counting_reveal)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with ledger.connect(url, encrypt=False) as plain:
+        t = plain.tenant("usr_a")
+        run = t.start_run(session_id="sess_1", model="gpt-4o")
+        run.message_received(content="plain words")
+        run.memory_written(namespace="prefs", key="tone", value="plain memory")
+        ProjectorRunner(plain, default_projectors(), owner="test").catch_up()
+        assert [m["content"] for m in t.conversation("sess_1").messages] == ["plain words"]
+        assert [m.value for m in t.memories()] == ["plain memory"]
+        assert t.run_metadata(run.run_id).status == "running" and len(t.runs()) == 1
+        assert walked == []  # nothing sealed anywhere: no walk
+    with ledger.connect(url, encrypt=True) as sealing:
+        t = sealing.tenant("usr_a")
+        run = t.run(run.run_id)
+        run.message_received(content="sealed words")
+        run.memory_written(namespace="prefs", key="tone", value="sealed memory")
+
+        def read_all() -> None:
+            conversation = t.conversation("sess_1")
+            assert [m["content"] for m in conversation.messages] == [
+                "plain words",
+                "sealed words",
+            ]
+            assert [m.value for m in t.memories()] == ["sealed memory"]
+            assert [m.value for m in t.memories("prefs")] == ["sealed memory"]
+            assert t.run_metadata(run.run_id).version == 5
+            assert [m.run_id for m in sealing.auditor().runs_metadata()] == [run.run_id]
+
+        read_all()  # sealed events folded on the plain stored documents
+        assert walked
+        applied = ProjectorRunner(sealing, default_projectors(), owner="test").catch_up()
+        assert applied == 2 * 3  # two events, three read models
+        stored = sealing.store.read_run("usr_a", run.run_id)[-1]
+        assert stored.key_id is not None
+        read_all()  # now the stored documents hold the tokens
