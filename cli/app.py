@@ -13,7 +13,7 @@ import ledger
 from cli import audit_cmd, context, forget_cmd, projections_cmd, render, replay_cmd
 from cli.context import JsonFlag, UserOption, connect
 from ledger import digest as log_digest
-from ledger.jsonl import append_jsonl
+from ledger.jsonl import append_jsonl, jsonl_lines
 from projections.storage import storage_for
 
 app = typer.Typer(
@@ -65,12 +65,13 @@ def append(
 ) -> None:
     """Append events from JSONL: every line is validated first, then all are written or none."""
     if source == "-":
-        lines = sys.stdin.read().splitlines()
+        data = sys.stdin.buffer.read()
     else:
         path = Path(source)
         if not path.is_file():
             raise ledger.InvalidEvent(f"no such file: {source}")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
+    lines = jsonl_lines(data)
     with connect() as led:
         keyring = led.keyring if led.encrypting else None
         summary = append_jsonl(led.store, lines, led.settings.max_event_bytes, keyring)

@@ -214,6 +214,10 @@ CATALOG = Catalog(
     }
 )
 
+#: Types only the ledger records (``ledger forget``): agents and JSONL input may not, so
+#: the audit trail's record of an erasure is never one an agent wrote.
+RECORDED_BY_THE_LEDGER = frozenset({"user_erased"})
+
 _encoder = msgspec.json.Encoder()
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 

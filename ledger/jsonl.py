@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ledger.chain import GENESIS, seal
 from ledger.errors import ConcurrencyError, InvalidEvent, NotFound
-from ledger.events import CATALOG, encode_payload
+from ledger.events import CATALOG, RECORDED_BY_THE_LEDGER, encode_payload
 from ledger.ids import check_id
 from ledger.personal import Draft, Keyring, protect
 from ledger.records import RunAppend
@@ -38,7 +38,30 @@ class JsonlEvent(BaseModel):
     type: str
     occurred_at: AwareDatetime
     data: dict[str, Any]
-    expected_version: int | None = None
+    expected_version: Annotated[int, Field(ge=0, strict=True)] | None = None
+
+
+#: What a UTF-8 file may start with (editors on Windows write it); JSON ignores it.
+_BOM = b"\xef\xbb\xbf"
+
+
+def jsonl_lines(data: bytes) -> list[str]:
+    """The lines of JSONL ``data``, numbered from 1 as they appear (blank ones too).
+
+    Split at ``\\n`` only: a JSON string may hold U+2028, U+2029 or U+0085 unescaped
+    (JavaScript's ``JSON.stringify`` writes them so), where ``str.splitlines`` would cut
+    the line in two. A leading byte order mark is dropped; InvalidEvent names the line
+    and column of bytes that are not UTF-8."""
+    lines = []
+    for number, raw in enumerate(data.removeprefix(_BOM).split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(
+                f"line {number}: not valid UTF-8 (byte {raw[exc.start]:#04x} at column "
+                f"{exc.start + 1}); write the input as UTF-8"
+            ) from None
+    return lines
 
 
 class AppendSummary(msgspec.Struct):
@@ -72,6 +95,11 @@ def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEven
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "line"
         raise InvalidEvent(f"line {number}: {where}: {first['msg']}") from None
+    if event.type in RECORDED_BY_THE_LEDGER:
+        raise InvalidEvent(
+            f"line {number}: type: {event.type} is recorded by the ledger itself (ledger "
+            "forget), never appended"
+        )
     try:
         for field in ("user_id", "session_id", "run_id"):
             check_id(field, getattr(event, field))

@@ -93,6 +93,34 @@ def test_a_bad_line_exits_2_with_one_clear_line_and_writes_nothing(url: str) -> 
     assert json.loads(ledger_cli(url, "runs", "--json").stdout) == []
 
 
+def test_append_reads_jsonl_as_utf_8_bytes_split_at_newlines_only(url: str, tmp_path: Path) -> None:
+    """What JSON producers write: a byte order mark, CRLF line ends, and U+2028, U+2029
+    and U+0085 raw inside strings (JavaScript's JSON.stringify leaves them unescaped),
+    which are not line breaks in JSONL."""
+    content = "one\u2028two\u2029three\x85four"
+    body = json.dumps(json.loads(event_line("run_1", content)), ensure_ascii=False)
+    assert "\u2028" in body  # raw in the file, not escaped
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + (body + "\r\n").encode() * 2)
+    done = ledger_cli(url, "append", str(source))
+    assert done.returncode == 0, done.stderr
+    events = json.loads(ledger_cli(url, "events", "run_1", "--json").stdout)
+    assert [e["data"]["content"] for e in events] == [content, content]
+
+
+def test_bytes_that_are_not_utf_8_are_named_and_nothing_is_written(
+    url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "events.jsonl"
+    latin_1 = json.dumps(json.loads(event_line("run_2", "caf\xe9")), ensure_ascii=False)
+    source.write_bytes(event_line("run_1").encode() + b"\n" + latin_1.encode("latin-1"))
+    result = ledger_cli(url, "append", str(source))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: line 2: not valid UTF-8 (byte 0xe9 at")
+    assert "Traceback" not in result.stderr
+    assert json.loads(ledger_cli(url, "runs", "--json").stdout) == []
+
+
 def test_unknown_run_exits_1_and_hides_other_tenants(url: str) -> None:
     ledger_cli(url, "append", "-", stdin=event_line("run_a", user="usr_a"))
     missing = ledger_cli(url, "events", "run_nope")

@@ -108,6 +108,13 @@ def test_appending_to_an_existing_run_continues_its_chain(led: ledger.Ledger) ->
         (line().replace("2025-03-15T10:22:31Z", "2025-03-15T10:22:31"), "timezone"),
         (line().replace("2025-03-15T10:22:31Z", "yesterday"), "line 2: occurred_at"),
         (line(expected_version="three"), "line 2: expected_version"),
+        (line(expected_version="1"), "line 2: expected_version: Input should be a valid int"),
+        (line(expected_version=-1), "line 2: expected_version: .* greater than or equal to 0"),
+        # The record of an erasure is the ledger's own: never one an agent wrote.
+        (
+            line("run_2", "user_erased", data={"key_ids": ["k_1"]}),
+            "line 2: type: user_erased is recorded by the ledger itself",
+        ),
         # What every reader could not walk back (and a projector could not get past).
         (
             line("run_2", "tool_called", data={"call_id": "c", "name": "n", "input": _deep()}),
