@@ -45,7 +45,8 @@ from eventsourcing.persistence import (
 )
 
 from ledger.chain import GENESIS, Unsealed, seal
-from ledger.errors import ConcurrencyError, RunIdTaken, StoreUnavailable
+from ledger.errors import ConcurrencyError, InvalidEvent, RunIdTaken, StoreUnavailable
+from ledger.events import CATALOG
 from ledger.records import NewEvent, Record, RunAppend, Tracking
 from ledger.store.base import EventStore, RecordConflict
 
@@ -99,6 +100,13 @@ class LedgerAggregateRecorder(AggregateRecorder):
         """Chain and append ``stored_events`` (and ``tracking``) in one transaction."""
         by_run: dict[str, list[StoredEvent]] = {}
         for event in stored_events:
+            if event.topic in CATALOG.names:
+                # Stored as the ledger's own event type, its state would be read as that
+                # type's payload (schema 0, unvalidated) by every reader and projector.
+                raise InvalidEvent(
+                    f"topic {event.topic!r} is an event type of the ledger's catalog; "
+                    "give the aggregate's events topics of their own (module:Class)"
+                )
             by_run.setdefault(str(event.originator_id), []).append(event)
         now = datetime.now(UTC)
         appends: list[RunAppend] = []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ledger.chain import GENESIS
-from ledger.errors import NotFound
+from ledger.errors import InvalidEvent, NotFound
 from ledger.events import CATALOG, Event
 from ledger.ids import check_id, new_run_id
 from ledger.personal import Keyring, reveal_event
@@ -34,7 +34,13 @@ def to_event(record: Record, *, hashes: bool = True) -> Event:
 
     ``hashes=False`` leaves ``hash`` and ``prev_hash`` empty: for projector runners,
     whose reducers never read the chain (a sixth of decoding is its hex)."""
-    data = CATALOG.decode_data(record.type, record.schema, record.payload)
+    try:
+        data = CATALOG.decode_data(record.type, record.schema, record.payload)
+    except (InvalidEvent, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidEvent(
+            f"stored event {record.version} of run {record.run_id!r} cannot be read as "
+            f"{record.type!r}: {exc}"
+        ) from None
     return Event(
         user_id=record.user_id,
         session_id=record.session_id,

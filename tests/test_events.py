@@ -96,3 +96,32 @@ def test_every_catalog_type_round_trips() -> None:
 def test_data_must_be_an_object(data: Any) -> None:
     with pytest.raises(InvalidEvent, match="data must be a JSON object"):
         CATALOG.validate("run_completed", data)
+
+
+@pytest.mark.parametrize(
+    ("schema", "payload", "reason"),
+    [
+        (0, b'{"content": "x"}', "no upcaster from schema 0"),
+        (1, b"[1, 2]", "Expected `object`"),
+        (1, b"{not json", "malformed"),
+    ],
+)
+def test_a_stored_event_that_cannot_be_read_is_named_by_run_and_version(
+    schema: int, payload: bytes, reason: str
+) -> None:
+    """Whatever a reader (a projector, replay, ``ledger events``) trips over, the error
+    says which stored event it is, so an operator can find it (``ledger verify`` too)."""
+    from datetime import UTC, datetime
+
+    from ledger.records import Record
+    from ledger.tenant import to_event
+
+    now = datetime.now(UTC)
+    record = Record(
+        "usr_a", "s", "run_x", 7, 70, 1, "message_received", schema, now, now, payload, b"", b""
+    )
+    with pytest.raises(
+        InvalidEvent,
+        match=rf"stored event 7 of run 'run_x' cannot be read as 'message_received': .*{reason}",
+    ):
+        to_event(record)

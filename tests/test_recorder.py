@@ -42,3 +42,16 @@ def test_notifications_come_back_with_uuid_originator_ids(recorder: LedgerRecord
     assert recorder.store.settle()  # another transaction on the server may hold the horizon
     (notification,) = recorder.select_notifications(ids[0] if ids else None, 1)
     assert notification.originator_id == stream
+
+
+def test_a_topic_named_like_a_catalog_event_is_refused_and_nothing_is_written(
+    recorder: LedgerRecorder,
+) -> None:
+    """Stored under the ledger's own type, an aggregate's state would be read as that
+    type's payload by every reader: a projector would stall on it for every tenant."""
+    stream = uuid4()
+    ok = StoredEvent(uuid4(), 1, "app:Created", b"{}")
+    forged = StoredEvent(stream, 1, "message_received", b'{"content": 5}')
+    with pytest.raises(ledger.InvalidEvent, match="topic 'message_received' is an event type"):
+        recorder.insert_events([ok, forged])
+    assert recorder.select_events(stream) == [] and recorder.select_events(ok.originator_id) == []
