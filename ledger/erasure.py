@@ -7,6 +7,8 @@ because they cover the ciphertext. The erasure is then recorded as a ``user_eras
 event in a run of its own (session ``ledger-erasure``), so the audit trail says who
 was forgotten, when, and which keys went.
 
+A user the ledger holds nothing of is ``NotFound``, and nothing is recorded.
+
 Order: keys first, then the record. If the process dies between the two, the content
 is already gone and running ``forget`` again records the erasure (destroying nothing
 more). Backups taken *before* the erasure still hold the key material; see
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from ledger.errors import NotFound
 from ledger.ids import check_id
 
 if TYPE_CHECKING:
@@ -39,7 +42,15 @@ class Erasure(msgspec.Struct, frozen=True):
 def forget(ledger: Ledger, user_id: str, reason: str | None = None) -> Erasure:
     """Destroy ``user_id``'s keys and record the erasure (see the module docstring)."""
     user_id = check_id("user_id", user_id)
-    destroyed = ledger.store.destroy_keys(user_id)
+    store = ledger.store
+    if not store.key_ids(user_id) and not store.list_runs(user_id):
+        # Recording an erasure would write the id of someone the ledger never held (a
+        # typo, or a person known only elsewhere) into a log nothing can remove it from.
+        raise NotFound(
+            f"user {user_id!r} not found: the ledger holds nothing of theirs, so there is "
+            "nothing to forget (and nothing was recorded)"
+        )
+    destroyed = store.destroy_keys(user_id)
     ledger.keyring.forget(user_id)
     run = ledger.tenant(user_id).start_run(session_id=ERASURE_SESSION, agent="ledger forget")
     with run.turn():

@@ -220,6 +220,13 @@ def test_ledger_forget_on_the_command_line(pg_url: str) -> None:
     assert ledger_cli(pg_url, "verify").returncode == 0
     missing = ledger_cli(pg_url, "forget")
     assert missing.returncode == 2 and "--user" in missing.stderr
+    unknown = ledger_cli(pg_url, "forget", "--user", "usr_typo")
+    assert unknown.returncode == 1 and "user 'usr_typo' not found" in unknown.stderr
+    # Nothing recorded: the log never learns the id of someone it did not hold.
+    with ledger.connect(pg_url) as led:
+        assert {r.user_id for r in led.auditor().runs()} == {"usr_a"}
+    again = ledger_cli(pg_url, "forget", "--user", "usr_a")  # known: recorded again
+    assert again.returncode == 0 and "destroyed 0 keys" in again.stdout
 
 
 def test_an_append_under_a_destroyed_key_writes_nothing(led: ledger.Ledger) -> None:
