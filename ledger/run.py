@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ledger.chain import Unsealed, seal
-from ledger.errors import InvalidEvent, KeyErased, LedgerError
+from ledger.errors import ConcurrencyError, InvalidEvent, KeyErased, LedgerError
 from ledger.events import CATALOG
 from ledger.personal import Draft, Sealer, protect, protect_one
 from ledger.records import NewEvent, RunAppend
@@ -134,7 +134,15 @@ class Run:
             expected_hash=self._head_hash,
             events=sealed,
         )
-        append_settled(self._tenant._ledger.store, [append])
+        try:
+            append_settled(self._tenant._ledger.store, [append])
+        except ConcurrencyError as exc:
+            if not self.version:  # starting a run whose id is taken: said as it is
+                raise
+            raise ConcurrencyError(
+                f"{exc}: another writer appended to it since this handle last did; nothing "
+                "of this call was written (run.refresh() moves the handle to the head)"
+            ) from None
         return sealed
 
     # -- the event catalog -----------------------------------------------------------

@@ -89,7 +89,7 @@ def test_a_stale_writer_gets_concurrency_error_and_writes_nothing(led: ledger.Le
     other = t.run(run.run_id)
     record_turn(run)
     before = t.events(run.run_id)
-    with pytest.raises(ConcurrencyError):
+    with pytest.raises(ConcurrencyError, match=r"is at version 6, not 1: .*run\.refresh\(\)"):
         record_turn(other, 2)
     with pytest.raises(ConcurrencyError):
         other.step_completed(step="plan", index=1)
@@ -101,7 +101,7 @@ def test_a_stale_writer_gets_concurrency_error_and_writes_nothing(led: ledger.Le
 def test_starting_an_existing_run_id_is_a_conflict(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     t.start_run(session_id="s", run_id="run_fixed")
-    with pytest.raises(ConcurrencyError):
+    with pytest.raises(ConcurrencyError, match="run 'run_fixed' already exists$"):
         t.start_run(session_id="s", run_id="run_fixed")
 
 
