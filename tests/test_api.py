@@ -101,7 +101,7 @@ def test_a_stale_writer_gets_concurrency_error_and_writes_nothing(led: ledger.Le
 def test_starting_an_existing_run_id_is_a_conflict(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     t.start_run(session_id="s", run_id="run_fixed")
-    with pytest.raises(ConcurrencyError, match="run 'run_fixed' already exists$"):
+    with pytest.raises(ConcurrencyError, match=r"run 'run_fixed' already exists$"):
         t.start_run(session_id="s", run_id="run_fixed")
 
 
