@@ -1,14 +1,29 @@
-"""A projector: a named, versioned reducer whose states are stored as documents."""
+"""A projector: a named, versioned reducer whose states are stored as documents.
+
+A stored event that cannot be folded does not stop the read side. The API validates
+what it stores, but a login of the application role can INSERT any row for its own
+tenant, and one such row would otherwise stall every projector, for every tenant, at
+its position. Such an event (its payload does not decode, or the reducer raises on it)
+is skipped, logged as an error naming the run and version, and counted as folded, in
+the same way wherever read models are computed (live, rebuilds, read-your-writes), so
+a read model still equals the fold of its log.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
-from ledger.events import Event
+from ledger.errors import InvalidEvent
+from ledger.events import CATALOG, Event
+from ledger.records import Record
+from ledger.tenant import to_event
+
+log = logging.getLogger(__name__)
 
 S = TypeVar("S")
 
@@ -77,35 +92,121 @@ class Projector(Generic[S]):
         """Encode a document for storage."""
         return _encode(_Envelope(doc.applied, msgspec.Raw(self.reducer.encode(doc.state))))
 
+    def fold_stored(
+        self,
+        data: bytes | None,
+        events: Sequence[Event],
+        *,
+        loaded: Document[S] | None = None,
+        quiet: bool = False,
+    ) -> Document[S] | None:
+        """``fold`` of ``events`` onto the stored document ``data`` (None: none yet;
+        ``loaded``: ``data`` already decoded, folded into), skipping each event the
+        reducer raises on: the document is folded again from ``data`` without it (a
+        reducer folds in place, so the failed attempt is thrown away), and the event
+        counts as folded. Logged as an error (``quiet``: at debug, for reads, which fold
+        what the projector reports)."""
+        skipped: dict[int, Event] = {}  # by id(): the very events given
+        while True:
+            doc: Document[S] | None = loaded
+            if doc is None and data is not None:
+                doc = self.load(data)
+            loaded = None
+            todo = [e for e in events if id(e) not in skipped] if skipped else events
+            try:
+                folded = self.fold(doc, todo)
+            except Unfoldable as exc:
+                skipped[id(exc.event)] = exc.event
+                report(exc.event, f"{self.name} raised {exc.cause!r}", quiet)
+                continue
+            if folded is not None:
+                for event in skipped.values():
+                    if folded.applied.get(event.run_id, 0) < event.version:
+                        folded.applied[event.run_id] = event.version
+            return folded
+
     def fold(self, doc: Document[S] | None, events: Iterable[Event]) -> Document[S] | None:
-        """Fold ``events`` (all of this document's key, in log order) into ``doc``, in place."""
+        """Fold ``events`` (all of this document's key, in log order) into ``doc``, in
+        place; ``Unfoldable``, naming the event, if the reducer raises on one."""
         step = self.reducer.step
         pending = iter(events)
-        if doc is None:
-            first = next(pending, None)
-            if first is None:
-                return None
-            doc = Document(self.reducer.initial(first), {first.run_id: first.version})
-            step(doc.state, first)
-        state, applied = doc.state, doc.applied
-        # The run's entry of ``applied`` is kept in locals while the run does not change
-        # (a document's events come mostly in runs of one run_id): the same check and
-        # the same final ``applied`` as looking it up, and setting it, for every event.
-        run_id, last = "", 0  # last: the version of run_id folded in so far
-        for event in pending:
-            if event.run_id != run_id:
-                if last:
-                    applied[run_id] = last
-                run_id = event.run_id
-                last = applied.get(run_id, 0)
-            version = event.version
-            if version <= last:
-                continue  # already in this document: never apply twice
-            step(state, event)
-            last = version
+        event: Event | None = None
+        try:
+            if doc is None:
+                event = next(pending, None)
+                if event is None:
+                    return None
+                doc = Document(self.reducer.initial(event), {event.run_id: event.version})
+                step(doc.state, event)
+            state, applied = doc.state, doc.applied
+            # The run's entry of ``applied`` is kept in locals while the run does not
+            # change (a document's events come mostly in runs of one run_id): the same
+            # check and the same final ``applied`` as looking it up, and setting it, for
+            # every event.
+            run_id, last = "", 0  # last: the version of run_id folded in so far
+            for event in pending:
+                if event.run_id != run_id:
+                    if last:
+                        applied[run_id] = last
+                    run_id = event.run_id
+                    last = applied.get(run_id, 0)
+                version = event.version
+                if version <= last:
+                    continue  # already in this document: never apply twice
+                step(state, event)
+                last = version
+        except Exception as exc:
+            if event is None:  # not the reducer's: the events' iterator itself failed
+                raise
+            raise Unfoldable(event, exc) from exc
         if last:
             applied[run_id] = last
         return doc
+
+
+class Unfoldable(Exception):
+    """The reducer raised ``cause`` on ``event``."""
+
+    def __init__(self, event: Event, cause: Exception) -> None:
+        super().__init__(f"{event.type} at version {event.version} of run {event.run_id!r}")
+        self.event = event
+        self.cause = cause
+
+
+def decode_for_fold(records: Sequence[Record], *, quiet: bool = False) -> list[Event]:
+    """The catalog events among ``records`` (rows of other writers are not projected),
+    decoded for reducers: ``hash`` and ``prev_hash`` are left empty, as no reducer reads
+    them (a sixth of decoding is their hex). A record that does not decode is skipped
+    and reported (see the module docstring; ``quiet`` as for ``fold_stored``)."""
+    try:
+        return [to_event(r, hashes=False) for r in records if r.type in _KNOWN_TYPES]
+    except InvalidEvent:
+        pass  # the slow way, one by one, to skip exactly the records that do not decode
+    events = []
+    for record in records:
+        if record.type in _KNOWN_TYPES:
+            try:
+                events.append(to_event(record, hashes=False))
+            except InvalidEvent as exc:
+                report(record, str(exc), quiet)
+    return events
+
+
+_KNOWN_TYPES = frozenset(CATALOG.names)
+
+
+def report(event: Event | Record, why: str, quiet: bool = False) -> None:
+    """Log that ``event`` was skipped by the read side, and why."""
+    log.log(
+        logging.DEBUG if quiet else logging.ERROR,
+        "skipped stored event %s of run %r (user %r, %s) in the read models: %s; the "
+        "read models go on without it",
+        event.version,
+        event.run_id,
+        event.user_id,
+        event.type,
+        why,
+    )
 
 
 def describe(projector: Projector[Any]) -> str:

@@ -19,12 +19,10 @@ from enum import Enum
 from typing import Any, Final, NamedTuple
 
 from ledger.connection import Ledger
-from ledger.events import CATALOG
 from ledger.records import RunHead
 from ledger.storable import MARKED
 from ledger.store import EventStore
-from ledger.tenant import to_event
-from projections.projector import Document, Projector
+from projections.projector import Document, Projector, decode_for_fold
 from projections.storage import storage_for
 
 
@@ -71,7 +69,8 @@ def current(
         if run.version > seen:
             unseen.extend(store.read_run(user_id, run.run_id, after_version=seen))
     unseen.sort(key=lambda record: record.position)  # log order, as the projector folds
-    events = (to_event(r) for r in unseen if r.type in CATALOG.names)
-    folded = projector.fold(doc, (e for e in events if projector.reducer.key(e) == key))
+    key_of = projector.reducer.key
+    events = [e for e in decode_for_fold(unseen, quiet=True) if key_of(e) == key]
+    folded = projector.fold_stored(data, events, loaded=doc, quiet=True)
     sealed = (data is not None and MARKED in data) or any(r.key_id for r in unseen)
     return Current(folded, sealed)

@@ -44,7 +44,7 @@ from ledger.events import CATALOG, Event
 from ledger.records import LogCursor, Record
 from ledger.retry import Backoff
 from ledger.tenant import to_event
-from projections.projector import Projector
+from projections.projector import Projector, decode_for_fold
 from projections.storage import DocKey, ProjectorRow, ReadModelStorage, storage_for
 from projections.storage.base import BUILD_SUFFIX, Load, Write
 
@@ -63,12 +63,6 @@ def runner_id() -> str:
 def decode(records: Sequence[Record]) -> list[Event]:
     """The catalog events among ``records`` (rows of other writers are not projected)."""
     return [to_event(r) for r in records if r.type in _KNOWN_TYPES]
-
-
-def _events_to_fold(records: Sequence[Record]) -> list[Event]:
-    """``decode(records)``, but for what no reducer reads: each event's ``hash`` and
-    ``prev_hash`` are left empty rather than turned to hex (a sixth of decoding)."""
-    return [to_event(r, hashes=False) for r in records if r.type in _KNOWN_TYPES]
 
 
 class _Hold:
@@ -256,7 +250,7 @@ class ProjectorRunner:
                     hold.size -= len(data)
                 elif (data := found.get(key)) is not None and hold.evicted is not None:
                     hold.evicted.discard(key)
-                folded = projector.fold(None if data is None else projector.load(data), events)
+                folded = projector.fold_stored(data, events)
                 if folded is not None:
                     docs[key] = data = projector.dump(folded)
                     hold.keep(key, data)
@@ -407,7 +401,7 @@ _Batch = tuple[_Hold, list[Record], dict[DocKey, list[Event]]]
 
 def _batches(holds: Sequence[_Hold], records: list[Record]) -> list[_Batch]:
     """``records`` decoded once, and grouped by document for each of ``holds``."""
-    events = _events_to_fold(records)
+    events = decode_for_fold(records)
     return [(hold, records, _by_key(hold.projector, events)) for hold in holds]
 
 
