@@ -271,3 +271,39 @@ def test_reads_open_sealed_content_wherever_it_is_and_leave_plain_models_alone(
         stored = sealing.store.read_run("usr_a", run.run_id)[-1]
         assert stored.key_id is not None
         read_all()  # now the stored documents hold the tokens
+
+
+def test_opened_tokens_are_kept_per_user_and_never_outlive_their_key(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads keep what they opened (an agent reads its conversation on every call),
+    but serve it only once the token's key is found live, only to its own user, and
+    drop it when the user is forgotten."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with ledger.connect(url, encrypt=True) as reader, ledger.connect(url, encrypt=True) as admin:
+        reader.keyring = personal.Keyring(reader.store, ttl=0.0)  # re-read keys every time
+        token, run_id = _stored_content(reader, "usr_a")
+        assert reader.tenant("usr_a").events(run_id)[-1].data["content"] == "the plain words"
+        opened: list[str] = []
+        real = personal._token_bytes
+
+        def counting(version: str, blob: str) -> bytes:
+            opened.append(blob)
+            return real(version, blob)
+
+        monkeypatch.setattr(personal, "_token_bytes", counting)
+        assert reveal(token, "usr_a", reader.keyring) == "the plain words"
+        assert opened == []  # from what the read above opened
+        # The same token in another user's data never opens from here.
+        assert reveal(token, "usr_b", reader.keyring) in (ERASED, UNREADABLE)
+        # Erased by another process: the next read finds the key gone, cache or not.
+        admin.forget("usr_a")
+        assert reveal(token, "usr_a", reader.keyring) == ERASED
+        assert reader.tenant("usr_a").events(run_id)[-1].data["content"] == ERASED
+    with ledger.connect(url, encrypt=True) as led:  # forgotten here: nothing kept of them
+        token, _ = _stored_content(led, "usr_c")
+        assert reveal(token, "usr_c", led.keyring) == "the plain words"
+        assert led.keyring.opened.get("usr_c", token) is not None
+        led.forget("usr_c")
+        assert led.keyring.opened.get("usr_c", token) is None
+        assert reveal(token, "usr_c", led.keyring) == ERASED
