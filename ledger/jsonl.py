@@ -9,6 +9,7 @@ Any language can produce it; one event a line::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -82,11 +83,47 @@ class _RunPlan:
         self.events: list[Draft] = []
 
 
-def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEvent, Draft]:
+class _Ambiguous(ValueError):
+    """What ``_parse_json`` refuses beyond malformed JSON."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Ambiguous(
+                    f"key {name!r} appears twice in one object; parsers disagree on which "
+                    "one counts, so give it once"
+                )
+            seen.add(name)
+    return found
+
+
+def _constant(name: str) -> Any:
+    raise _Ambiguous(f"{name} is not JSON; write null or a string")
+
+
+def _parse_json(number: int, text: str) -> Any:
+    """``text`` as JSON, refusing what parsers disagree on: a key given twice in one
+    object (first wins in some, last in others: a line naming two users must not be
+    read as either) and the non-standard NaN and Infinity literals. (The standard
+    library's parser, for its hook on each object's pairs; msgspec has none.)"""
     try:
-        raw = msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent(f"line {number}: malformed JSON ({exc})") from None
+        return json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
+    except _Ambiguous as exc:
+        raise InvalidEvent(f"line {number}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(
+            f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise InvalidEvent(f"line {number}: nested too deeply to read as JSON") from None
+
+
+def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEvent, Draft]:
+    raw = _parse_json(number, text)
     if not isinstance(raw, dict):
         raise InvalidEvent(f"line {number}: expected a JSON object, got {type(raw).__name__}")
     try:

@@ -110,11 +110,12 @@ def _depth(value: Any) -> int:
 
 def check_plain(type_: str, payload: Payload, encoded: bytes) -> None:
     """InvalidEvent if a string of input (``encoded`` is its JSON), in any field at any
-    depth, looks like a sealed token, or if it nests too deeply (``protect`` checks both
-    too)."""
+    depth, looks like a sealed token, if it nests too deeply, or if a value would not
+    read back as given (``protect`` checks all three too, without the input's line)."""
     if MARKED in encoded:
         refuse_marked(type_, payload)
     check_depth(type_, encoded, payload)
+    check_exact(type_, payload, encoded)
 
 
 def unencodable_path(value: Any, path: str) -> str:

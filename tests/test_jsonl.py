@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -110,6 +111,31 @@ def test_appending_to_an_existing_run_continues_its_chain(led: ledger.Ledger) ->
         (line(expected_version="three"), "line 2: expected_version"),
         (line(expected_version="1"), "line 2: expected_version: Input should be a valid int"),
         (line(expected_version=-1), "line 2: expected_version: .* greater than or equal to 0"),
+        # What JSON parsers disagree on: read as neither.
+        (
+            line().replace('"user_id": "usr_a"', '"user_id": "usr_a", "user_id": "usr_b"'),
+            "line 2: key 'user_id' appears twice in one object",
+        ),
+        (
+            line(data={"content": "a", "role": "user"}).replace(
+                '"role": "user"', '"role": "user", "content": "b"'
+            ),
+            "line 2: key 'content' appears twice",
+        ),
+        (
+            line("run_2", "tool_called", data={"call_id": "c", "name": "n", "input": math.nan}),
+            "line 2: NaN is not JSON",
+        ),
+        (
+            line("run_2", "tool_called", data={"call_id": "c", "name": "n", "input": -math.inf}),
+            "line 2: -Infinity is not JSON",
+        ),
+        (
+            line("run_2", "tool_called", data={"call_id": "c", "name": "n", "input": 1}).replace(
+                '"input": 1', '"input": 1e400'
+            ),
+            r"line 2: tool_called\.input: inf is not a JSON number",
+        ),
         # The record of an erasure is the ledger's own: never one an agent wrote.
         (
             line("run_2", "user_erased", data={"key_ids": ["k_1"]}),
