@@ -20,6 +20,13 @@ def check_id(field: str, value: object) -> str:
         raise InvalidEvent(f"{field} is {len(value)} characters; the limit is {MAX_ID_LENGTH}")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise InvalidEvent(f"{field} must not contain control characters (NUL, newline, ...)")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidEvent(
+                f"{field} must be valid Unicode (no lone surrogates such as \\ud800)"
+            ) from None
     return value
 
 

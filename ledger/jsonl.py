@@ -24,7 +24,7 @@ from ledger.ids import check_id
 from ledger.personal import Draft, Keyring, protect
 from ledger.records import RunAppend
 from ledger.settle import append_settled
-from ledger.storable import check_plain
+from ledger.storable import check_plain, unencodable_path
 from ledger.store.base import EventStore
 
 
@@ -141,7 +141,13 @@ def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEven
         for field in ("user_id", "session_id", "run_id"):
             check_id(field, getattr(event, field))
         payload = CATALOG.validate(event.type, event.data)
-        encoded = encode_payload(payload)
+        try:
+            encoded = encode_payload(payload)
+        except UnicodeEncodeError:  # a lone surrogate escape, "\ud800"
+            raise InvalidEvent(
+                f"{unencodable_path(payload, event.type)}: not valid Unicode (a lone "
+                "surrogate escape such as \\ud800); escape whole characters only"
+            ) from None
         check_plain(event.type, payload, encoded)
     except InvalidEvent as exc:
         raise InvalidEvent(f"line {number}: {exc}") from None

@@ -175,6 +175,30 @@ def test_values_read_back_as_json_writes_them(led: ledger.Ledger) -> None:
     assert called.data["input"] == json.loads(json.dumps(value))
 
 
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("", "must not be empty"),
+        ("  ", "must not be empty"),
+        ("u" * 201, "is 201 characters; the limit is 200"),
+        ("a\x00b", "must not contain control characters"),
+        ("a\nb", "must not contain control characters"),
+        ("a\ud800", "must be valid Unicode"),
+        (5, "must be a string, got int"),
+    ],
+)
+def test_bad_ids_are_refused_by_name(led: ledger.Ledger, bad: object, reason: str) -> None:
+    with pytest.raises(InvalidEvent, match=f"user_id {reason}"):
+        led.tenant(bad).start_run(session_id="s")  # type: ignore[arg-type]
+    t = led.tenant("usr_a")
+    with pytest.raises(InvalidEvent, match=f"session_id {reason}"):
+        t.start_run(session_id=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent, match=f"run_id {reason}"):
+        t.start_run(session_id="s", run_id=bad)  # type: ignore[arg-type]
+    assert led.auditor().runs() == []
+    assert t.start_run(session_id="sess_é🧠").session_id == "sess_é🧠"  # not ASCII, fine
+
+
 def test_oversized_payloads_are_refused_with_the_limit_named(store_url: str) -> None:
     with ledger.connect(store_url, max_event_bytes=1_000_000) as led:
         t = led.tenant("usr_a")

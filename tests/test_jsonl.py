@@ -136,6 +136,12 @@ def test_appending_to_an_existing_run_continues_its_chain(led: ledger.Ledger) ->
             ),
             r"line 2: tool_called\.input: inf is not a JSON number",
         ),
+        # A lone surrogate escape parses (to a str no encoder writes): named, not a crash.
+        (
+            line(data={"content": "a\ud800b"}),
+            r"line 2: message_received\.content: not valid Unicode",
+        ),
+        (line(user="usr_\udc00"), r"line 2: user_id must be valid Unicode"),
         # The record of an erasure is the ledger's own: never one an agent wrote.
         (
             line("run_2", "user_erased", data={"key_ids": ["k_1"]}),
@@ -190,7 +196,8 @@ def test_a_stale_expected_version_writes_nothing(led: ledger.Ledger) -> None:
 
 def test_unicode_and_nul_characters_round_trip(led: ledger.Ledger) -> None:
     content = "emoji 🧠, astral 𝔘, NUL \x00, newline \n, BOM \ufeff"
-    append(led, [line(data={"content": content})])
+    append(led, [line(data={"content": content})])  # escaped: a surrogate pair for 🧠
+    assert '"emoji \\ud83e\\udde0' in line(data={"content": content})
     assert led.tenant("usr_a").events("run_1")[0].data["content"] == content
 
 
