@@ -258,7 +258,7 @@ def demo() -> None:
 
 def exit_code(exc: ledger.LedgerError) -> int:
     """CONTRACT.md exit codes: 2 for bad input, 1 for everything that failed."""
-    return 2 if isinstance(exc, ledger.InvalidEvent) else 1
+    return 2 if isinstance(exc, ledger.InvalidEvent | ledger.InvalidSetting) else 1
 
 
 def main() -> None:

@@ -49,5 +49,10 @@ class KeyErased(LedgerError):
     meanwhile); nothing was written. ``Run`` retries once with the user's new key."""
 
 
+class InvalidSetting(LedgerError, ValueError):
+    """A setting (an argument of ``connect`` or its environment variable) has a value
+    it cannot take: names the setting, the value and what it accepts."""
+
+
 class RunIdTaken(InvalidEvent):
     """A new run asked for a run_id that is already registered to another tenant."""

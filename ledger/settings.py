@@ -6,6 +6,8 @@ import os
 
 from pydantic import BaseModel, Field
 
+from ledger.errors import InvalidSetting
+
 DEFAULT_URL = "sqlite:///ledger.db"
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 
@@ -40,14 +42,45 @@ class Settings(BaseModel):
         encrypt: bool | None = None,
     ) -> Settings:
         """Arguments win, then $LEDGER_URL / $LEDGER_MAX_EVENT_BYTES / $LEDGER_ENCRYPT,
-        then the defaults."""
-        env_limit = os.environ.get("LEDGER_MAX_EVENT_BYTES")
-        env_encrypt = os.environ.get("LEDGER_ENCRYPT")
-        if encrypt is None and env_encrypt:
-            encrypt = env_encrypt.strip().lower() in ("1", "true", "yes", "on")
+        then the defaults; InvalidSetting names a value none of them can take."""
+        if max_event_bytes is None:
+            max_event_bytes = _env_int("LEDGER_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES)
+        if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int):
+            raise InvalidSetting(
+                f"max_event_bytes must be a whole number of bytes, got {max_event_bytes!r}"
+            )
+        if max_event_bytes <= 0:
+            raise InvalidSetting(f"max_event_bytes must be > 0, got {max_event_bytes}")
+        if encrypt is None:
+            encrypt = _env_bool("LEDGER_ENCRYPT")
         return cls(
             url=url or os.environ.get("LEDGER_URL") or DEFAULT_URL,
-            max_event_bytes=max_event_bytes
-            or (int(env_limit) if env_limit else DEFAULT_MAX_EVENT_BYTES),
+            max_event_bytes=max_event_bytes,
             encrypt=encrypt,
         )
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise InvalidSetting(f"${name} must be a whole number, got {text!r}") from None
+    if value <= 0:
+        raise InvalidSetting(f"${name} must be > 0, got {value}")
+    return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _env_bool(name: str) -> bool | None:
+    text = os.environ.get(name, "").strip().lower()
+    if not text:
+        return None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise InvalidSetting(f"${name} must be 1 or 0 (true/false, yes/no, on/off), got {text!r}")

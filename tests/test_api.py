@@ -199,6 +199,37 @@ def test_bad_ids_are_refused_by_name(led: ledger.Ledger, bad: object, reason: st
     assert t.start_run(session_id="sess_é🧠").session_id == "sess_é🧠"  # not ASCII, fine
 
 
+@pytest.mark.parametrize(
+    ("env", "kwargs", "message"),
+    [
+        ({}, {"max_event_bytes": 0}, "max_event_bytes must be > 0, got 0"),
+        ({}, {"max_event_bytes": "10"}, "max_event_bytes must be a whole number of bytes"),
+        ({"LEDGER_MAX_EVENT_BYTES": "abc"}, {}, r"\$LEDGER_MAX_EVENT_BYTES must be a whole"),
+        ({"LEDGER_MAX_EVENT_BYTES": "-1"}, {}, r"\$LEDGER_MAX_EVENT_BYTES must be > 0, got -1"),
+        ({"LEDGER_ENCRYPT": "maybe"}, {}, r"\$LEDGER_ENCRYPT must be 1 or 0 .* got 'maybe'"),
+    ],
+)
+def test_a_setting_no_one_can_use_is_named(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], kwargs: dict[str, object], message: str
+) -> None:
+    """Not a traceback from int(), and not a silent fallback (0 bytes used to mean the
+    default; 'maybe' meant off)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ledger.InvalidSetting, match=message):
+        ledger.connect("memory://", **kwargs)  # type: ignore[arg-type]
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGER_MAX_EVENT_BYTES", "1_000")
+    monkeypatch.setenv("LEDGER_ENCRYPT", " Yes ")
+    with ledger.connect("memory://") as led:
+        assert led.settings.max_event_bytes == 1000 and led.encrypting
+    monkeypatch.setenv("LEDGER_ENCRYPT", "off")
+    with ledger.connect("memory://", max_event_bytes=5) as led:  # arguments win
+        assert led.settings.max_event_bytes == 5 and not led.encrypting
+
+
 def test_oversized_payloads_are_refused_with_the_limit_named(store_url: str) -> None:
     with ledger.connect(store_url, max_event_bytes=1_000_000) as led:
         t = led.tenant("usr_a")

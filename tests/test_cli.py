@@ -129,6 +129,17 @@ def test_unknown_run_exits_1_and_hides_other_tenants(url: str) -> None:
     assert hidden.returncode == 1 and "not found" in hidden.stderr
 
 
+def test_a_bad_setting_in_the_environment_exits_2_with_one_line(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEDGER_MAX_EVENT_BYTES", "8MB")
+    result = ledger_cli(url, "runs")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: $LEDGER_MAX_EVENT_BYTES must be a whole number, got '8MB'"
+    )
+
+
 def test_a_missing_file_and_bad_usage_exit_2(url: str) -> None:
     assert ledger_cli(url, "append", "/no/such/file.jsonl").returncode == 2
     assert ledger_cli(url, "no-such-command").returncode == 2
