@@ -10,6 +10,7 @@ Any language can produce it; one event a line::
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -117,6 +118,11 @@ def _parse_json(number: int, text: str) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidEvent(
             f"line {number}: malformed JSON ({exc.msg} at column {exc.colno})"
+        ) from None
+    except ValueError:  # (the only other) a number of more digits than Python converts
+        raise InvalidEvent(
+            f"line {number}: a number of more than {sys.get_int_max_str_digits():,} digits; "
+            "write it as a string"
         ) from None
     except RecursionError:
         raise InvalidEvent(f"line {number}: nested too deeply to read as JSON") from None

@@ -45,6 +45,7 @@ from ledger.events import CATALOG, Event, Payload, encode_payload
 from ledger.storable import (
     MARKED,
     MARKER,
+    UNENCODABLE,
     check_depth,
     check_exact,
     check_exact_value,
@@ -387,7 +388,7 @@ def protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
             f"{draft.type}: nested too deeply to store as JSON; flatten it, or store it "
             "elsewhere and record a reference"
         ) from None
-    except (TypeError, UnicodeEncodeError) as exc:  # what msgspec raises for such values
+    except UNENCODABLE as exc:
         where = unencodable_path(draft.payload, draft.type)
         raise InvalidEvent(
             f"{where}: cannot be stored as JSON ({exc}); pass JSON values only (str, int, "

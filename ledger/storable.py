@@ -118,6 +118,11 @@ def check_plain(type_: str, payload: Payload, encoded: bytes) -> None:
     check_exact(type_, payload, encoded)
 
 
+#: What msgspec raises for a value it cannot write as JSON: an object of no JSON type, a
+#: lone surrogate, an integer of more digits than Python converts (4,300 by default).
+UNENCODABLE = (TypeError, UnicodeEncodeError, ValueError)
+
+
 def unencodable_path(value: Any, path: str) -> str:
     """The path of the (deepest) part of ``value`` that does not encode to JSON."""
     if isinstance(value, msgspec.Struct):
@@ -133,7 +138,7 @@ def unencodable_path(value: Any, path: str) -> str:
     for where, child in children:
         try:
             _encode(child)
-        except (TypeError, UnicodeEncodeError):
+        except UNENCODABLE:
             return unencodable_path(child, where)
     return path  # a key of it, then
 

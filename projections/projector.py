@@ -180,15 +180,15 @@ def decode_for_fold(records: Sequence[Record], *, quiet: bool = False) -> list[E
     and reported (see the module docstring; ``quiet`` as for ``fold_stored``)."""
     try:
         return [to_event(r, hashes=False) for r in records if r.type in _KNOWN_TYPES]
-    except InvalidEvent:
+    except Exception:  # (an upcaster may raise anything, as a reducer may)
         pass  # the slow way, one by one, to skip exactly the records that do not decode
     events = []
     for record in records:
         if record.type in _KNOWN_TYPES:
             try:
                 events.append(to_event(record, hashes=False))
-            except InvalidEvent as exc:
-                report(record, str(exc), quiet)
+            except Exception as exc:
+                report(record, str(exc) if isinstance(exc, InvalidEvent) else repr(exc), quiet)
     return events
 
 

@@ -304,6 +304,10 @@ def _nested(depth: int) -> list[object]:
             r"memory_written\.value\.t: timedelta .* as a number of seconds",
         ),
         (lambda r: r.complete(output=frozenset()), r"run_completed\.output: frozenset"),
+        (
+            lambda r: r.tool_called(call_id="c", name="n", input={"n": [1, 10**5000]}),
+            r"tool_called\.input\.n\[1\]: cannot be stored as JSON \(Exceeds the limit",
+        ),
         (lambda r: r.tool_called(call_id="c", name="n", input=_nested(100_000)), "too deeply"),
         (
             lambda r: r.tool_called(call_id="c", name="n", input=_nested(MAX_DEPTH)),

@@ -136,6 +136,12 @@ def test_appending_to_an_existing_run_continues_its_chain(led: ledger.Ledger) ->
             ),
             r"line 2: tool_called\.input: inf is not a JSON number",
         ),
+        (
+            line("run_2", "tool_called", data={"call_id": "c", "name": "n", "input": 1}).replace(
+                '"input": 1', '"input": ' + "9" * 5000
+            ),
+            "line 2: a number of more than 4,300 digits; write it as a string",
+        ),
         # A lone surrogate escape parses (to a str no encoder writes): named, not a crash.
         (
             line(data={"content": "a\ud800b"}),
