@@ -181,7 +181,16 @@ def projector_table(rows: Sequence[ProjectorStatus]) -> None:
         table.add_column(column, no_wrap=True)
     for r in rows:
         lag_s = "-" if r.lag_seconds is None else f"{r.lag_seconds:.1f}"
-        note = "needs rebuild" if r.needs_rebuild else ("never ran" if r.generation is None else "")
+        notes = (
+            ["needs rebuild"]
+            if r.needs_rebuild
+            else (["never ran"] if r.generation is None else [])
+        )
+        if r.skipped:
+            notes.append(
+                f"skipped {r.skipped} unfoldable event{'s' if r.skipped != 1 else ''} (see its log)"
+            )
+        note = "; ".join(notes)
         table.add_row(
             r.name,
             str(r.version),

@@ -99,13 +99,13 @@ class Projector(Generic[S]):
         *,
         loaded: Document[S] | None = None,
         quiet: bool = False,
-    ) -> Document[S] | None:
+    ) -> tuple[Document[S] | None, int]:
         """``fold`` of ``events`` onto the stored document ``data`` (None: none yet;
         ``loaded``: ``data`` already decoded, folded into), skipping each event the
         reducer raises on: the document is folded again from ``data`` without it (a
         reducer folds in place, so the failed attempt is thrown away), and the event
         counts as folded. Logged as an error (``quiet``: at debug, for reads, which fold
-        what the projector reports)."""
+        what the projector reports). Returns the document and how many were skipped."""
         skipped: dict[int, Event] = {}  # by id(): the very events given
         while True:
             doc: Document[S] | None = loaded
@@ -123,7 +123,7 @@ class Projector(Generic[S]):
                 for event in skipped.values():
                     if folded.applied.get(event.run_id, 0) < event.version:
                         folded.applied[event.run_id] = event.version
-            return folded
+            return folded, len(skipped)
 
     def fold(self, doc: Document[S] | None, events: Iterable[Event]) -> Document[S] | None:
         """Fold ``events`` (all of this document's key, in log order) into ``doc``, in
@@ -173,23 +173,25 @@ class Unfoldable(Exception):
         self.cause = cause
 
 
-def decode_for_fold(records: Sequence[Record], *, quiet: bool = False) -> list[Event]:
+def decode_for_fold(records: Sequence[Record], *, quiet: bool = False) -> tuple[list[Event], int]:
     """The catalog events among ``records`` (rows of other writers are not projected),
     decoded for reducers: ``hash`` and ``prev_hash`` are left empty, as no reducer reads
     them (a sixth of decoding is their hex). A record that does not decode is skipped
-    and reported (see the module docstring; ``quiet`` as for ``fold_stored``)."""
+    and reported (see the module docstring; ``quiet`` as for ``fold_stored``). Returns
+    the events and how many records were skipped."""
     try:
-        return [to_event(r, hashes=False) for r in records if r.type in _KNOWN_TYPES]
+        return [to_event(r, hashes=False) for r in records if r.type in _KNOWN_TYPES], 0
     except Exception:  # (an upcaster may raise anything, as a reducer may)
         pass  # the slow way, one by one, to skip exactly the records that do not decode
-    events = []
+    events, skipped = [], 0
     for record in records:
         if record.type in _KNOWN_TYPES:
             try:
                 events.append(to_event(record, hashes=False))
             except Exception as exc:
+                skipped += 1
                 report(record, str(exc) if isinstance(exc, InvalidEvent) else repr(exc), quiet)
-    return events
+    return events, skipped
 
 
 _KNOWN_TYPES = frozenset(CATALOG.names)

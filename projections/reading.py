@@ -70,7 +70,8 @@ def current(
             unseen.extend(store.read_run(user_id, run.run_id, after_version=seen))
     unseen.sort(key=lambda record: record.position)  # log order, as the projector folds
     key_of = projector.reducer.key
-    events = [e for e in decode_for_fold(unseen, quiet=True) if key_of(e) == key]
-    folded = projector.fold_stored(data, events, loaded=doc, quiet=True)
+    decoded, _ = decode_for_fold(unseen, quiet=True)
+    events = [e for e in decoded if key_of(e) == key]
+    folded, _ = projector.fold_stored(data, events, loaded=doc, quiet=True)
     sealed = (data is not None and MARKED in data) or any(r.key_id for r in unseen)
     return Current(folded, sealed)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -206,11 +206,11 @@ class ProjectorRunner:
                 asked = time.monotonic()
                 committed = self.storage.commit_many(self.owner, writes, self.lease_seconds)
             except BaseException:
-                for hold, _, _ in batches:
+                for hold, *_ in batches:
                     hold.forget()  # it holds this batch's documents, maybe not stored
                 raise
         applied, failed = 0, []
-        for (hold, records, _), write, ok in zip(batches, writes, committed, strict=True):
+        for (hold, records, *_), write, ok in zip(batches, writes, committed, strict=True):
             if ok:
                 hold.row = msgspec.structs.replace(hold.row, cursor=write.new)
                 hold.renew_at = asked + self.lease_seconds / 3
@@ -232,7 +232,7 @@ class ProjectorRunner:
         """
         loads = [
             Load(hold.row.name, hold.row.generation, [k for k in by_key if hold.may_be_stored(k)])
-            for hold, _, by_key in batches
+            for hold, _, by_key, _ in batches
         ]
         if any(load.keys for load in loads):
             if before_load is not None:
@@ -241,22 +241,26 @@ class ProjectorRunner:
         else:
             stored = [{} for _ in loads]
         writes = []
-        for (hold, records, by_key), found in zip(batches, stored, strict=True):
+        for (hold, records, by_key, undecoded), found in zip(batches, stored, strict=True):
             projector, held = hold.projector, hold.docs
             docs: dict[DocKey, bytes] = {}
+            skipped = undecoded
             for key, events in by_key.items():
                 data = held.pop(key, None)
                 if data is not None:
                     hold.size -= len(data)
                 elif (data := found.get(key)) is not None and hold.evicted is not None:
                     hold.evicted.discard(key)
-                folded = projector.fold_stored(data, events)
+                folded, unfolded = projector.fold_stored(data, events)
+                skipped += unfolded
                 if folded is not None:
                     docs[key] = data = projector.dump(folded)
                     hold.keep(key, data)
             hold.trim(self.cached_bytes)  # not before: the loads above counted on them
             row = hold.row
-            writes.append(Write(row.name, row.generation, row.cursor, records[-1].cursor, docs))
+            writes.append(
+                Write(row.name, row.generation, row.cursor, records[-1].cursor, docs, skipped)
+            )
         return writes
 
     # -- rebuilds ----------------------------------------------------------------
@@ -396,13 +400,17 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-_Batch = tuple[_Hold, list[Record], dict[DocKey, list[Event]]]
+class _Batch(NamedTuple):
+    hold: _Hold
+    records: list[Record]
+    by_key: dict[DocKey, list[Event]]
+    undecoded: int  # records of the batch that did not decode (skipped by every hold)
 
 
 def _batches(holds: Sequence[_Hold], records: list[Record]) -> list[_Batch]:
     """``records`` decoded once, and grouped by document for each of ``holds``."""
-    events = decode_for_fold(records)
-    return [(hold, records, _by_key(hold.projector, events)) for hold in holds]
+    events, undecoded = decode_for_fold(records)
+    return [_Batch(hold, records, _by_key(hold.projector, events), undecoded) for hold in holds]
 
 
 class _Committer:

@@ -30,6 +30,7 @@ class ProjectorStatus(BaseModel):
     lease_until: datetime | None
     updated_at: datetime | None
     needs_rebuild: bool
+    skipped: int = 0  # stored events it could not fold since it was built (in the log)
 
 
 def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[ProjectorStatus]:
@@ -60,6 +61,7 @@ def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[Project
                 lease_until=None if row is None else row.lease_until,
                 updated_at=None if row is None else row.updated_at,
                 needs_rebuild=row is not None and row.version != projector.version,
+                skipped=0 if row is None else row.skipped,
             )
         )
     return out

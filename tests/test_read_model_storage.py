@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 import ledger
 from ledger.records import START, LogCursor
 from projections.storage import ReadModelStorage, storage_for
-from projections.storage.base import BUILD_SUFFIX
+from projections.storage.base import BUILD_SUFFIX, Write
+from tests.pg import raw_connection
 
 
 @pytest.fixture
@@ -87,3 +89,54 @@ def test_drop_forgets_an_abandoned_build(storage: ReadModelStorage) -> None:
     storage.drop(build)
     assert storage.projector(build) is None
     assert storage.load(build, 1, [("u", "k")]) == {}
+
+
+def test_skipped_events_add_up_with_each_commit_and_a_swap_takes_the_builds(
+    storage: ReadModelStorage,
+) -> None:
+    storage.claim("p", 1, "a", 30)
+    assert storage.commit_many("a", [Write("p", 1, START, C1, {}, 2)], 30) == [True]
+    assert storage.commit_many("a", [Write("p", 1, START, C2, {}, 7)], 30) == [False]  # fenced
+    assert storage.commit_many("a", [Write("p", 1, C1, C2, {}, 3)], 30) == [True]
+    live = storage.projector("p")
+    assert live is not None and live.skipped == 5
+    build = "p" + BUILD_SUFFIX
+    storage.claim(build, 2, "r", 30)
+    storage.commit_many("r", [Write(build, 2, START, C2, {("u", "k"): b"new"}, 1)], 30)
+    storage.swap("p", 2, 2, C2, build)
+    swapped = storage.projector("p")
+    assert swapped is not None and swapped.skipped == 1  # what the new generation skipped
+
+
+def test_a_projector_table_from_before_skipped_counts_gets_the_column(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Tables made by an earlier release lack ``skipped``: opening the storage adds it,
+    rows kept."""
+    url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    with ledger.connect(url) as led:
+        storage = storage_for(led.store)
+        storage.claim("p", 1, "a", 30)
+        storage.commit("p", 1, "a", START, C1, {("u", "k"): b"doc"}, 30)
+    drop = "ALTER TABLE ledger_projectors DROP COLUMN skipped"
+    if backend == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        conn.execute(drop)
+        conn.commit()
+        conn.close()
+    else:
+        with raw_connection(url, autocommit=True) as pg:
+            pg.execute(drop)
+    with ledger.connect(url) as led:
+        storage = storage_for(led.store)
+        row = storage.projector("p")
+        assert row is not None and (row.cursor, row.skipped) == (C1, 0)
+        assert storage.get("p", "u", "k") == b"doc"
+        assert storage.commit_many("a", [Write("p", 1, C1, C2, {}, 4)], 30) == [True]
+        again = storage.projector("p")
+        assert again is not None and again.skipped == 4
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

@@ -19,6 +19,7 @@ from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
 from projections.status import status
 from tests.pg import raw_connection
+from tests.test_cli import ledger_cli
 from tests.writers import turn
 
 _COLUMNS = "user_id, run_id, session_id, occurred_at, recorded_at, key_id, tx_id"
@@ -88,8 +89,12 @@ def test_unfoldable_events_are_skipped_and_logged_and_the_rest_is_folded(
         assert "cannot be read as 'tool_called': " in logged
 
         # Nothing stalled: everything after the poison is in, for both tenants.
-        assert [(s.name, s.lag_events) for s in status(led, default_projectors())] == [
-            (p.name, 0) for p in default_projectors()
+        # Nor hidden: each read model counts what it skipped. Versions 8 and 9 do not
+        # decode (skipped by all three); version 7 is folded by the conversation and run
+        # metadata (both read a model response's usage) and by memory not at all.
+        skipped = {"conversation": 3, "run_metadata": 3, "memory": 2}
+        assert [(s.name, s.lag_events, s.skipped) for s in status(led, default_projectors())] == [
+            (p.name, 0, skipped[p.name]) for p in default_projectors()
         ]
         meta = a.run_metadata(run_a.run_id)
         assert meta.model_calls == 4 and meta.tool_calls == 2  # both turns, not the poison
@@ -108,3 +113,7 @@ def test_unfoldable_events_are_skipped_and_logged_and_the_rest_is_folded(
             before = runner.storage.scan(projector.name, None)
             runner.rebuild(projector)
             assert runner.storage.scan(projector.name, None) == before, projector.name
+        assert {s.name: s.skipped for s in status(led, default_projectors())} == skipped
+    shown = ledger_cli(url, "projections", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "skipped 3 unfoldable events (see its log)" in shown.stdout

@@ -42,6 +42,9 @@ class ProjectorRow(msgspec.Struct, frozen=True):
     owner: str | None
     lease_until: datetime | None
     updated_at: datetime | None
+    #: Stored events this read model skipped, since it was (re)built: they did not
+    #: decode, or its reducer raised on them (``projections.projector``).
+    skipped: int = 0
 
 
 class Write(NamedTuple):
@@ -52,6 +55,7 @@ class Write(NamedTuple):
     expected: LogCursor
     new: LogCursor
     docs: Mapping[DocKey, bytes]
+    skipped: int = 0  # events of the batch the read model skipped (added to the row's)
 
 
 class Load(NamedTuple):
@@ -173,7 +177,7 @@ class Statements(NamedTuple):
     release: str  # name, owner
     select_doc: str  # name, user_id, key
     scan_docs: str  # name, user_id (NULL: all tenants)
-    swap_live: str  # name, version, generation, tx_id, position
+    swap_live: str  # name, version, generation, tx_id, position, build (its skipped)
     delete_row: str  # name
     delete_older_generations: str  # name, generation
     delete_generation: str  # projection, generation
@@ -256,6 +260,7 @@ class SQLStorage(ReadModelStorage):
             "generation": generation,
             "tx_id": cursor.tx_id,
             "position": cursor.position,
+            "build": build,
             **self._swap_time(),
         }
         with self._store.transaction() as conn:

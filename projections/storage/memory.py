@@ -92,7 +92,11 @@ class MemoryStorage(ReadModelStorage):
                 key = (projection_of(write.name), write.generation)
                 self._docs.setdefault(key, {}).update(write.docs)
                 self._rows[write.name] = msgspec.structs.replace(
-                    row, cursor=write.new, lease_until=now + timedelta(seconds=ttl), updated_at=now
+                    row,
+                    cursor=write.new,
+                    lease_until=now + timedelta(seconds=ttl),
+                    updated_at=now,
+                    skipped=row.skipped + write.skipped,
                 )
                 moved.append(True)
         return moved
@@ -120,10 +124,15 @@ class MemoryStorage(ReadModelStorage):
             live = self._rows.get(name) or ProjectorRow(
                 name, version, generation, cursor, None, None, None
             )
+            built = self._rows.pop(build, None)
             self._rows[name] = msgspec.structs.replace(
-                live, version=version, generation=generation, cursor=cursor, updated_at=now
+                live,
+                version=version,
+                generation=generation,
+                cursor=cursor,
+                updated_at=now,
+                skipped=0 if built is None else built.skipped,
             )
-            self._rows.pop(build, None)
             for key in [k for k in self._docs if k[0] == name and k[1] < generation]:
                 del self._docs[key]
 

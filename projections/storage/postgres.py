@@ -52,9 +52,11 @@ class PostgresStorage(SQLStorage):
         return runs, bytes(rows[0][0]) if rows else None
 
     def _row(self, values: Sequence[Any]) -> ProjectorRow:
-        name, version, generation, tx_id, position, owner, lease_until, updated_at = values
+        name, version, generation, tx_id, position, owner, lease_until, updated_at, skipped = values
         cursor = LogCursor(int(tx_id), int(position))
-        return ProjectorRow(name, version, generation, cursor, owner, lease_until, updated_at)
+        return ProjectorRow(
+            name, version, generation, cursor, owner, lease_until, updated_at, int(skipped)
+        )
 
     def _lease(self, ttl: float) -> dict[str, Any]:
         return {"ttl": ttl}  # leases run on the server's clock
@@ -107,6 +109,7 @@ class PostgresStorage(SQLStorage):
             "positions": [w.expected.position for w in writes],
             "new_tx_ids": [w.new.tx_id for w in writes],
             "new_positions": [w.new.position for w in writes],
+            "skipped": [w.skipped for w in writes],
             "which": which,
             "user_ids": user_ids,
             "keys": keys,

@@ -10,6 +10,8 @@ SCHEMA_READY = """
 SELECT to_regclass('ledger_projectors') IS NOT NULL
    AND (SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()
         AND tablename = 'ledger_read_models') >= 2
+   AND EXISTS (SELECT FROM information_schema.columns WHERE table_schema = current_schema()
+               AND table_name = 'ledger_projectors' AND column_name = 'skipped')
 """
 
 #: Serialises concurrent creation of the tables (CREATE ... IF NOT EXISTS races).
@@ -28,6 +30,8 @@ SCHEMA = (
         updated_at  timestamptz
     )
     """,
+    # Added after the first release: tables made before it get the column here.
+    "ALTER TABLE ledger_projectors ADD COLUMN IF NOT EXISTS skipped bigint NOT NULL DEFAULT 0",
     """
     CREATE TABLE IF NOT EXISTS ledger_read_models (
         user_id    text NOT NULL,
@@ -55,7 +59,7 @@ SCHEMA = (
     f"GRANT SELECT ON ledger_read_models, ledger_projectors TO {APP_ROLE}, {AUDITOR_ROLE}",
 )
 
-ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at"
+ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at, skipped"
 
 SELECT_ROW = f"SELECT {ROW_COLUMNS} FROM ledger_projectors WHERE name = %(name)s"
 SELECT_ROWS = f"SELECT {ROW_COLUMNS} FROM ledger_projectors ORDER BY name"
@@ -101,11 +105,13 @@ WITH w AS (
     SELECT * FROM unnest(
         %(names)b::text[], %(projections)b::text[], %(generations)b::integer[],
         %(tx_ids)b::bigint[], %(positions)b::bigint[],
-        %(new_tx_ids)b::bigint[], %(new_positions)b::bigint[]
-    ) WITH ORDINALITY AS w(name, projection, generation, tx_id, position, new_tx, new_pos, i)
+        %(new_tx_ids)b::bigint[], %(new_positions)b::bigint[], %(skipped)b::bigint[]
+    ) WITH ORDINALITY
+      AS w(name, projection, generation, tx_id, position, new_tx, new_pos, skipped, i)
 ), moved AS (
     UPDATE ledger_projectors p
     SET tx_id = w.new_tx, position = w.new_pos, updated_at = clock_timestamp(),
+        skipped = p.skipped + w.skipped,
         lease_until = clock_timestamp() + %(ttl)s * interval '1 second'
     FROM w
     WHERE p.name = w.name AND p.generation = w.generation AND p.owner = %(owner)s
@@ -150,11 +156,13 @@ ORDER BY d.user_id, d.key
 """
 
 SWAP_LIVE = """
-INSERT INTO ledger_projectors (name, version, generation, tx_id, position, updated_at)
-VALUES (%(name)s, %(version)s, %(generation)s, %(tx_id)s, %(position)s, clock_timestamp())
+INSERT INTO ledger_projectors (name, version, generation, tx_id, position, updated_at, skipped)
+VALUES (%(name)s, %(version)s, %(generation)s, %(tx_id)s, %(position)s, clock_timestamp(),
+    coalesce((SELECT skipped FROM ledger_projectors WHERE name = %(build)s), 0))
 ON CONFLICT (name) DO UPDATE SET version = excluded.version,
     generation = excluded.generation, tx_id = excluded.tx_id,
-    position = excluded.position, updated_at = excluded.updated_at
+    position = excluded.position, updated_at = excluded.updated_at,
+    skipped = excluded.skipped
 """
 
 DELETE_ROW = "DELETE FROM ledger_projectors WHERE name = %(name)s"

@@ -36,12 +36,21 @@ class SQLiteStorage(SQLStorage):
         with store.transaction() as conn:
             for statement in sql.SCHEMA:
                 conn.execute(statement)
+            if not conn.execute(sql.HAS_SKIPPED).fetchone()[0]:
+                conn.execute(sql.ADD_SKIPPED)
 
     def _row(self, values: Sequence[Any]) -> ProjectorRow:
-        name, version, generation, tx_id, position, owner, lease_until, updated_at = values
+        name, version, generation, tx_id, position, owner, lease_until, updated_at, skipped = values
         cursor = LogCursor(tx_id, position)
         return ProjectorRow(
-            name, version, generation, cursor, owner, _time(lease_until), _time(updated_at)
+            name,
+            version,
+            generation,
+            cursor,
+            owner,
+            _time(lease_until),
+            _time(updated_at),
+            skipped,
         )
 
     def _lease(self, ttl: float) -> dict[str, Any]:
@@ -81,6 +90,7 @@ class SQLiteStorage(SQLStorage):
                     "position": w.expected.position,
                     "new_tx": w.new.tx_id,
                     "new_pos": w.new.position,
+                    "skipped": w.skipped,
                     **lease,
                 },
                 [

@@ -12,7 +12,8 @@ SCHEMA = (
         position    INTEGER NOT NULL,
         owner       TEXT,
         lease_until TEXT,
-        updated_at  TEXT
+        updated_at  TEXT,
+        skipped     INTEGER NOT NULL DEFAULT 0
     )
     """,
     """
@@ -27,7 +28,12 @@ SCHEMA = (
     """,
 )
 
-ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at"
+ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at, skipped"
+
+#: Tables made before ``skipped`` existed get it here (SQLite has no ADD COLUMN IF NOT
+#: EXISTS: run when ``HAS_SKIPPED`` finds none).
+HAS_SKIPPED = "SELECT count(*) FROM pragma_table_info('ledger_projectors') WHERE name = 'skipped'"
+ADD_SKIPPED = "ALTER TABLE ledger_projectors ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0"
 
 SELECT_ROW = f"SELECT {ROW_COLUMNS} FROM ledger_projectors WHERE name = :name"
 SELECT_ROWS = f"SELECT {ROW_COLUMNS} FROM ledger_projectors ORDER BY name"
@@ -53,7 +59,8 @@ WHERE name = :name AND owner = :owner
 
 ADVANCE = """
 UPDATE ledger_projectors
-SET tx_id = :new_tx, position = :new_pos, lease_until = :until, updated_at = :now
+SET tx_id = :new_tx, position = :new_pos, lease_until = :until, updated_at = :now,
+    skipped = skipped + :skipped
 WHERE name = :name AND generation = :generation AND owner = :owner
   AND tx_id = :tx_id AND position = :position
 """
@@ -88,11 +95,13 @@ ORDER BY d.user_id, d.key
 """
 
 SWAP_LIVE = """
-INSERT INTO ledger_projectors (name, version, generation, tx_id, position, updated_at)
-VALUES (:name, :version, :generation, :tx_id, :position, :now)
+INSERT INTO ledger_projectors (name, version, generation, tx_id, position, updated_at, skipped)
+VALUES (:name, :version, :generation, :tx_id, :position, :now,
+    coalesce((SELECT skipped FROM ledger_projectors WHERE name = :build), 0))
 ON CONFLICT (name) DO UPDATE SET version = excluded.version,
     generation = excluded.generation, tx_id = excluded.tx_id,
-    position = excluded.position, updated_at = excluded.updated_at
+    position = excluded.position, updated_at = excluded.updated_at,
+    skipped = excluded.skipped
 """
 
 DELETE_ROW = "DELETE FROM ledger_projectors WHERE name = :name"
