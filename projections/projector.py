@@ -12,7 +12,7 @@ a read model still equals the fold of its log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -125,9 +125,11 @@ class Projector(Generic[S]):
                         folded.applied[event.run_id] = event.version
             return folded, len(skipped)
 
-    def fold(self, doc: Document[S] | None, events: Iterable[Event]) -> Document[S] | None:
+    def fold(self, doc: Document[S] | None, events: Sequence[Event]) -> Document[S] | None:
         """Fold ``events`` (all of this document's key, in log order) into ``doc``, in
-        place; ``Unfoldable``, naming the event, if the reducer raises on one."""
+        place; ``Unfoldable``, naming the event, if the reducer raises on one. (A
+        sequence, not any iterable: what raises while iterating must not be taken for
+        the reducer raising on the event before it.)"""
         step = self.reducer.step
         pending = iter(events)
         event: Event | None = None
@@ -156,7 +158,7 @@ class Projector(Generic[S]):
                 step(state, event)
                 last = version
         except Exception as exc:
-            if event is None:  # not the reducer's: the events' iterator itself failed
+            if event is None:  # not the reducer's
                 raise
             raise Unfoldable(event, exc) from exc
         if last:
