@@ -6,7 +6,7 @@ rebuild, like a real one, replaces a live generation). Then, per repeat and in
 alternating order:
 
 * floor: ``store.read_log`` from START in pages of 1,000, each page decoded in full
-  as readers of the log get it (``projections.runner.decode``: ``to_event``, a msgspec
+  as readers of the log get it (``projections.projector.decode``: ``to_event``, a msgspec
   decode of every payload, and the hashes as hex), nothing projected or written. (The
   runner decodes the same payloads the same way, but leaves out the hashes, which no
   reducer reads.);
@@ -36,7 +36,8 @@ from bench.read_side import (
 from bench.read_side_data import AGENTS, load
 from ledger.records import START
 from projections.catalog import default_projectors
-from projections.runner import ProjectorRunner, decode
+from projections.projector import decode
+from projections.runner import ProjectorRunner
 
 
 @dataclass(frozen=True)

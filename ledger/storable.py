@@ -12,13 +12,13 @@ on JSONL input line by line (``check_plain``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from ledger.errors import InvalidEvent
-from ledger.events import Payload
+from ledger.events import CATALOG, Payload
 
 #: What every sealed token starts with, whatever its version (the NUL keeps it apart
 #: from anything a person types); the format's version and the key id follow.
@@ -146,10 +146,6 @@ def unencodable_path(value: Any, path: str) -> str:
 # -- exactly as written -------------------------------------------------------------------
 
 
-#: Per payload type, its JSON decoder (what a reader decodes a stored payload with).
-_DECODERS: dict[type[Payload], Callable[[bytes], Any]] = {}
-
-
 def check_exact(type_: str, payload: Payload, encoded: bytes) -> None:
     """InvalidEvent, naming the field, if ``payload`` (``encoded`` is its JSON) would
     read back as something other than what was written.
@@ -163,11 +159,7 @@ def check_exact(type_: str, payload: Payload, encoded: bytes) -> None:
     The test is the reader's: decode ``encoded`` with the payload's Struct and compare
     (one pass in C, ~0.2-0.7 us for the events of a turn); only a difference is walked
     to find out why."""
-    try:
-        decode = _DECODERS[type(payload)]
-    except KeyError:
-        decode = _DECODERS[type(payload)] = msgspec.json.Decoder(type(payload)).decode
-    if decode(encoded) != payload:
+    if CATALOG.decode(type_, payload.SCHEMA, encoded) != payload:
         _refuse_inexact(payload, type_)
 
 

@@ -175,6 +175,12 @@ class Unfoldable(Exception):
         self.cause = cause
 
 
+def decode(records: Sequence[Record]) -> list[Event]:
+    """The catalog events among ``records`` (rows of other writers are not projected),
+    as readers of the log get them, hashes and all."""
+    return [to_event(r) for r in records if r.type in _KNOWN_TYPES]
+
+
 def decode_for_fold(records: Sequence[Record], *, quiet: bool = False) -> tuple[list[Event], int]:
     """The catalog events among ``records`` (rows of other writers are not projected),
     decoded for reducers: ``hash`` and ``prev_hash`` are left empty, as no reducer reads

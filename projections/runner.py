@@ -40,10 +40,9 @@ import msgspec
 
 from ledger.connection import Ledger
 from ledger.errors import StoreUnavailable
-from ledger.events import CATALOG, Event
+from ledger.events import Event
 from ledger.records import LogCursor, Record
 from ledger.retry import Backoff
-from ledger.tenant import to_event
 from projections.projector import Projector, decode_for_fold
 from projections.storage import DocKey, ProjectorRow, ReadModelStorage, storage_for
 from projections.storage.base import BUILD_SUFFIX, Load, Write
@@ -52,17 +51,10 @@ Progress = Callable[[int], None]
 
 log = logging.getLogger(__name__)
 
-_KNOWN_TYPES = frozenset(CATALOG.names)
-
 
 def runner_id() -> str:
     """A name for this runner that says where it runs: host, pid and a random part."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def decode(records: Sequence[Record]) -> list[Event]:
-    """The catalog events among ``records`` (rows of other writers are not projected)."""
-    return [to_event(r) for r in records if r.type in _KNOWN_TYPES]
 
 
 class _Hold:
