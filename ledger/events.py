@@ -120,18 +120,33 @@ class UserErased(Payload, frozen=True):
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+class _Decoders(dict[str, Callable[[bytes], Any]]):
+    """A catalog's decoders by name, each made when first asked for."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        super().__init__()
+        self._catalog = catalog
+
+    def __missing__(self, name: str) -> Callable[[bytes], Any]:
+        decode = msgspec.json.Decoder(self._catalog.payload_type(name)).decode
+        self[name] = decode
+        return decode
+
+
 class Catalog:
     """Wire names -> payload Structs, with the upcasters between schema versions."""
 
     def __init__(self, types: Mapping[str, type[Payload]] | None = None) -> None:
         self._types: dict[str, type[Payload]] = dict(types or {})
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
-        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+        #: Per name, the decoder of payloads written under today's schema (made on first
+        #: use; a plain dict lookup after that, for the checks on every append).
+        self.decoders = _Decoders(self)
 
     def register(self, name: str, payload_type: type[Payload]) -> None:
         """Add (or replace, for a new schema version) the Struct behind ``name``."""
         self._types[name] = payload_type
-        self._decoders.pop(name, None)
+        self.decoders.pop(name, None)
 
     def upcaster(self, name: str, from_schema: int) -> Callable[[Upcaster], Upcaster]:
         """Decorator: register ``fn`` turning a ``name`` payload of ``from_schema`` into +1."""
@@ -181,10 +196,7 @@ class Catalog:
         """Read stored ``payload`` bytes written under ``schema`` as today's Struct."""
         payload_type = self.payload_type(name)
         if schema == payload_type.SCHEMA:
-            decoder = self._decoders.get(name)
-            if decoder is None:
-                decoder = self._decoders[name] = msgspec.json.Decoder(payload_type)
-            decoded: Payload = decoder.decode(payload)
+            decoded: Payload = self.decoders[name](payload)
             return decoded
         data: dict[str, Any] = msgspec.json.decode(payload)
         for step in range(schema, payload_type.SCHEMA):
