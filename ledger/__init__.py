@@ -22,6 +22,7 @@ from ledger.errors import (
     KeyErased,
     LedgerError,
     NotFound,
+    RunEnded,
     RunIdTaken,
     StoreUnavailable,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "NotFound",
     "Problem",
     "Run",
+    "RunEnded",
     "RunIdTaken",
     "RunSummary",
     "StoreUnavailable",

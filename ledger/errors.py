@@ -56,3 +56,8 @@ class InvalidSetting(LedgerError, ValueError):
 
 class RunIdTaken(InvalidEvent):
     """A new run asked for a run_id that is already registered to another tenant."""
+
+
+class RunEnded(InvalidEvent):
+    """An event for a run that has ended (``run_completed`` or ``run_failed`` is its last
+    event): a run records nothing after it ends; nothing was written."""

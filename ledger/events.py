@@ -230,6 +230,10 @@ CATALOG = Catalog(
 #: the audit trail's record of an erasure is never one an agent wrote.
 RECORDED_BY_THE_LEDGER = frozenset({"user_erased"})
 
+#: Types that end a run: once one is stored, the run takes no more events (``RunEnded``);
+#: an agent that goes on starts a new run in the same session.
+ENDS_A_RUN = frozenset({"run_completed", "run_failed"})
+
 _encoder = msgspec.json.Encoder()
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 

@@ -19,8 +19,8 @@ import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ledger.chain import GENESIS, seal
-from ledger.errors import ConcurrencyError, InvalidEvent, NotFound
-from ledger.events import CATALOG, RECORDED_BY_THE_LEDGER, encode_payload
+from ledger.errors import ConcurrencyError, InvalidEvent, NotFound, RunEnded
+from ledger.events import CATALOG, ENDS_A_RUN, RECORDED_BY_THE_LEDGER, encode_payload
 from ledger.ids import check_id
 from ledger.personal import Draft, Keyring, protect
 from ledger.records import RunAppend
@@ -82,6 +82,7 @@ class _RunPlan:
         self.expected_version = event.expected_version
         self.starts_run = event.type == "run_started"
         self.events: list[Draft] = []
+        self.ended_on: int | None = None  # the line of the event that ends the run
 
 
 class _Ambiguous(ValueError):
@@ -193,7 +194,15 @@ def plan_appends(
             raise InvalidEvent(
                 f"line {number}: expected_version is only allowed on the first line of a run"
             )
+        elif plan.ended_on is not None:
+            raise RunEnded(
+                f"line {number}: run {event.run_id!r} ended on line {plan.ended_on} "
+                f"({plan.events[-1].type}); a run records nothing after it ends, so give "
+                "these events a new run_id"
+            )
         plan.events.append(draft)
+        if event.type in ENDS_A_RUN:
+            plan.ended_on = number
     if not plans:
         raise InvalidEvent("no events in the input")
     return [_seal_plan(store, plan, keyring) for plan in plans.values()]
@@ -229,6 +238,12 @@ def _seal_plan(store: EventStore, plan: _RunPlan, keyring: Keyring | None) -> Ru
             raise ConcurrencyError(
                 f"{where}: run {plan.run_id!r} is at version "
                 f"{head.version}, not expected_version {plan.expected_version}"
+            )
+        if head.type in ENDS_A_RUN:
+            raise RunEnded(
+                f"{where}: run {plan.run_id!r} has ended ({head.type} at version "
+                f"{head.version}); a run records nothing after it ends, so give these "
+                "events a new run_id"
             )
         version, head_hash = head.version, head.hash
     events = protect(plan.user_id, plan.events, keyring)

@@ -122,6 +122,7 @@ class RunHead(msgspec.Struct, frozen=True):
     version: int
     hash: bytes
     created_at: datetime
+    type: str | None = None  # the type of the event at ``version`` (None: no events yet)
 
 
 class Tracking(NamedTuple):

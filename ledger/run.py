@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ledger.chain import Unsealed, seal
-from ledger.errors import ConcurrencyError, InvalidEvent, KeyErased, LedgerError
-from ledger.events import CATALOG
+from ledger.errors import ConcurrencyError, InvalidEvent, KeyErased, LedgerError, RunEnded
+from ledger.events import CATALOG, ENDS_A_RUN
 from ledger.personal import Draft, Sealer, protect, protect_one
-from ledger.records import NewEvent, RunAppend
+from ledger.records import NewEvent, RunAppend, RunHead
 from ledger.settle import append_settled
 
 if TYPE_CHECKING:
@@ -26,10 +26,22 @@ class Run:
     a turn, each commits on its own. Appends state the head this handle saw, so a
     stale handle gets ``ConcurrencyError`` and writes nothing: call ``refresh()`` to
     move it to the current head. A handle is not meant to be shared between threads.
+
+    ``complete()`` or ``fail()`` ends the run: any event after it is ``RunEnded`` and
+    nothing is written (an agent that goes on starts a new run in the session). The
+    check is the handle's, against the head it states; the store's head check makes
+    it hold across handles and processes (a handle that did not see the end gets
+    ``ConcurrencyError``, and after ``refresh()`` knows the run has ended).
     """
 
     def __init__(
-        self, tenant: Tenant, run_id: str, session_id: str, version: int, head_hash: bytes
+        self,
+        tenant: Tenant,
+        run_id: str,
+        session_id: str,
+        version: int,
+        head_hash: bytes,
+        head_type: str | None = None,
     ) -> None:
         self._tenant = tenant
         self.run_id = run_id
@@ -38,6 +50,13 @@ class Run:
         self._head_hash = head_hash
         self._turn: list[tuple[Draft, Unsealed]] | None = None
         self._sealer: Sealer | None = None  # the open turn's (one key a turn)
+        #: How the run ended ("run_completed at version 7"), None while it is open.
+        self._ended = _ending(head_type, version)
+
+    @classmethod
+    def at_head(cls, tenant: Tenant, head: RunHead) -> Run:
+        """A handle on the run ``head`` describes, at that head."""
+        return cls(tenant, head.run_id, head.session_id, head.version, head.hash, head.type)
 
     def __repr__(self) -> str:
         return (
@@ -48,6 +67,12 @@ class Run:
     def user_id(self) -> str:
         """The tenant this run belongs to."""
         return self._tenant.user_id
+
+    @property
+    def ended(self) -> bool:
+        """True once the run has ended (``complete()`` or ``fail()`` stored), as of the
+        head this handle last saw."""
+        return self._ended is not None
 
     # -- turns -------------------------------------------------------------------
     @contextmanager
@@ -74,9 +99,24 @@ class Run:
         """Move this handle to the run's current head (after a ConcurrencyError)."""
         head = self._tenant._head(self.run_id)
         self.version, self._head_hash = head.version, head.hash
+        self._ended = _ending(head.type, head.version)
         return self
 
+    def _refuse_if_ended(self, type_: str) -> None:
+        """RunEnded if the run has ended, or this open turn already ends it."""
+        ended = self._ended
+        # Nothing is buffered after an ending event, so only the last can be one.
+        if ended is None and self._turn and self._turn[-1][0].type in ENDS_A_RUN:
+            ended = f"{self._turn[-1][0].type} earlier in this turn"
+        if ended is not None:
+            raise RunEnded(
+                f"run {self.run_id!r} has ended ({ended}), so it takes no {type_}; nothing "
+                "was written: a run records nothing after complete() or fail(), start a "
+                f"new run in session {self.session_id!r} to go on"
+            )
+
     def _emit(self, type_: str, fields: Mapping[str, Any], occurred_at: datetime | None) -> None:
+        self._refuse_if_ended(type_)
         payload = CATALOG.validate(type_, fields)
         if occurred_at is None:
             when = datetime.now(UTC)
@@ -121,6 +161,7 @@ class Run:
             keyring.forget(self.user_id)
             sealed = self._append(protect(self.user_id, drafts, keyring))
         self.version, self._head_hash = sealed[-1].version, sealed[-1].hash
+        self._ended = _ending(sealed[-1].type, sealed[-1].version)
 
     def _append(self, events: Sequence[Unsealed]) -> tuple[NewEvent, ...]:
         sealed = seal(
@@ -264,3 +305,8 @@ class Run:
     def fail(self, error: str, *, occurred_at: datetime | None = None) -> None:
         """The run ended with an error."""
         self._emit("run_failed", {"error": error}, occurred_at)
+
+
+def _ending(head_type: str | None, version: int) -> str | None:
+    """How a run whose head is ``head_type`` at ``version`` ended; None if it has not."""
+    return f"{head_type} at version {version}" if head_type in ENDS_A_RUN else None

@@ -121,8 +121,7 @@ class Tenant:
 
     def run(self, run_id: str) -> Run:
         """A handle on an existing run at its current head (to resume it elsewhere)."""
-        head = self._head(run_id)
-        return Run(self, head.run_id, head.session_id, head.version, head.hash)
+        return Run.at_head(self, self._head(run_id))
 
     def events(
         self, run_id: str, *, after_version: int = 0, upto_version: int | None = None

@@ -98,6 +98,65 @@ def test_a_stale_writer_gets_concurrency_error_and_writes_nothing(led: ledger.Le
     assert t.events(run.run_id)[-1].version == 7
 
 
+@pytest.mark.parametrize("end", ["complete", "fail"])
+def test_an_ended_run_takes_no_more_events(led: ledger.Ledger, end: str) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    assert not run.ended
+    record_turn(run)
+    getattr(run, end)(**({"error": "boom"} if end == "fail" else {}))
+    ending = {"complete": "run_completed", "fail": "run_failed"}[end]
+    assert run.ended and t.run(run.run_id).ended
+    before = t.events(run.run_id)
+    calls = [
+        lambda h: h.message_received(content="more"),
+        lambda h: h.complete(),
+        lambda h: h.fail(error="again"),
+        lambda h: record_turn(h, 2),
+    ]
+    for handle in (run, t.run(run.run_id)):  # this handle, and one resumed elsewhere
+        for call in calls:
+            with pytest.raises(
+                ledger.RunEnded,
+                match=rf"run '{run.run_id}' has ended \({ending} at version 7\), .*nothing "
+                r"was written.*start a new run in session 's'",
+            ):
+                call(handle)
+    assert t.events(run.run_id) == before and run.version == 7
+    assert isinstance(ledger.RunEnded("x"), InvalidEvent)  # bad input: exit 2 in the CLI
+    record_turn(t.start_run(session_id="s"))  # the session goes on in a new run
+
+
+def test_a_turn_that_ends_its_run_takes_nothing_after_the_end(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    ending = pytest.raises(ledger.RunEnded, match=r"\(run_completed earlier in this turn\)")
+    with ending, run.turn():
+        run.message_received(content="last words")
+        run.complete(output="done")
+        run.message_received(content="after the end")
+    assert [e.type for e in t.events(run.run_id)] == ["run_started"]
+    assert not run.ended and run.version == 1  # the turn never happened
+    with run.turn():
+        run.message_received(content="last words")
+        run.complete(output="done")
+    assert run.ended and run.version == 3
+
+
+def test_a_handle_that_missed_the_end_learns_it_on_refresh(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    elsewhere = t.run(run.run_id)
+    run.fail(error="timeout")
+    assert not elsewhere.ended  # as of the head it saw: the store's head check decides
+    with pytest.raises(ConcurrencyError):
+        elsewhere.complete()
+    assert elsewhere.refresh().ended
+    with pytest.raises(ledger.RunEnded, match=r"\(run_failed at version 2\)"):
+        elsewhere.complete()
+    assert [e.type for e in t.events(run.run_id)] == ["run_started", "run_failed"]
+
+
 def test_starting_an_existing_run_id_is_a_conflict(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     t.start_run(session_id="s", run_id="run_fixed")

@@ -93,6 +93,25 @@ def test_a_bad_line_exits_2_with_one_clear_line_and_writes_nothing(url: str) -> 
     assert json.loads(ledger_cli(url, "runs", "--json").stdout) == []
 
 
+def test_appending_to_a_run_that_ended_exits_2_and_writes_nothing(url: str) -> None:
+    ended = json.loads(event_line("run_1"))
+    ended.update(type="run_completed", data={"output": "done"})
+    assert (
+        ledger_cli(
+            url, "append", "-", stdin=f"{event_line('run_1')}\n{json.dumps(ended)}"
+        ).returncode
+        == 0
+    )
+    result = ledger_cli(url, "append", "-", stdin=event_line("run_1", "one more thing"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: line 1: run 'run_1' has ended (run_completed at version 2); a run records "
+        "nothing after it ends, so give these events a new run_id"
+    )
+    events = json.loads(ledger_cli(url, "events", "run_1", "--user", "usr_a", "--json").stdout)
+    assert [e["type"] for e in events] == ["message_received", "run_completed"]
+
+
 def test_append_reads_jsonl_as_utf_8_bytes_split_at_newlines_only(url: str, tmp_path: Path) -> None:
     """What JSON producers write: a byte order mark, CRLF line ends, and U+2028, U+2029
     and U+0085 raw inside strings (JavaScript's JSON.stringify leaves them unescaped),

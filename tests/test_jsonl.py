@@ -200,6 +200,26 @@ def test_a_stale_expected_version_writes_nothing(led: ledger.Ledger) -> None:
     assert [r.run_id for r in led.auditor().runs()] == ["run_1"]
 
 
+def test_nothing_follows_the_end_of_a_run_in_one_input(led: ledger.Ledger) -> None:
+    ended = [line("run_1"), line("run_1", "run_failed", data={"error": "x"})]
+    with pytest.raises(
+        ledger.RunEnded, match=r"line 4: run 'run_1' ended on line 3 \(run_failed\)"
+    ):
+        append(led, [line("run_2"), *ended, line("run_1")])
+    assert_nothing_stored(led)
+
+
+def test_a_stored_run_that_ended_takes_no_more_lines(led: ledger.Ledger) -> None:
+    append(led, [line("run_1"), line("run_1", "run_completed", data={})])
+    with pytest.raises(
+        ledger.RunEnded,
+        match=r"line 2: run 'run_1' has ended \(run_completed at version 2\).*a new run_id",
+    ):
+        append(led, [line("run_2"), line("run_1", expected_version=2), line("run_1")])
+    assert [r.run_id for r in led.auditor().runs()] == ["run_1"]
+    assert len(led.tenant("usr_a").events("run_1")) == 2
+
+
 def test_unicode_and_nul_characters_round_trip(led: ledger.Ledger) -> None:
     content = "emoji 🧠, astral 𝔘, NUL \x00, newline \n, BOM \ufeff"
     append(led, [line(data={"content": content})])  # escaped: a surrogate pair for 🧠

@@ -253,6 +253,8 @@ def play(led: ledger.Ledger, actions: list[tuple[str, int, int]]) -> None:
     open_calls: dict[int, list[str]] = {0: [], 1: [], 2: []}
     for n, (kind, which, arg) in enumerate(actions):
         run = runs[which]
+        if run.ended:  # as an agent goes on: in a new run of the same session
+            run = runs[which] = t.start_run(session_id=f"s{which % 2}", model="gpt-4o")
         if kind == "msg":
             run.message_received(content=f"m{n}", role="user" if arg else "system")
         elif kind == "model":

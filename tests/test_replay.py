@@ -105,6 +105,20 @@ def test_a_fork_replays_the_parent_up_to_n_then_its_own(led: ledger.Ledger) -> N
         t.fork(parent.run_id, at=99)
 
 
+def test_a_fork_goes_on_from_before_its_parents_end(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    parent = t.start_run(session_id="s", model="gpt-4o")
+    turn(parent, 1)
+    parent.fail(error="tool down")
+    with pytest.raises(ledger.RunEnded, match=r"at version 7: the run ended there \(run_failed\)"):
+        t.fork(parent.run_id, at=7)
+    assert [r.run_id for r in t.runs()] == [parent.run_id]  # no fork was started
+    retry = t.fork(parent.run_id, at=6)
+    turn(retry, 2)
+    retry.complete(output="done")
+    assert t.replay(retry.run_id).status == "completed"
+
+
 def test_resume_shows_completed_steps_and_pending_tool_calls(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     run = t.start_run(session_id="s")

@@ -109,6 +109,7 @@ class MemoryStore(EventStore):
                 version=last.version,
                 hash=last.hash,
                 created_at=run.created_at,
+                type=last.type,
             )
 
     def read_run(

@@ -368,7 +368,7 @@ class SQLiteStore(EventStore):
 
     @staticmethod
     def _head(row: Any) -> RunHead:
-        user_id, session_id, run_id, version, head_hash, created_at = row
+        user_id, session_id, run_id, version, head_hash, created_at, type_ = row
         return RunHead(
             user_id=user_id,
             session_id=session_id,
@@ -376,6 +376,7 @@ class SQLiteStore(EventStore):
             version=version,
             hash=GENESIS if head_hash is None else head_hash,
             created_at=_parse_time(created_at),
+            type=type_,
         )
 
     def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:
