@@ -11,7 +11,7 @@ import typer
 
 import ledger
 from cli import audit_cmd, context, forget_cmd, projections_cmd, render, replay_cmd
-from cli.context import JsonFlag, UserOption, connect
+from cli.context import JsonFlag, RunOption, SessionOption, TenantOption, UserOption, connect
 from ledger import digest as log_digest
 from ledger.jsonl import append_jsonl, jsonl_lines
 from projections.storage import storage_for
@@ -116,7 +116,7 @@ _SORTS = {
 @app.command()
 def runs(
     user: UserOption = None,
-    session: Annotated[str | None, typer.Option("--session", help="Only this session.")] = None,
+    session: SessionOption = None,
     sort: Annotated[
         SortKey,
         typer.Option(
@@ -142,7 +142,7 @@ def runs(
 @app.command()
 def state(
     session_id: Annotated[str, typer.Argument(help="The session to show.")],
-    user: Annotated[str, typer.Option("--user", help="The tenant (user_id) it belongs to.")],
+    user: TenantOption,
     json: JsonFlag = False,
 ) -> None:
     """The conversation state an agent reads on every LLM call, for one session."""
@@ -156,7 +156,7 @@ def state(
 
 @app.command()
 def memory(
-    user: Annotated[str, typer.Option("--user", help="The tenant (user_id).")],
+    user: TenantOption,
     namespace: Annotated[str | None, typer.Option("--namespace", help="Only this one.")] = None,
     json: JsonFlag = False,
 ) -> None:
@@ -172,7 +172,7 @@ def memory(
 @app.command()
 def verify(
     user: UserOption = None,
-    run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    run: RunOption = None,
     digest: Annotated[
         bool, typer.Option("--digest", help="Also print a digest of the whole log to keep.")
     ] = False,

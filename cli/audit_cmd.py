@@ -19,7 +19,7 @@ from rich.progress import (
 )
 
 from cli import render
-from cli.context import JsonFlag, connect
+from cli.context import JsonFlag, connect, identifier
 from ledger.export import ExportReport, export_user, verify_export
 
 app = typer.Typer(
@@ -83,7 +83,12 @@ class ProgressBar:
 @app.command("export")
 def export_command(
     user: Annotated[
-        str, typer.Option("--user", help="The person (user_id) whose events to export.")
+        str,
+        typer.Option(
+            "--user",
+            help="The person (user_id) whose events to export.",
+            callback=identifier("--user"),
+        ),
     ],
     out: Annotated[
         Path,

@@ -7,11 +7,14 @@ from typing import Annotated
 import typer
 
 from cli import render
-from cli.context import JsonFlag, connect
+from cli.context import JsonFlag, connect, identifier
 
 
 def forget_command(
-    user: Annotated[str, typer.Option("--user", help="The user (tenant) to forget.")],
+    user: Annotated[
+        str,
+        typer.Option("--user", help="The user (tenant) to forget.", callback=identifier("--user")),
+    ],
     reason: Annotated[
         str | None, typer.Option(help="Why (kept in the erasure record, e.g. a ticket id).")
     ] = None,

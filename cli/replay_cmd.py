@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cli import render, timeline
-from cli.context import JsonFlag, UserOption, connect
+from cli.context import JsonFlag, RunOption, TenantOption, UserOption, connect
 from ledger.connection import Ledger
 from ledger.errors import InvalidEvent, StoreUnavailable
 from ledger.personal import reveal_event
@@ -76,7 +76,7 @@ def replay_command(
 def fork_command(
     run_id: Annotated[str, typer.Argument(help="The run to fork.")],
     at: Annotated[int, typer.Option("--at", help="Keep the parent's history up to here.")],
-    user: Annotated[str, typer.Option("--user", help="The tenant the run belongs to.")],
+    user: TenantOption,
     json: JsonFlag = False,
 ) -> None:
     """Start a new run whose history up to --at is the parent's; the parent is untouched."""
@@ -97,7 +97,7 @@ def fork_command(
 
 def tail_command(
     user: UserOption = None,
-    run: Annotated[str | None, typer.Option("--run", help="Only this run.")] = None,
+    run: RunOption = None,
     poll: Annotated[float, typer.Option(help="Seconds between polls.")] = 0.2,
     follow_for: Annotated[
         float | None,

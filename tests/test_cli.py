@@ -148,6 +148,29 @@ def test_unknown_run_exits_1_and_hides_other_tenants(url: str) -> None:
     assert hidden.returncode == 1 and "not found" in hidden.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("events", "run_a", "--user", ""),
+        ("runs", "--user", ""),
+        ("runs", "--session", " "),
+        ("verify", "--user", ""),
+        ("verify", "--run", ""),
+        ("replay", "run_a", "--user", ""),
+        ("audit", "export", "--user", "", "--out", "unused"),
+    ],
+)
+def test_an_empty_id_option_is_refused_never_read_as_every_tenant(
+    sqlite_url: str, args: tuple[str, ...]
+) -> None:
+    """``--user "$USER_ID"`` with the variable unset must not list every tenant's data."""
+    ledger_cli(sqlite_url, "append", "-", stdin=event_line("run_a", user="usr_a"))
+    result = ledger_cli(sqlite_url, *args)
+    option = args[args.index("") - 1] if "" in args else "--session"
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip() == f"error: {option} must not be empty"
+
+
 def test_a_bad_setting_in_the_environment_exits_2_with_one_line(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
