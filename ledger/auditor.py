@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.errors import NotFound
 from ledger.events import Event
-from ledger.integrity import VerifyReport, first_problem
-from ledger.records import Record
+from ledger.integrity import Problem, VerifyReport, first_problem
+from ledger.records import Record, RunHead
 from ledger.tenant import RunSummary, readable_event, to_summary
 
 if TYPE_CHECKING:
@@ -62,13 +62,16 @@ class Auditor:
             heads = [head]
         else:
             heads = store.list_runs(user_id)
+            if user_id is not None and not heads:
+                # "verified 0 runs: ok" for a mistyped id would read as a clean audit.
+                raise NotFound(f"user {user_id!r} not found")
         report = VerifyReport()
         total = sum(head.version for head in heads)
         for head in heads:
             records = store.read_run(head.user_id, head.run_id)
             report.runs += 1
             report.events += len(records)
-            problem = first_problem(records)
+            problem = first_problem(records) if records else _emptied(head)
             if problem is not None:
                 report.problems.append(problem)
             if progress is not None:
@@ -85,3 +88,14 @@ class Auditor:
         """The readable payload of a stored record: the one place an auditor turns stored
         bytes into data: personal fields opened with the user's key, or ``[erased]``."""
         return readable_event(record, self._keyring).data
+
+
+def _emptied(head: RunHead) -> Problem:
+    """A registered run with no events: the ledger registers a run only together with
+    its first events, so they were deleted behind the database's back."""
+    return Problem(
+        head.user_id,
+        head.run_id,
+        1,
+        reason="version gap: the run is registered but holds no events (all were deleted)",
+    )

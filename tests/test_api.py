@@ -412,6 +412,8 @@ def test_verify_passes_on_an_untouched_store(led: ledger.Ledger) -> None:
     report = led.auditor().verify()
     assert (report.ok, report.runs, report.events) == (True, 2, 12)
     assert led.auditor().verify(user_id="usr_a").runs == 1
+    with pytest.raises(NotFound, match="user 'usr_typo' not found"):
+        led.auditor().verify(user_id="usr_typo")  # not "0 runs: ok", a clean audit of nothing
 
 
 def test_recorded_at_comes_from_the_store(led: ledger.Ledger) -> None:

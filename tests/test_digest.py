@@ -108,6 +108,17 @@ def test_a_consistently_rewritten_chain_passes_verify_but_not_the_digest(url: st
     assert result.returncode == 1 and "DIGEST MISMATCH" in result.stderr
 
 
+def test_a_runs_last_event_deleted_passes_verify_but_not_the_digest(url: str) -> None:
+    """Truncating a run leaves a shorter chain that checks out: only the digest knows."""
+    with ledger.connect(url) as led:
+        runs = some_runs(led)
+        digest = take(led.store)
+    tamper(url, "DELETE FROM ledger_events WHERE run_id = %s AND version = 6", runs[2])
+    assert verify_cli(url).returncode == 0  # the chain alone cannot tell
+    result = verify_cli(url, "--against", str(digest))
+    assert result.returncode == 1 and "DIGEST MISMATCH" in result.stderr
+
+
 def test_a_malformed_digest_is_bad_input(url: str) -> None:
     result = verify_cli(url, "--against", "not-a-digest")
     assert result.returncode == 2

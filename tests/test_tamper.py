@@ -66,6 +66,10 @@ DELETE_AN_EVENT = {
     "postgres": "DELETE FROM ledger_events WHERE run_id = %s AND version = 2",
     "sqlite": "DELETE FROM ledger_events WHERE run_id = ? AND version = 2",
 }
+DELETE_A_WHOLE_RUN = {  # every event; the run's registration stays
+    "postgres": "DELETE FROM ledger_events WHERE run_id = %s",
+    "sqlite": "DELETE FROM ledger_events WHERE run_id = ?",
+}
 _COLUMNS = "user_id, run_id, session_id, type, schema, occurred_at, recorded_at, payload, key_id"
 INSERT_AN_EVENT = {  # a forged event after the head (version 7), chained to it, bad hash
     "postgres": f"INSERT INTO ledger_events ({_COLUMNS}, version, tx_id, prev_hash, hash)"
@@ -94,8 +98,9 @@ SWAP_TWO_EVENTS = {  # versions 2 and 3 trade places (contents and types)
         (DELETE_AN_EVENT, 3, "version gap"),
         (INSERT_AN_EVENT, 7, "altered"),
         (SWAP_TWO_EVENTS, 2, "altered"),
+        (DELETE_A_WHOLE_RUN, 1, "holds no events (all were deleted)"),
     ],
-    ids=["payload-byte", "envelope", "deleted", "inserted", "swapped"],
+    ids=["payload-byte", "envelope", "deleted", "inserted", "swapped", "run-emptied"],
 )
 def test_tampering_is_detected_and_located(
     request: pytest.FixtureRequest,
