@@ -117,6 +117,84 @@ class UserErased(Payload, frozen=True):
     reason: str | None = None
 
 
+#: Write-time rules beyond the types: values no agent can have meant, which would make
+#: the read models lie (a negative duration in "the slowest turn", tool calls that pair
+#: with each other on an empty id). Checked by ``Catalog.validate`` (every append, API
+#: and JSONL), not when reading, so a rule added later never stops a stored event from
+#: being read. Each returns ``"field: why"`` for the first value it refuses.
+
+
+def _blank(payload: Any, *fields: str) -> str | None:
+    for field in fields:
+        value = getattr(payload, field)
+        if not value or value.isspace():
+            return f"{field}: must not be empty"
+    return None
+
+
+def _negative(payload: Any, *fields: str) -> str | None:
+    for field in fields:
+        if (value := getattr(payload, field)) is not None and value < 0:
+            return f"{field}: must not be negative (got {value!r})"
+    return None
+
+
+def _model_responded(p: ModelResponded) -> str | None:
+    # The rules' common case (nothing wrong) is a few comparisons: every append passes here.
+    if p.latency_ms is not None and p.latency_ms < 0:
+        return _negative(p, "latency_ms")
+    u = p.usage
+    if u is not None and (
+        u.input_tokens < 0
+        or u.output_tokens < 0
+        or (u.cache_read_input_tokens or 0) < 0
+        or (u.reasoning_tokens or 0) < 0
+    ):
+        return f"usage.{_negative(u, *Usage.__struct_fields__)}"
+    for n, call in enumerate(p.tool_calls):
+        if not _named(call.id, call.name):
+            return f"tool_calls[{n}].{_blank(call, 'id', 'name')}"
+    return None
+
+
+def _named(identifier: str, name: str) -> bool:
+    """Both given, and not just whitespace (the fast test of the hot path)."""
+    return bool(identifier and name) and not (identifier.isspace() or name.isspace())
+
+
+def _tool_returned(p: ToolReturned) -> str | None:
+    if _named(p.call_id, p.name) and (p.duration_ms is None or p.duration_ms >= 0):
+        return None
+    return _blank(p, "call_id", "name") or _negative(p, "duration_ms")
+
+
+def _step_completed(p: StepCompleted) -> str | None:
+    return _blank(p, "step") or _negative(p, "index")
+
+
+def _tool_called(p: ToolCalled) -> str | None:
+    return None if _named(p.call_id, p.name) else _blank(p, "call_id", "name")
+
+
+def _retry_attempted(p: RetryAttempted) -> str | None:
+    return _negative(p, "attempt", "delay_ms")
+
+
+def _memory(p: MemoryWritten | MemoryForgotten) -> str | None:
+    return _blank(p, "namespace", "key")
+
+
+_RULES: dict[type[Payload], Callable[[Any], str | None]] = {
+    ModelResponded: _model_responded,
+    ToolCalled: _tool_called,
+    ToolReturned: _tool_returned,
+    RetryAttempted: _retry_attempted,
+    StepCompleted: _step_completed,
+    MemoryWritten: _memory,
+    MemoryForgotten: _memory,
+}
+
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -176,9 +254,13 @@ class Catalog:
         if not isinstance(data, Mapping):
             raise InvalidEvent(f"{name}: data must be a JSON object, got {type(data).__name__}")
         try:
-            return msgspec.convert(data, payload_type, str_keys=True)
+            payload = msgspec.convert(data, payload_type, str_keys=True)
         except msgspec.ValidationError as exc:
             raise InvalidEvent(f"{name}: {exc}") from None
+        rule = _RULES.get(payload_type)
+        if rule is not None and (problem := rule(payload)) is not None:
+            raise InvalidEvent(f"{name}.{problem}")
+        return payload
 
     def decode_data(self, name: str, schema: int, payload: bytes) -> dict[str, Any]:
         """Stored ``payload`` bytes as ``Event.data`` (every field present, JSON-ready).

@@ -7,10 +7,14 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
+import msgspec
 import pytest
 
 import ledger
 from ledger import ConcurrencyError, InvalidEvent, NotFound
+from ledger.chain import Unsealed, seal
+from ledger.events import CATALOG, encode_payload
+from ledger.records import RunAppend
 from ledger.storable import MAX_DEPTH
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
@@ -363,6 +367,41 @@ def _nested(depth: int) -> list[object]:
             r"memory_written\.value\.t: timedelta .* as a number of seconds",
         ),
         (lambda r: r.complete(output=frozenset()), r"run_completed\.output: frozenset"),
+        # Values no agent can have meant: the read models would lie with them.
+        (
+            lambda r: r.model_responded(usage={"input_tokens": 5, "output_tokens": -1}),
+            r"model_responded\.usage\.output_tokens: must not be negative \(got -1\)",
+        ),
+        (
+            lambda r: r.model_responded(usage={"reasoning_tokens": -2}),
+            r"model_responded\.usage\.reasoning_tokens: must not be negative",
+        ),
+        (lambda r: r.model_responded(latency_ms=-800), r"model_responded\.latency_ms: .*negative"),
+        (
+            lambda r: r.model_responded(
+                tool_calls=[{"id": "c1", "name": "n"}, {"id": " ", "name": "n"}]
+            ),
+            r"model_responded\.tool_calls\[1\]\.id: must not be empty",
+        ),
+        (lambda r: r.tool_called(call_id="", name="n"), r"tool_called\.call_id: must not be empty"),
+        (lambda r: r.tool_called(call_id="c", name="\t"), r"tool_called\.name: must not be empty"),
+        (
+            lambda r: r.tool_returned(call_id="c", name="n", duration_ms=-0.5),
+            r"tool_returned\.duration_ms: must not be negative \(got -0\.5\)",
+        ),
+        (lambda r: r.tool_returned(call_id="", name="n"), r"tool_returned\.call_id: .*empty"),
+        (
+            lambda r: r.retry_attempted(what="tool", attempt=-1),
+            r"retry_attempted\.attempt: .*negat",
+        ),
+        (
+            lambda r: r.retry_attempted(what="tool", attempt=1, delay_ms=-5),
+            r"retry_attempted\.delay_ms: must not be negative",
+        ),
+        (lambda r: r.step_completed(step="", index=1), r"step_completed\.step: must not be empty"),
+        (lambda r: r.step_completed(step="s", index=-1), r"step_completed\.index: .*negative"),
+        (lambda r: r.memory_written(namespace="", key="k", value=1), r"memory_written\.namespace"),
+        (lambda r: r.memory_forgotten(namespace="n", key=""), r"memory_forgotten\.key: .*empty"),
         (
             lambda r: r.tool_called(call_id="c", name="n", input={"n": [1, 10**5000]}),
             r"tool_called\.input\.n\[1\]: cannot be stored as JSON \(Exceeds the limit",
@@ -379,6 +418,34 @@ def test_bad_event_fields_are_named(led: ledger.Ledger, call: object, match: str
     with pytest.raises(InvalidEvent, match=match):
         call(run)  # type: ignore[operator]
     assert run.version == 1
+
+
+def test_events_stored_before_a_write_rule_still_read(led: ledger.Ledger) -> None:
+    """The catalog's write-time rules (no negative durations, no empty call ids) are not
+    read-time rules: a payload stored before one existed reads and folds as stored."""
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s", model="gpt-4o")
+    legacy = [  # converted to their Structs as an older release did, without the rules
+        ("model_responded", {"model": "gpt-4o", "usage": {"input_tokens": -3}, "latency_ms": -1}),
+        ("tool_called", {"call_id": "", "name": "search"}),
+        ("tool_returned", {"call_id": "", "name": "search", "duration_ms": -2.0}),
+    ]
+    head = led.store.run_head("usr_a", run.run_id)
+    assert head is not None
+    now = datetime.now(UTC)
+    events = [
+        Unsealed(type_, 1, now, encode_payload(msgspec.convert(data, CATALOG.payload_type(type_))))
+        for type_, data in legacy
+    ]
+    sealed = seal("usr_a", "s", run.run_id, head.version, head.hash, events)
+    led.store.append(
+        [RunAppend("usr_a", "s", run.run_id, head.version, head.hash, sealed)], returning=False
+    )
+    assert [e.data.get("call_id") for e in t.events(run.run_id)[1:]] == [None, "", ""]
+    ProjectorRunner(led, default_projectors()).catch_up()
+    meta = t.run_metadata(run.run_id)
+    assert (meta.version, meta.input_tokens) == (4, -3)  # folded as stored, not skipped
+    assert led.auditor().verify().ok
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "a\x00b", "line\nbreak", "x" * 201])
