@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+import uuid
 
 import pytest
 
@@ -11,7 +13,7 @@ import ledger
 from ledger.records import START, LogCursor
 from projections.storage import ReadModelStorage, storage_for
 from projections.storage.base import BUILD_SUFFIX, Write
-from tests.pg import raw_connection
+from tests.pg import raw_connection, with_schema
 
 
 @pytest.fixture
@@ -140,3 +142,38 @@ def test_a_projector_table_from_before_skipped_counts_gets_the_column(
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def _first_reads_at_once(url: str, threads: int = 8) -> list[Exception]:
+    """What ``threads`` threads raised reading a conversation all at once, first thing."""
+    with ledger.connect(url) as led:
+        t = led.tenant("usr_a")
+        t.start_run(session_id="s").message_received(content="hi")
+        start, failures = threading.Barrier(threads), []
+
+        def first_read() -> None:
+            start.wait()
+            try:
+                assert [m["content"] for m in t.conversation("s").messages] == ["hi"]
+            except Exception as exc:  # collected: a thread's raise would be lost
+                failures.append(exc)
+
+        readers = [threading.Thread(target=first_read) for _ in range(threads)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        return failures
+
+
+def test_first_reads_from_many_threads_at_once_on_a_fresh_schema(pg_database: str) -> None:
+    """Threads (or processes) that all read first on a new schema make its read-model
+    tables once: those that waited on the creator's lock must not run the DDL again,
+    whose exclusive locks deadlocked with the readers already in the tables."""
+    for _ in range(3):
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        try:
+            assert _first_reads_at_once(with_schema(pg_database, schema)) == []
+        finally:
+            with raw_connection(pg_database, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -20,6 +20,11 @@ from projections.storage.base import (
 )
 
 
+def _ready(conn: Any) -> bool:
+    row = conn.execute(sql.SCHEMA_READY).fetchone()
+    return bool(row and row[0])
+
+
 class PostgresStorage(SQLStorage):
     """Documents and projector rows in tables beside ``ledger_events``.
 
@@ -33,12 +38,15 @@ class PostgresStorage(SQLStorage):
         super().__init__(store)
         self._pg = store
         with store.transaction() as conn:
-            ready = conn.execute(sql.SCHEMA_READY).fetchone()
-            if not (ready and ready[0]):  # an app login may not run DDL: only when needed
+            if not _ready(conn):  # an app login may not run DDL: only when needed
                 conn.execute(sql.SCHEMA_LOCK)
-                for statement in sql.SCHEMA:
-                    conn.execute(statement)
-                hand_to_owner(conn, store.schema)  # runners log in as its members
+                # Again under the lock: those who waited on it while the first creator
+                # built the tables must not run the DDL again, whose exclusive locks
+                # deadlock with readers that already use the tables.
+                if not _ready(conn):
+                    for statement in sql.SCHEMA:
+                        conn.execute(statement)
+                    hand_to_owner(conn, store.schema)  # runners log in as its members
             found = conn.execute(sql.HAS_LZ4).fetchone()
         self._lz4 = bool(found and found[0])
 
