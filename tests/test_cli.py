@@ -182,6 +182,34 @@ def test_a_bad_setting_in_the_environment_exits_2_with_one_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("bad_url", "message"),
+    [
+        ("mysql://db/ledger", "unsupported ledger URL 'mysql://db/ledger'"),
+        ("sqlite:///", "bad SQLite ledger URL 'sqlite:///'"),
+        ("sqlite:///x.db?timeout=soon", "bad timeout 'soon'"),
+        ("postgresql://127.0.0.1/postgres?schema=my-ledger", "invalid schema name 'my-ledger'"),
+        ("postgresql://127.0.0.1/postgres?pool_timeout=-1", "bad pool_timeout '-1'"),
+    ],
+)
+def test_a_malformed_url_is_bad_usage(bad_url: str, message: str, tmp_path: Path) -> None:
+    """Exit 2 and one line, as for any bad usage (not 1, as for a server that is down),
+    before any connection is tried."""
+    env = {**os.environ, "LEDGER_URL": bad_url}
+    for args in (["--url", bad_url, "runs"], ["runs"]):  # the option, and $LEDGER_URL
+        result = subprocess.run(
+            [sys.executable, "-m", "cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"error: {message}")
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_missing_file_and_bad_usage_exit_2(url: str) -> None:
     assert ledger_cli(url, "append", "/no/such/file.jsonl").returncode == 2
     assert ledger_cli(url, "no-such-command").returncode == 2

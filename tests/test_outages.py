@@ -218,7 +218,7 @@ def test_how_long_a_call_waits_for_a_connection_is_set_in_the_url(pg_url: str) -
         assert pool_of(led).timeout == 2.5
         led.tenant("usr_a").start_run(session_id="s")  # and the URL still works
     for bad in ("0", "-1", "soon", ""):
-        with pytest.raises(ledger.StoreUnavailable, match="bad pool_timeout"):
+        with pytest.raises(ledger.InvalidSetting, match="bad pool_timeout"):
             ledger.connect(pg_url + f"&pool_timeout={bad}")
     # Everything else that takes a ledger URL keeps it from libpq too (``ledger init``'s
     # migrate was handed it and refused the URL).

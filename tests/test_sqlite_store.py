@@ -15,7 +15,13 @@ import msgspec
 import pytest
 
 from ledger.chain import GENESIS, Unsealed, canonical_time, recompute, seal
-from ledger.errors import ConcurrencyError, NotFound, RunIdTaken, StoreUnavailable
+from ledger.errors import (
+    ConcurrencyError,
+    InvalidSetting,
+    NotFound,
+    RunIdTaken,
+    StoreUnavailable,
+)
 from ledger.records import START, LogCursor, Record, RunAppend, Tracking
 from ledger.store import open_store
 from ledger.store import sqlite_sql as sql
@@ -286,7 +292,7 @@ def test_file_setup_and_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     missing = tmp_path / "no" / "such" / "dir" / "ledger.db"
     with pytest.raises(StoreUnavailable, match="no/such/dir"):
         SQLiteStore(missing)
-    with pytest.raises(StoreUnavailable, match="sqlite:///"):
+    with pytest.raises(InvalidSetting, match="sqlite:///"):
         SQLiteStore.from_url("sqlite://ledger.db")
     monkeypatch.chdir(tmp_path)
     with SQLiteStore.from_url("sqlite:///relative.db?timeout=2") as relative:

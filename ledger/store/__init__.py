@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ledger.errors import StoreUnavailable
+from ledger.errors import InvalidSetting
 from ledger.store.base import EventStore, RecordConflict
 from ledger.store.memory import MemoryStore
 
@@ -19,7 +19,7 @@ def open_store(url: str) -> EventStore:
         from ledger.store.postgres import PostgresStore
 
         return PostgresStore.from_url(url)
-    raise StoreUnavailable(
+    raise InvalidSetting(
         f"unsupported ledger URL {url!r}: use memory://, sqlite:///path/to/ledger.db "
         "or postgresql://user@host/dbname"
     )

@@ -44,6 +44,7 @@ from ledger.errors import (
     AccessDenied,
     ConcurrencyError,
     InvalidEvent,
+    InvalidSetting,
     KeyErased,
     NotFound,
     RunIdTaken,
@@ -673,7 +674,7 @@ def _seconds(name: str, value: str) -> float:
     except ValueError:
         seconds = 0.0
     if not seconds > 0:
-        raise StoreUnavailable(f"bad {name} {value!r} in the ledger URL: give seconds > 0")
+        raise InvalidSetting(f"bad {name} {value!r} in the ledger URL: give seconds > 0")
     return seconds
 
 

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import sql
 
+from ledger.errors import InvalidSetting
 from ledger.store.postgres_sql import APPEND_FUNCTION
 
 #: Key of the advisory lock that serialises migrations (arbitrary, fixed forever).
@@ -291,9 +292,12 @@ def acting_role(conn: psycopg.Connection[Any], schema: str) -> str | None:
 
 
 def check_schema_name(schema: str) -> str:
-    """``schema`` if it is a plain lower-case SQL identifier, else ValueError."""
+    """``schema`` if it is a plain lower-case SQL identifier, else InvalidSetting (a
+    ValueError)."""
     if not _IDENT.match(schema):
-        raise ValueError(f"invalid schema name {schema!r}: use lower-case letters, digits and '_'")
+        raise InvalidSetting(
+            f"invalid schema name {schema!r}: use lower-case letters, digits and '_'"
+        )
     return schema
 
 

@@ -35,7 +35,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from ledger.chain import GENESIS, canonical_time
-from ledger.errors import ConcurrencyError, KeyErased, NotFound, RunIdTaken, StoreUnavailable
+from ledger.errors import (
+    ConcurrencyError,
+    InvalidSetting,
+    KeyErased,
+    NotFound,
+    RunIdTaken,
+    StoreUnavailable,
+)
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 from ledger.store import sqlite_sql as sql
 from ledger.store.base import EventStore, RecordConflict
@@ -107,7 +114,7 @@ class SQLiteStore(EventStore):
         prefix = "sqlite:///"
         rest, _, query = url[len(prefix) :].partition("?")
         if not url.startswith(prefix) or not rest:
-            raise StoreUnavailable(
+            raise InvalidSetting(
                 f"bad SQLite ledger URL {url!r}: use sqlite:///relative/path.db or "
                 "sqlite:////absolute/path.db"
             )
@@ -115,7 +122,10 @@ class SQLiteStore(EventStore):
         try:
             seconds = float(timeout)
         except ValueError:
-            raise StoreUnavailable(f"bad timeout {timeout!r} in {url!r}") from None
+            raise InvalidSetting(
+                f"bad timeout {timeout!r} in {url!r}: give the seconds a writer waits for "
+                "the file's write lock"
+            ) from None
         return cls(unquote(rest), timeout=seconds)
 
     def __repr__(self) -> str:
