@@ -136,7 +136,7 @@ def runs(
     if json:
         render.print_json([m.model_dump(mode="json") for m in found])
     else:
-        render.runs_table(found)
+        render.runs_table(found, user=user is None, session=session is None)
 
 
 @app.command()
@@ -232,7 +232,8 @@ def verify(
         if matches is False:
             render.err.print(
                 "[red]DIGEST MISMATCH[/red]: events the digest covered were "
-                "changed, deleted or inserted"
+                "changed, deleted or inserted",
+                markup=True,
             )
         elif matches:
             render.out.print(

@@ -143,12 +143,9 @@ def verify_export_command(directory: Path, against: str | None, json: bool) -> N
 
 def _export_summary(directory: Path, report: ExportReport, kept: bool) -> None:
     for p in report.problems:
-        render.err.print(
-            f"[red]BROKEN[/red] run {escape(p.run_id)} (user {escape(p.user_id)}) "
-            f"at version {p.version}: {escape(p.reason)}"
-        )
+        render.broken(p)
     for issue in report.issues:
-        render.err.print(f"[red]EXPORT[/red] {escape(issue)}")
+        render.err.print(f"[red]EXPORT[/red] {escape(issue)}", markup=True)
     state = (
         "[green]ok[/green]"
         if report.ok
@@ -158,6 +155,7 @@ def _export_summary(directory: Path, report: ExportReport, kept: bool) -> None:
         f"verified export {escape(str(directory))} of user {escape(report.user_id)}: "
         f"{report.runs} runs, {report.events} events, offline: {state}",
         soft_wrap=True,
+        markup=True,
     )
     if kept and report.ok:
         render.out.print("digest matches the one kept: the exported events are unchanged")

@@ -4,20 +4,50 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
-from ledger import Event, VerifyReport
+from ledger import Event, Problem, VerifyReport
 from projections.models import ConversationState, Memory, RunMetadata
 from projections.status import ProjectorStatus
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup off by default: what is printed is mostly what agents stored, and text such as
+# "[/INST]" or "[docs](url)" is not rich markup (it crashed or vanished when it was).
+# The few styled lines pass markup=True and escape() every value they interpolate.
+out = Console(highlight=False, soft_wrap=False, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+def show(table: Table) -> None:
+    """Print ``table`` whole, never cut: run ids are copied from it into the next command.
+
+    rich fits a table to the terminal (80 columns when piped) by cutting cells short
+    with an ellipsis; a table wider than that is printed at its natural width instead,
+    and a terminal narrower than it wraps its lines, as ``docker ps`` and ``kubectl``
+    output does."""
+    natural = Measurement.get(out, out.options.update_width(_UNBOUNDED), table).maximum
+    if natural <= out.width:
+        out.print(table)
+        return
+    wide = Console(
+        file=out.file,
+        width=natural,
+        color_system=out.color_system,  # type: ignore[arg-type]
+        highlight=False,
+        soft_wrap=False,
+        markup=False,
+    )
+    wide.print(table)
+
+
+_UNBOUNDED = 1_000_000
 
 
 def log_warnings() -> None:
@@ -83,53 +113,48 @@ def events_table(events: Sequence[Event]) -> None:
         table.add_column(column, no_wrap=column != "what")
     for e in events:
         table.add_row(str(e.version), str(e.position), _time(e.occurred_at), e.type, preview(e))
-    out.print(table)
+    show(table)
+
+
+def _slowest_turn(run: RunMetadata) -> str:
+    if run.slowest_turn is None:
+        return "-"
+    return f"#{run.slowest_turn} {run.turns[run.slowest_turn].wall_time_ms / 1000:.2f}s"
 
 
 def _money(cost: float | None) -> str:
     return "?" if cost is None else f"${cost:.4f}"
 
 
-def runs_table(runs: Sequence[RunMetadata]) -> None:
-    """Runs with what they cost in tokens, money and time."""
+def runs_table(runs: Sequence[RunMetadata], *, user: bool = True, session: bool = True) -> None:
+    """Runs with what they cost in tokens, money and time (``user``/``session``: with
+    those columns; not when the listing was narrowed to one)."""
     if not runs:
         out.print("no runs")
         return
+    columns: dict[str, Callable[[RunMetadata], str]] = {
+        "run_id": lambda r: r.run_id,
+        "user_id": lambda r: r.user_id,
+        "session_id": lambda r: r.session_id,
+        "status": lambda r: r.status,
+        "model": lambda r: r.model or "-",
+        "tokens": lambda r: str(r.total_tokens),
+        "cost": lambda r: _money(r.cost_usd),
+        "tools": lambda r: str(r.tool_calls),
+        "retries": lambda r: str(r.retries),
+        "wall_s": lambda r: f"{r.wall_time_ms / 1000:.2f}",
+        "slowest_turn": _slowest_turn,
+    }
+    if not user:
+        del columns["user_id"]
+    if not session:
+        del columns["session_id"]
     table = Table(box=None, pad_edge=False)
-    for column in (
-        "run_id",
-        "user_id",
-        "session_id",
-        "status",
-        "model",
-        "tokens",
-        "cost",
-        "tools",
-        "retries",
-        "wall_s",
-        "slowest_turn",
-    ):
+    for column in columns:
         table.add_column(column, no_wrap=True)
     for r in runs:
-        slowest = (
-            "-"
-            if r.slowest_turn is None
-            else (f"#{r.slowest_turn} {r.turns[r.slowest_turn].wall_time_ms / 1000:.2f}s")
-        )
-        table.add_row(
-            r.run_id,
-            r.user_id,
-            r.session_id,
-            r.status,
-            r.model or "-",
-            str(r.total_tokens),
-            _money(r.cost_usd),
-            str(r.tool_calls),
-            str(r.retries),
-            f"{r.wall_time_ms / 1000:.2f}",
-            slowest,
-        )
-    out.print(table)
+        table.add_row(*(cell(r) for cell in columns.values()))
+    show(table)
 
 
 def conversation(state: ConversationState) -> None:
@@ -139,14 +164,14 @@ def conversation(state: ConversationState) -> None:
         if role == "tool":
             body = m.get("error") or msgspec.json.encode(m.get("output")).decode()
             out.print(
-                f"[bold]tool[/bold] {m.get('name')}({_clip(str(m.get('input')), 40)})"
-                f" → {_clip(str(body))}",
+                f"[bold]tool[/bold] {escape(str(m.get('name')))}"
+                f"({escape(_clip(str(m.get('input')), 40))}) → {escape(_clip(str(body)))}",
                 markup=True,
             )
         else:
             calls = ", ".join(c["name"] for c in m.get("tool_calls") or [])
             text = _clip(str(m.get("content") or ""), 100) + (f" → {calls}" if calls else "")
-            out.print(f"[bold]{role}[/bold] {text}")
+            out.print(f"[bold]{escape(role)}[/bold] {escape(text)}", markup=True)
     meta = state.run_metadata
     out.print(
         f"\n{len(state.messages)} messages · model {meta.model} · {meta.total_tokens} "
@@ -171,7 +196,7 @@ def memories_table(items: Sequence[Memory]) -> None:
             m.run_id,
             _time(m.written_at),
         )
-    out.print(table)
+    show(table)
 
 
 def projector_table(rows: Sequence[ProjectorStatus]) -> None:
@@ -201,15 +226,21 @@ def projector_table(rows: Sequence[ProjectorStatus]) -> None:
             r.owner or "-",
             note,
         )
-    out.print(table)
+    show(table)
+
+
+def broken(problem: Problem) -> None:
+    """One line on stderr naming a broken run and its first bad event."""
+    err.print(
+        f"[red]BROKEN[/red] run {escape(problem.run_id)} (user {escape(problem.user_id)}) "
+        f"at version {problem.version}: {escape(problem.reason)}",
+        markup=True,
+    )
 
 
 def verify_summary(report: VerifyReport) -> None:
     """The outcome of a verification, naming each broken run and its first bad event."""
     for p in report.problems:
-        err.print(
-            f"[red]BROKEN[/red] run {p.run_id} (user {p.user_id}) "
-            f"at version {p.version}: {p.reason}"
-        )
+        broken(p)
     state = "[green]ok[/green]" if report.ok else f"[red]{len(report.problems)} broken[/red]"
-    out.print(f"verified {report.runs} runs, {report.events} events: {state}")
+    out.print(f"verified {report.runs} runs, {report.events} events: {state}", markup=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cli.render import out, preview
+from cli.render import out, preview, show
 from ledger.events import Event
 from projections.models import RunState
 from replay.diff import RunDiff
@@ -55,7 +56,7 @@ def timeline(events: Sequence[Event], cut: int, full: bool) -> None:
             _numbers(event),
             style=style,
         )
-    out.print(table)
+    show(table)
 
 
 def summary(state: RunState) -> None:
@@ -66,12 +67,17 @@ def summary(state: RunState) -> None:
         f"\n[bold]at version {state.version}[/bold] ({state.at.isoformat()}): "
         f"status {state.status} · {len(state.messages)} messages · "
         f"{m.total_tokens} tokens · {cost} · {m.tool_calls} tool calls · "
-        f"{m.retries} retries · {m.wall_time_ms / 1000:.2f}s"
+        f"{m.retries} retries · {m.wall_time_ms / 1000:.2f}s",
+        markup=True,
     )
     if state.parent_run_id:
         out.print(f"forked from {state.parent_run_id} at version {state.parent_version}")
     for call in state.pending_tool_calls:
-        out.print(f"[yellow]pending[/yellow] tool call {call.call_id}: {call.name}({call.input})")
+        out.print(
+            f"[yellow]pending[/yellow] tool call {escape(call.call_id)}: "
+            f"{escape(call.name)}({escape(str(call.input))})",
+            markup=True,
+        )
     if state.completed_steps:
         steps = ", ".join(f"{s.step}#{s.index}" for s in state.completed_steps)
         out.print(f"completed steps: {steps}")
@@ -81,8 +87,9 @@ def diff_summary(change: RunDiff) -> None:
     """What happened between two points."""
     cost = "?" if change.cost_usd is None else f"${change.cost_usd:.4f}"
     out.print(
-        f"[bold]{change.run_id}: version {change.from_version} → {change.to_version}"
-        f"[/bold]  status {change.status_before} → {change.status_after}"
+        f"[bold]{escape(change.run_id)}: version {change.from_version} → {change.to_version}"
+        f"[/bold]  status {change.status_before} → {change.status_after}",
+        markup=True,
     )
     out.print(
         f"+{change.input_tokens} input / +{change.output_tokens} output tokens, "

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import ledger
+
 
 def ledger_cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
@@ -218,3 +220,56 @@ def test_a_missing_file_and_bad_usage_exit_2(url: str) -> None:
 def test_debug_shows_the_traceback(url: str) -> None:
     result = ledger_cli(url, "--debug", "events", "run_nope")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_what_agents_stored_is_printed_as_text_never_as_markup(sqlite_url: str) -> None:
+    """Brackets are common in model output ("[/INST]", "[docs](url)"); the readable
+    output shows them as stored (rich markup swallowed them, or crashed on "[/bold]")."""
+    with ledger.connect(sqlite_url) as led:
+        t = led.tenant("usr_[b]")
+        run = t.start_run(session_id="sess_[/x]", run_id="run_[red]x", model="[bold]m")
+        with run.turn():
+            run.message_received(content="see [docs](url) [/INST]")
+            run.model_responded(content="[/red] answer", tool_calls=[{"id": "c", "name": "[i]t"}])
+            run.tool_called(call_id="c", name="[i]t", input={"q": "[/]"})
+        run.memory_written(namespace="[ns]", key="[/k]", value="v")
+        run.fail(error="[/bold] boom")
+    shown = {
+        "events": ledger_cli(sqlite_url, "events", "run_[red]x"),
+        "runs": ledger_cli(sqlite_url, "runs"),
+        "state": ledger_cli(sqlite_url, "state", "sess_[/x]", "--user", "usr_[b]"),
+        "memory": ledger_cli(sqlite_url, "memory", "--user", "usr_[b]"),
+        "replay": ledger_cli(sqlite_url, "replay", "run_[red]x"),
+        "diff": ledger_cli(sqlite_url, "replay", "run_[red]x", "--from", "1", "--to", "3"),
+    }
+    for command, result in shown.items():
+        assert result.returncode == 0 and result.stderr == "", (command, result.stderr)
+    assert "see [docs](url) [/INST]" in shown["events"].stdout
+    assert "[/bold] boom" in shown["events"].stdout
+    assert "run_[red]x" in shown["runs"].stdout and "usr_[b]" in shown["runs"].stdout
+    assert "assistant [/red] answer → [i]t" in shown["state"].stdout
+    assert "[ns]" in shown["memory"].stdout and "[/k]" in shown["memory"].stdout
+    assert "[i]t" in shown["replay"].stdout and "[/INST]" in shown["diff"].stdout
+    assert shown["diff"].stdout.startswith("run_[red]x: version 1 → 3")
+
+
+def test_tables_are_never_cut_to_the_terminal_or_a_pipe(sqlite_url: str) -> None:
+    """A run id is copied from ``ledger runs`` into the next command: a pipe (80 columns
+    to rich) or a narrow terminal must get it whole, not "run_01a2…"."""
+    with ledger.connect(sqlite_url) as led:
+        run = led.tenant("usr_with_a_rather_long_id").start_run(session_id="sess_long_one")
+        run.memory_written(namespace="preferences", key="tone_of_voice", value="brief")
+        run.complete()
+    env = {**os.environ, "COLUMNS": "40"}
+    listing = subprocess.run(
+        [sys.executable, "-m", "cli", "--url", sqlite_url, "runs"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert listing.returncode == 0 and "…" not in listing.stdout
+    row = listing.stdout.splitlines()[1].split()
+    assert row[:3] == [run.run_id, "usr_with_a_rather_long_id", "sess_long_one"]
+    narrowed = ledger_cli(sqlite_url, "runs", "--user", "usr_with_a_rather_long_id")
+    assert narrowed.stdout.split()[:2] == ["run_id", "session_id"]  # no column of one value
