@@ -174,7 +174,7 @@ def conversation(state: ConversationState) -> None:
             out.print(f"[bold]{escape(role)}[/bold] {escape(text)}", markup=True)
     meta = state.run_metadata
     out.print(
-        f"\n{len(state.messages)} messages · model {meta.model} · {meta.total_tokens} "
+        f"\n{len(state.messages)} messages · model {meta.model or '-'} · {meta.total_tokens} "
         f"tokens · {meta.tool_calls} tool calls · {meta.retries} retries · "
         f"{meta.wall_time_ms / 1000:.2f}s"
     )
