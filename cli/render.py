@@ -21,7 +21,7 @@ from projections.status import ProjectorStatus
 # Markup off by default: what is printed is mostly what agents stored, and text such as
 # "[/INST]" or "[docs](url)" is not rich markup (it crashed or vanished when it was).
 # The few styled lines pass markup=True and escape() every value they interpolate.
-out = Console(highlight=False, soft_wrap=False, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 

@@ -273,3 +273,22 @@ def test_tables_are_never_cut_to_the_terminal_or_a_pipe(sqlite_url: str) -> None
     assert row[:3] == [run.run_id, "usr_with_a_rather_long_id", "sess_long_one"]
     narrowed = ledger_cli(sqlite_url, "runs", "--user", "usr_with_a_rather_long_id")
     assert narrowed.stdout.split()[:2] == ["run_id", "session_id"]  # no column of one value
+
+
+def test_line_output_is_not_wrapped_when_piped(sqlite_url: str) -> None:
+    """Lines scripts read (``grep``, ``cut``) stay whole past 80 columns."""
+    with ledger.connect(sqlite_url) as led:
+        run = led.tenant("usr_with_a_rather_long_id").start_run(session_id="sess_long_one")
+        run.message_received(content="a message long enough to go past eighty columns " * 2)
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    fork = ["fork", run.run_id, "--at", "2", "--user", "usr_with_a_rather_long_id"]
+    forked = subprocess.run(
+        [sys.executable, "-m", "cli", "--url", sqlite_url, *fork],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert forked.returncode == 0, forked.stderr
+    assert len(forked.stdout.strip().splitlines()) == 1
+    assert forked.stdout.startswith(f"forked {run.run_id} at version 2 into run_")
