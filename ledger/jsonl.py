@@ -20,7 +20,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from ledger.chain import GENESIS, seal
 from ledger.errors import ConcurrencyError, InvalidEvent, NotFound, RunEnded
-from ledger.events import CATALOG, ENDS_A_RUN, RECORDED_BY_THE_LEDGER, encode_payload
+from ledger.events import (
+    CATALOG,
+    ENDS_A_RUN,
+    RECORDED_BY_THE_LEDGER,
+    RunStarted,
+    encode_payload,
+)
+from ledger.forks import check_fork_point
 from ledger.ids import check_id
 from ledger.personal import Draft, Keyring, protect
 from ledger.records import RunAppend
@@ -246,6 +253,12 @@ def _seal_plan(store: EventStore, plan: _RunPlan, keyring: Keyring | None) -> Ru
                 "events a new run_id"
             )
         version, head_hash = head.version, head.hash
+    started = plan.events[0].payload
+    if isinstance(started, RunStarted):  # naming a parent, it is a fork: of a stored run
+        try:
+            check_fork_point(store, plan.user_id, started.parent_run_id, started.parent_version)
+        except (NotFound, InvalidEvent) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
     events = protect(plan.user_id, plan.events, keyring)
     sealed = seal(plan.user_id, plan.session_id, plan.run_id, version, head_hash, events)
     return RunAppend(

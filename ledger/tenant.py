@@ -10,6 +10,7 @@ import msgspec
 from ledger.chain import GENESIS
 from ledger.errors import InvalidEvent, NotFound
 from ledger.events import CATALOG, Event
+from ledger.forks import check_fork_point
 from ledger.ids import check_id, new_run_id
 from ledger.personal import Keyring, reveal_event
 from ledger.records import Record, RunHead
@@ -105,6 +106,7 @@ class Tenant:
         ``parent_run_id``/``parent_version`` mark a fork (see ``fork``)."""
         session_id = check_id("session_id", session_id)
         run_id = check_id("run_id", run_id) if run_id is not None else new_run_id()
+        check_fork_point(self._ledger.store, self.user_id, parent_run_id, parent_version)
         started = CATALOG.validate(
             "run_started",
             {

@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from ledger.connection import Ledger
-from ledger.errors import InvalidEvent, RunEnded
-from ledger.events import ENDS_A_RUN
 from ledger.run import Run
 from ledger.tenant import Tenant, to_event
 from projections.models import RunState
@@ -30,18 +28,7 @@ class Replayer:
         """A new run in the parent's session, starting from the parent's state at ``at``."""
         records = lineage_records(self.ledger.store, tenant.user_id, run_id)
         own = [r for r in records if r.run_id == run_id]
-        head = own[-1].version
-        if not 1 <= at <= head:
-            raise InvalidEvent(
-                f"cannot fork run {run_id!r} at version {at}: it has versions 1..{head}"
-            )
-        ending = next(r.type for r in own if r.version == at)
-        if ending in ENDS_A_RUN:
-            raise RunEnded(
-                f"cannot fork run {run_id!r} at version {at}: the run ended there "
-                f"({ending}), and a fork goes on from its point; fork at {at - 1} to "
-                "go on from just before the end"
-            )
+        # start_run checks the fork point (ledger.forks): a version of this run, before its end.
         started = to_event(own[0]).data if own[0].type == "run_started" else {}
         return tenant.start_run(
             session_id=own[0].session_id,

@@ -220,6 +220,29 @@ def test_a_stored_run_that_ended_takes_no_more_lines(led: ledger.Ledger) -> None
     assert len(led.tenant("usr_a").events("run_1")) == 2
 
 
+def test_a_run_started_naming_a_parent_forks_a_stored_run_of_the_same_user(
+    led: ledger.Ledger,
+) -> None:
+    append(led, [line("run_theirs", user="usr_b"), line("run_mine")])
+    fork = {"parent_run_id": "run_theirs", "parent_version": 1}
+    with pytest.raises(ledger.NotFound, match="line 2: run 'run_theirs' not found for user"):
+        append(led, [line("run_x"), line("run_fork", "run_started", data=fork)])
+    with pytest.raises(InvalidEvent, match=r"line 1: cannot fork run 'run_mine' at version 5"):
+        append(
+            led,
+            [
+                line(
+                    "run_fork",
+                    "run_started",
+                    data={**fork, "parent_run_id": "run_mine", "parent_version": 5},
+                )
+            ],
+        )
+    assert sorted(r.run_id for r in led.auditor().runs()) == ["run_mine", "run_theirs"]
+    append(led, [line("run_fork", "run_started", data={**fork, "parent_run_id": "run_mine"})])
+    assert led.tenant("usr_a").replay("run_fork").parent_run_id == "run_mine"
+
+
 def test_unicode_and_nul_characters_round_trip(led: ledger.Ledger) -> None:
     content = "emoji 🧠, astral 𝔘, NUL \x00, newline \n, BOM \ufeff"
     append(led, [line(data={"content": content})])  # escaped: a surrogate pair for 🧠

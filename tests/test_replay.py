@@ -119,6 +119,27 @@ def test_a_fork_goes_on_from_before_its_parents_end(led: ledger.Ledger) -> None:
     assert t.replay(retry.run_id).status == "completed"
 
 
+def test_a_fork_names_a_point_of_its_own_tenants_run(led: ledger.Ledger) -> None:
+    """start_run(parent_run_id=...) is how fork starts a run: a parent it cannot replay
+    (another tenant's run, a missing one, a version it lacks) is refused up front."""
+    a, b = led.tenant("usr_a"), led.tenant("usr_b")
+    theirs = b.start_run(session_id="s")
+    turn(theirs, 1)
+    mine = a.start_run(session_id="s")
+    refused = [
+        (dict(parent_run_id=theirs.run_id, parent_version=2), NotFound, "not found for user"),
+        (dict(parent_run_id="run_nope", parent_version=1), NotFound, "not found for user"),
+        (dict(parent_run_id=mine.run_id, parent_version=2), InvalidEvent, "versions 1..1"),
+        (dict(parent_run_id=mine.run_id), InvalidEvent, "together"),
+        (dict(parent_version=1), InvalidEvent, "together"),
+    ]
+    for parent, error, message in refused:
+        with pytest.raises(error, match=message):
+            a.start_run(session_id="s", **parent)  # type: ignore[arg-type]
+    assert [r.run_id for r in a.runs()] == [mine.run_id]  # nothing was started
+    assert a.replay(a.start_run(session_id="s", parent_run_id=mine.run_id, parent_version=1).run_id)
+
+
 def test_resume_shows_completed_steps_and_pending_tool_calls(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     run = t.start_run(session_id="s")
