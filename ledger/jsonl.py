@@ -201,6 +201,11 @@ def plan_appends(
             raise InvalidEvent(
                 f"line {number}: expected_version is only allowed on the first line of a run"
             )
+        elif event.type == "run_started":
+            raise InvalidEvent(
+                f"line {number}: run_started for run {event.run_id!r}, which line "
+                f"{plan.line} began; a run starts once, with its first event"
+            )
         elif plan.ended_on is not None:
             raise RunEnded(
                 f"line {number}: run {event.run_id!r} ended on line {plan.ended_on} "
@@ -236,10 +241,11 @@ def _seal_plan(store: EventStore, plan: _RunPlan, keyring: Keyring | None) -> Ru
                 f"{where}: run {plan.run_id!r} belongs to session "
                 f"{head.session_id!r}, not {plan.session_id!r}"
             )
-        if plan.starts_run and plan.expected_version is None:
+        if plan.starts_run:
             raise InvalidEvent(
-                f"{where}: run_started for run {plan.run_id!r}, which already "
-                "exists; give expected_version to append to it"
+                f"{where}: run_started for run {plan.run_id!r}, which already exists (at "
+                f"version {head.version}); a run starts once: leave the line out to "
+                "append to it, or give the new run an id of its own"
             )
         if plan.expected_version is not None and plan.expected_version != head.version:
             raise ConcurrencyError(

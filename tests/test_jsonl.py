@@ -243,6 +243,19 @@ def test_a_run_started_naming_a_parent_forks_a_stored_run_of_the_same_user(
     assert led.tenant("usr_a").replay("run_fork").parent_run_id == "run_mine"
 
 
+def test_a_run_starts_once_with_its_first_event(led: ledger.Ledger) -> None:
+    started = line("run_1", "run_started", data={"model": "gpt-4o"})
+    with pytest.raises(InvalidEvent, match="line 3: run_started for run 'run_1', which line 2"):
+        append(led, [line("run_2"), line("run_1"), started])
+    assert_nothing_stored(led)
+    append(led, [line("run_1")])
+    for extra in ({}, {"expected_version": 1}):
+        restart = line("run_1", "run_started", data={"model": "gpt-4o"}, **extra)
+        with pytest.raises(InvalidEvent, match=r"line 1: .*already exists \(at version 1\)"):
+            append(led, [restart])
+    assert [e.type for e in led.tenant("usr_a").events("run_1")] == ["message_received"]
+
+
 def test_unicode_and_nul_characters_round_trip(led: ledger.Ledger) -> None:
     content = "emoji 🧠, astral 𝔘, NUL \x00, newline \n, BOM \ufeff"
     append(led, [line(data={"content": content})])  # escaped: a surrogate pair for 🧠
