@@ -12,18 +12,21 @@ import functools
 import os
 from importlib.resources import files
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
-from ledger.errors import InvalidEvent
+from ledger.errors import InvalidSetting
+
+USD = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """USD per million tokens for one model."""
 
-    input: float
-    output: float
-    cache_read: float | None = None
+    input: USD
+    output: USD
+    cache_read: USD | None = None
 
 
 class PriceTable:
@@ -35,17 +38,29 @@ class PriceTable:
 
     @classmethod
     def load(cls, path: str | Path) -> PriceTable:
-        """A table from a JSON file ``{"model": {"input": .., "output": .., ...}}``."""
-        raw = Path(path).read_bytes()
+        """A table from a JSON file ``{"model": {"input": .., "output": .., ...}}`` (keys
+        starting with ``_`` are comments); InvalidSetting naming the file and the model."""
+        where = f"price table {path}"
         try:
-            data = msgspec.json.decode(raw)
-            prices = {
-                name: msgspec.convert(entry, Price)
-                for name, entry in data.items()
-                if not name.startswith("_")
-            }
-        except (msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
-            raise InvalidEvent(f"price table {path}: {exc}") from None
+            data = msgspec.json.decode(Path(path).read_bytes())
+        except OSError as exc:
+            raise InvalidSetting(f"{where}: cannot be read ({exc.strerror})") from None
+        except msgspec.DecodeError as exc:
+            raise InvalidSetting(f"{where}: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidSetting(
+                f'{where}: expected a JSON object of model names, each {{"input": .., '
+                f'"output": .., "cache_read": ..}} in USD per million tokens, got '
+                f"{type(data).__name__}"
+            )
+        prices = {}
+        for name, entry in data.items():
+            if name.startswith("_"):
+                continue
+            try:
+                prices[name] = msgspec.convert(entry, Price)
+            except msgspec.ValidationError as exc:
+                raise InvalidSetting(f"{where}: model {name!r}: {exc}") from None
         return cls(prices)
 
     @classmethod

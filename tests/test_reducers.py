@@ -396,9 +396,17 @@ def test_prices_match_by_name_then_longest_prefix_and_can_be_overridden(
     assert PriceTable.load(custom).cost("house-model-v2", 1_000_000, 500_000) == 2.0
     monkeypatch.setenv("LEDGER_PRICES", str(custom))
     assert PriceTable.default().price("gpt-4o") is None
-    custom.write_text("[1, 2]")
-    with pytest.raises(ledger.InvalidEvent, match="price table"):
-        PriceTable.load(custom)
+    for body, message in [
+        ("[1, 2]", "expected a JSON object of model names"),
+        ("{bad", "JSON is malformed"),
+        ('{"m": {"input": -1, "output": 2}}', r"model 'm': Expected `float` >= 0"),
+        ('{"m": {"input": "cheap", "output": 2}}', r"model 'm': Expected `float`, got `str`"),
+    ]:
+        custom.write_text(body)
+        with pytest.raises(ledger.InvalidSetting, match=f"price table {custom}: {message}"):
+            PriceTable.load(custom)
+    with pytest.raises(ledger.InvalidSetting, match=r"cannot be read \(No such file"):
+        PriceTable.load(tmp_path / "missing.json")
 
 
 def test_public_models_publish_a_json_schema() -> None:
