@@ -97,20 +97,12 @@ def events(
 
 
 class SortKey(StrEnum):
-    """How ``ledger runs`` orders its rows."""
+    """How ``ledger runs`` orders its rows (``ledger.read_side.RUN_ORDERS``)."""
 
     created = "created"
     cost = "cost"
     tokens = "tokens"
     wall_time = "wall_time"
-
-
-_SORTS = {
-    SortKey.created: lambda m: m.started_at.timestamp(),
-    SortKey.cost: lambda m: m.cost_usd if m.cost_usd is not None else -1.0,
-    SortKey.tokens: lambda m: float(m.total_tokens),
-    SortKey.wall_time: lambda m: m.wall_time_ms,
-}
 
 
 @app.command()
@@ -129,10 +121,10 @@ def runs(
     """List runs with tokens, cost, tools, retries, wall time: "why did this cost so much?"."""
     with connect() as led:
         found = (
-            led.tenant(user).runs(session) if user else led.auditor().runs_metadata(None, session)
+            led.tenant(user).runs(session, order_by=sort.value, limit=limit)
+            if user
+            else led.auditor().runs_metadata(None, session, order_by=sort.value, limit=limit)
         )
-    found.sort(key=_SORTS[sort], reverse=sort is not SortKey.created)
-    found = found[:limit] if limit is not None else found
     if json:
         render.print_json([m.model_dump(mode="json") for m in found])
     else:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.errors import NotFound
 from ledger.events import Event
 from ledger.integrity import Problem, VerifyReport, first_problem
+from ledger.read_side import check_listing
 from ledger.records import Record, RunHead
 from ledger.tenant import RunSummary, readable_event, to_summary
 
@@ -27,10 +28,21 @@ class Auditor:
         """Every registered run, oldest first, optionally narrowed."""
         return [to_summary(h) for h in self._store.list_runs(user_id, session_id)]
 
-    def runs_metadata(self, user_id: str | None = None, session_id: str | None = None) -> list[Any]:
+    def runs_metadata(
+        self,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
         """RunMetadata (tokens, cost, tools, wall time) of every tenant's runs, oldest
-        first, optionally narrowed: "which runs cost the most?" across all users."""
-        return self._ledger.read_side.runs_across(self._store, self._keyring, user_id, session_id)
+        first, optionally narrowed: "which runs cost the most?" across all users
+        (``order_by`` and ``limit`` as ``Tenant.runs``)."""
+        check_listing(order_by, limit)
+        return self._ledger.read_side.runs_across(
+            self._store, self._keyring, user_id, session_id, order_by, limit
+        )
 
     def events(self, run_id: str) -> list[Event]:
         """A run's events, whoever it belongs to."""

@@ -13,7 +13,7 @@ from datetime import datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger.errors import LedgerError
+from ledger.errors import InvalidEvent, LedgerError
 
 if TYPE_CHECKING:
     from ledger.connection import Ledger
@@ -22,6 +22,21 @@ if TYPE_CHECKING:
     from ledger.tenant import Tenant
 
 GROUP = "ledger.read_side"
+
+#: How a listing of runs may be ordered: ``created`` oldest first (the default order of
+#: registration, by the first event's time when asked for), the others largest first.
+RUN_ORDERS = ("created", "cost", "tokens", "wall_time")
+
+
+def check_listing(order_by: str | None, limit: int | None) -> None:
+    """InvalidEvent unless ``order_by`` is one of RUN_ORDERS (or None) and ``limit`` a
+    count (or None)."""
+    if order_by is not None and order_by not in RUN_ORDERS:
+        raise InvalidEvent(f"order_by must be one of {', '.join(RUN_ORDERS)}; got {order_by!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidEvent(f"limit must be a whole number >= 0; got {limit!r}")
+
+
 REPLAY_GROUP = "ledger.replay"
 
 
@@ -35,17 +50,30 @@ class ReadSide(Protocol):
     def run_metadata(self, tenant: Tenant, run_id: str) -> Any:
         """The RunMetadata of one run."""
 
-    def runs(self, tenant: Tenant, session_id: str | None) -> list[Any]:
-        """RunMetadata of the tenant's runs, oldest first."""
+    def runs(
+        self,
+        tenant: Tenant,
+        session_id: str | None,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """RunMetadata of the tenant's runs, oldest first (or by ``order_by``), the
+        first ``limit`` of them."""
 
     def memories(self, tenant: Tenant, namespace: str | None) -> list[Any]:
         """The tenant's current memories."""
 
     def runs_across(
-        self, store: EventStore, keyring: Keyring, user_id: str | None, session_id: str | None
+        self,
+        store: EventStore,
+        keyring: Keyring,
+        user_id: str | None,
+        session_id: str | None,
+        order_by: str | None = None,
+        limit: int | None = None,
     ) -> list[Any]:
         """RunMetadata of every tenant's runs (or one's), read through ``store``,
-        opened with ``keyring``."""
+        opened with ``keyring``; ordered and limited as ``runs``."""
 
 
 class Replayer(Protocol):

@@ -13,6 +13,7 @@ from ledger.events import CATALOG, Event
 from ledger.forks import check_fork_point
 from ledger.ids import check_id, new_run_id
 from ledger.personal import Keyring, reveal_event
+from ledger.read_side import check_listing
 from ledger.records import Record, RunHead
 from ledger.run import Run
 
@@ -136,9 +137,19 @@ class Tenant:
         keyring = self._ledger.keyring
         return [readable_event(r, keyring) for r in records]
 
-    def runs(self, session_id: str | None = None) -> list[Any]:
-        """RunMetadata of this tenant's runs, oldest first, optionally in one session."""
-        return self._ledger.read_side.runs(self, session_id)
+    def runs(
+        self,
+        session_id: str | None = None,
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """RunMetadata of this tenant's runs, oldest first, optionally in one session;
+        ``order_by`` "cost", "tokens" or "wall_time" (largest first) or "created", and
+        at most ``limit`` of them (only those are turned into RunMetadata: a top ten
+        of a million runs costs a scan, not a million models)."""
+        check_listing(order_by, limit)
+        return self._ledger.read_side.runs(self, session_id, order_by, limit)
 
     def run_metadata(self, run_id: str) -> Any:
         """Tokens, cost, tool calls, retries, wall time and status of one run, per turn."""

@@ -9,6 +9,7 @@ none are not walked for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 from ledger.connection import Ledger
@@ -19,9 +20,20 @@ from ledger.tenant import Tenant
 from projections.catalog import CONVERSATION, MEMORY, RUN_METADATA, default_projectors
 from projections.models import ConversationState, Memory, RunMetadata
 from projections.reading import Current, current
+from projections.reducers import RunFold
 from projections.storage import storage_for
 
 M = TypeVar("M")
+
+
+#: ``ledger.read_side.RUN_ORDERS`` on a folded run: (sort key, largest first). A cost
+#: the price table does not know sorts below every known one.
+_RUN_ORDERS: dict[str, tuple[Callable[[RunFold], float], bool]] = {
+    "created": (lambda s: s.started_at.timestamp(), False),
+    "cost": (lambda s: -1.0 if s.cost_usd is None else s.cost_usd, True),
+    "tokens": (lambda s: float(s.total_tokens), True),
+    "wall_time": (lambda s: float(s.wall_time_ms), True),
+}
 
 
 def _opened(model: M, read: Current, user_id: str, keyring: Keyring) -> M:
@@ -62,26 +74,45 @@ class ReadSide:
         model = RunMetadata.from_state(read.doc.state)
         return _opened(model, read, tenant.user_id, self.ledger.keyring)
 
-    def runs(self, tenant: Tenant, session_id: str | None) -> list[RunMetadata]:
+    def runs(
+        self,
+        tenant: Tenant,
+        session_id: str | None,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunMetadata]:
         """Metadata of the tenant's runs (oldest first), one stored-document scan."""
-        return self._runs(self.ledger.store, self.ledger.keyring, tenant.user_id, session_id)
+        ledger = self.ledger
+        return self._runs(ledger.store, ledger.keyring, tenant.user_id, session_id, order_by, limit)
 
     def runs_across(
-        self, store: EventStore, keyring: Keyring, user_id: str | None, session_id: str | None
+        self,
+        store: EventStore,
+        keyring: Keyring,
+        user_id: str | None,
+        session_id: str | None,
+        order_by: str | None = None,
+        limit: int | None = None,
     ) -> list[RunMetadata]:
         """Metadata of every tenant's runs (or ``user_id``'s), read through ``store``
         and opened with ``keyring``: the auditor's view, whose role the database lets
         read across tenants."""
-        return self._runs(store, keyring, user_id, session_id)
+        return self._runs(store, keyring, user_id, session_id, order_by, limit)
 
     def _runs(
-        self, store: EventStore, keyring: Keyring, user_id: str | None, session_id: str | None
+        self,
+        store: EventStore,
+        keyring: Keyring,
+        user_id: str | None,
+        session_id: str | None,
+        order_by: str | None,
+        limit: int | None,
     ) -> list[RunMetadata]:
         stored = {
             (user, key): data for user, key, data in storage_for(store).scan(RUN_METADATA, user_id)
         }
         projector = self.projectors[RUN_METADATA]
-        out = []
+        found: list[tuple[RunFold, Current, str]] = []
         for head in store.list_runs(user_id, session_id):
             read = current(
                 self.ledger,
@@ -93,9 +124,14 @@ class ReadSide:
                 store=store,
             )
             if read.doc is not None:
-                model = RunMetadata.from_state(read.doc.state)
-                out.append(_opened(model, read, head.user_id, keyring))
-        return out
+                found.append((read.doc.state, read, head.user_id))
+        if order_by is not None:  # on the folded states: only what is kept becomes a model
+            key, largest_first = _RUN_ORDERS[order_by]
+            found.sort(key=lambda item: key(item[0]), reverse=largest_first)
+        return [
+            _opened(RunMetadata.from_state(state), read, user, keyring)
+            for state, read, user in found[:limit]
+        ]
 
     def memories(self, tenant: Tenant, namespace: str | None) -> list[Memory]:
         """The tenant's current memories, optionally of one namespace."""

@@ -68,6 +68,8 @@ def current(
         seen = 0 if doc is None else doc.applied.get(run.run_id, 0)
         if run.version > seen:
             unseen.extend(store.read_run(user_id, run.run_id, after_version=seen))
+    if not unseen:  # caught up (the common case): nothing to decode or fold
+        return Current(doc, data is not None and MARKED in data)
     unseen.sort(key=lambda record: record.position)  # log order, as the projector folds
     key_of = projector.reducer.key
     decoded, _ = decode_for_fold(unseen, quiet=True)

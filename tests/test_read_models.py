@@ -150,6 +150,39 @@ def test_run_metadata_answers_cost_and_slowness(led: ledger.Ledger) -> None:
     assert [m.run_id for m in t.runs()] == [run.run_id]
 
 
+def test_runs_come_ordered_and_limited_for_the_question_asked(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    usage = {"cheap": (100, 1.0), "dear": (9_000, 2.0), "slow": (10, 60.0)}
+    runs = {}
+    for name, (tokens, seconds) in usage.items():
+        run = runs[name] = t.start_run(session_id=name, model="gpt-4o", occurred_at=at(0))
+        run.model_responded(usage={"input_tokens": tokens}, occurred_at=at(seconds))
+    unknown = t.start_run(session_id="unknown", occurred_at=at(0))
+    unknown.model_responded(model="in-house-7", usage={"input_tokens": 10**6}, occurred_at=at(1))
+
+    def order(**listing: object) -> list[str]:
+        return [m.run_id for m in t.runs(**listing)]  # type: ignore[arg-type]
+
+    assert order(order_by="cost") == [runs["dear"].run_id, runs["cheap"].run_id,
+                                      runs["slow"].run_id, unknown.run_id]  # fmt: skip
+    assert order(order_by="tokens", limit=1) == [unknown.run_id]
+    assert order(order_by="wall_time", limit=2) == [runs["slow"].run_id, runs["dear"].run_id]
+    assert order(limit=2) == order()[:2] == [runs["cheap"].run_id, runs["dear"].run_id]
+    assert order(order_by="cost", limit=0) == []
+    auditor = led.auditor().runs_metadata(order_by="cost", limit=1)
+    assert [m.run_id for m in auditor] == [runs["dear"].run_id]
+    for bad in ({"order_by": "price"}, {"limit": -1}, {"limit": True}):
+        with pytest.raises(ledger.InvalidEvent, match=r"(order_by|limit) must be"):
+            t.runs(**bad)  # type: ignore[arg-type]
+
+
+def test_the_cli_sorts_by_what_the_api_orders_by() -> None:
+    from cli.app import SortKey
+    from ledger.read_side import RUN_ORDERS
+
+    assert [k.value for k in SortKey] == list(RUN_ORDERS)
+
+
 def test_unknown_models_cost_null_not_zero(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     run = scripted_run(t, model="in-house-model-7")
