@@ -78,6 +78,8 @@ def _clip(text: str, width: int = PREVIEW) -> str:
 def preview(event: Event) -> str:
     """One line that says what an event was about."""
     d = event.data
+    if "unreadable" in d:  # ledger.tenant.readable_events, for a row no reader can decode
+        return f"UNREADABLE: {d['unreadable']}"
     match event.type:
         case "message_received":
             return f"[{d.get('role')}] {_clip(str(d.get('content', '')))}"

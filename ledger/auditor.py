@@ -11,7 +11,7 @@ from ledger.events import Event
 from ledger.integrity import Problem, VerifyReport, first_problem
 from ledger.read_side import check_listing
 from ledger.records import Record, RunHead
-from ledger.tenant import RunSummary, readable_event, to_summary
+from ledger.tenant import RunSummary, readable_event, readable_events, to_summary
 
 if TYPE_CHECKING:
     from ledger.connection import Ledger
@@ -44,12 +44,13 @@ class Auditor:
             self._store, self._keyring, user_id, session_id, order_by, limit
         )
 
-    def events(self, run_id: str) -> list[Event]:
-        """A run's events, whoever it belongs to."""
+    def events(self, run_id: str, *, mark_unreadable: bool = False) -> list[Event]:
+        """A run's events, whoever it belongs to (``mark_unreadable``: see
+        ``ledger.tenant.readable_events``)."""
         if self._store.run_head(None, run_id) is None:
             raise NotFound(f"run {run_id!r} not found")
-        keyring = self._keyring
-        return [readable_event(r, keyring) for r in self._store.read_run(None, run_id)]
+        records = self._store.read_run(None, run_id)
+        return readable_events(records, self._keyring, mark_unreadable=mark_unreadable)
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
         """RunState of any tenant's run at a version or a time (None: its head)."""

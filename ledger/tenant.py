@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from base64 import b64encode
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,10 @@ def to_event(record: Record, *, hashes: bool = True) -> Event:
             f"stored event {record.version} of run {record.run_id!r} cannot be read as "
             f"{record.type!r}: {exc}"
         ) from None
+    return _event(record, data, hashes)
+
+
+def _event(record: Record, data: dict[str, Any], hashes: bool = True) -> Event:
     return Event(
         user_id=record.user_id,
         session_id=record.session_id,
@@ -67,6 +73,25 @@ def readable_event(record: Record, keyring: Keyring | None) -> Event:
     if record.key_id is None or keyring is None:
         return event
     return reveal_event(event, keyring)
+
+
+def readable_events(
+    records: Iterable[Record], keyring: Keyring | None, *, mark_unreadable: bool = False
+) -> list[Event]:
+    """``readable_event`` of each record. One that no reader can decode (a row written
+    behind the ledger's back) raises InvalidEvent naming it, or with ``mark_unreadable``
+    comes back among the others with ``data`` saying why, and its stored bytes in
+    base64 (what a debugging tool shows: the rest of the run stays visible)."""
+    if not mark_unreadable:
+        return [readable_event(r, keyring) for r in records]
+    out = []
+    for record in records:
+        try:
+            out.append(readable_event(record, keyring))
+        except InvalidEvent as exc:
+            data = {"unreadable": str(exc), "payload_base64": b64encode(record.payload).decode()}
+            out.append(_event(record, data))
+    return out
 
 
 def to_summary(head: RunHead) -> RunSummary:
@@ -127,15 +152,20 @@ class Tenant:
         return Run.at_head(self, self._head(run_id))
 
     def events(
-        self, run_id: str, *, after_version: int = 0, upto_version: int | None = None
+        self,
+        run_id: str,
+        *,
+        after_version: int = 0,
+        upto_version: int | None = None,
+        mark_unreadable: bool = False,
     ) -> list[Event]:
-        """The run's events in version order."""
+        """The run's events in version order (``mark_unreadable``: see
+        ``readable_events``)."""
         self._head(run_id)
         records = self._ledger.store.read_run(
             self.user_id, run_id, after_version=after_version, upto_version=upto_version
         )
-        keyring = self._ledger.keyring
-        return [readable_event(r, keyring) for r in records]
+        return readable_events(records, self._ledger.keyring, mark_unreadable=mark_unreadable)
 
     def runs(
         self,

@@ -117,3 +117,27 @@ def test_unfoldable_events_are_skipped_and_logged_and_the_rest_is_folded(
     shown = ledger_cli(url, "projections", "status")
     assert shown.returncode == 0, shown.stderr
     assert "skipped 3 unfoldable events (see its log)" in shown.stdout
+
+
+def test_ledger_events_shows_an_unreadable_row_among_the_rest(url: str) -> None:
+    """The API says which row it cannot read; the debugging command shows the whole
+    run, with that row marked, since it is where an operator looks for it."""
+    with ledger.connect(url) as led:
+        t = led.tenant("usr_a")
+        run = t.start_run(session_id="s")
+        turn(run, 1)
+        _insert_after_head(url, run.run_id, "message_received", 1, b"\xff\x00")  # version 7
+        turn(t.run(run.run_id), 2)
+        with pytest.raises(ledger.InvalidEvent, match=r"stored event 7 of run .* cannot be read"):
+            t.events(run.run_id)
+        marked = t.events(run.run_id, mark_unreadable=True)
+        assert [e.version for e in marked] == list(range(1, 13))
+        assert marked[6].data == {
+            "unreadable": f"stored event 7 of run {run.run_id!r} cannot be read as "
+            "'message_received': JSON is malformed: invalid character (byte 0)",
+            "payload_base64": "/wA=",
+        }
+        assert led.auditor().events(run.run_id, mark_unreadable=True) == marked
+    shown = ledger_cli(url, "events", run.run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "UNREADABLE: stored event 7" in shown.stdout and "user question 2" in shown.stdout
