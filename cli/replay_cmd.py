@@ -54,6 +54,11 @@ def replay_command(
         # Without --user the read crosses tenants: only as the auditor.
         store, keyring = led.reads_for(user)
         if from_ is not None or to is not None:
+            if at is not None or at_time is not None:
+                raise InvalidEvent(
+                    "give --at or --at-time for one point, or --from and --to for what "
+                    "changed between two, not both"
+                )
             before = replay(store, user, run_id, from_ or 1, keyring)
             after = replay(store, user, run_id, to, keyring)
             change = diff(before, after)

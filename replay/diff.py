@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ledger.errors import InvalidEvent
 from projections.models import RunState
 
 
@@ -27,7 +28,13 @@ class RunDiff(BaseModel):
 
 
 def diff(before: RunState, after: RunState) -> RunDiff:
-    """The difference of two states of one run (``before`` at or before ``after``)."""
+    """The difference of two states of one run (``before`` at or before ``after``;
+    InvalidEvent if it is after it)."""
+    if before.version > after.version:
+        raise InvalidEvent(
+            f"a difference goes forward in a run: version {before.version} comes after "
+            f"{after.version} (swap them)"
+        )
     known = len(before.messages)
     added = after.messages[known:]
     # A tool entry that existed before but has an output now was returned in between.

@@ -217,3 +217,16 @@ def test_replay_fork_and_tail_from_the_shell(url: str) -> None:
     )
     assert forked["parent_run_id"] == run_id
     assert ledger_cli(url, "tail", "--for", "0.3").returncode == 0
+
+
+def test_a_diff_goes_forward_and_is_not_mixed_with_a_point(sqlite_url: str) -> None:
+    with ledger.connect(sqlite_url) as led:
+        run = led.tenant("usr_a").start_run(session_id="s")
+        turn(run, 1)
+    backwards = ledger_cli(sqlite_url, "replay", run.run_id, "--from", "5", "--to", "2")
+    assert (backwards.returncode, "Traceback" in backwards.stderr) == (2, False)
+    assert backwards.stderr.strip() == (
+        "error: a difference goes forward in a run: version 5 comes after 2 (swap them)"
+    )
+    mixed = ledger_cli(sqlite_url, "replay", run.run_id, "--at", "3", "--to", "4")
+    assert mixed.returncode == 2 and "not both" in mixed.stderr
