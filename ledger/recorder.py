@@ -29,6 +29,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import (
     AggregateRecorder,
+    InfrastructureFactory,
     Notification,
     ProcessRecorder,
     StoredEvent,
@@ -279,3 +280,50 @@ class PollingSubscription(Subscription[LedgerRecorder]):
             if not self._buffer:
                 self._wake.wait(self.poll_interval)
         raise StopIteration
+
+
+class LedgerFactory(InfrastructureFactory[LedgerRecorder]):
+    """The library's infrastructure factory for the ledger: an eventsourcing
+    ``Application`` run with ``PERSISTENCE_MODULE=ledger.recorder`` keeps its aggregates
+    in the ledger named by ``LEDGER_URL`` (as ``ledger.connect``: unset, ``$LEDGER_URL``,
+    then the SQLite default), under the tenant ``LEDGER_TENANT`` (default
+    ``_eventsourcing``). Both may be prefixed with the application's name, as every
+    setting of the library may (``BANK_LEDGER_URL``). Its events are hash-chained and
+    verified like the ledger's own.
+
+    Snapshots are not offered: a snapshot is a second, per-aggregate record keyed by the
+    same id and version as the aggregate's events, which the ledger's runs (one
+    version per id, ids unique across tenants) cannot hold beside them.
+    """
+
+    LEDGER_URL = "LEDGER_URL"
+    LEDGER_TENANT = "LEDGER_TENANT"
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        from ledger.connection import connect  # the factory is the one user of it here
+
+        self._ledger = connect(self.env.get(self.LEDGER_URL) or None)
+        self._tenant = self.env.get(self.LEDGER_TENANT) or DEFAULT_TENANT
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        if purpose != "events":
+            raise InvalidEvent(
+                f"the ledger recorder keeps aggregate events only, not {purpose!r}: "
+                "leave IS_SNAPSHOTTING_ENABLED unset with PERSISTENCE_MODULE=ledger.recorder"
+            )
+        return LedgerAggregateRecorder(self._ledger.store, self._tenant)
+
+    def application_recorder(self) -> LedgerRecorder:
+        return LedgerRecorder(self._ledger.store, self._tenant)
+
+    def tracking_recorder(
+        self, tracking_recorder_class: type[LedgerRecorder] | None = None
+    ) -> LedgerRecorder:
+        return (tracking_recorder_class or LedgerRecorder)(self._ledger.store, self._tenant)
+
+    def process_recorder(self) -> LedgerRecorder:
+        return LedgerRecorder(self._ledger.store, self._tenant)
+
+    def close(self) -> None:
+        self._ledger.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 import ledger
@@ -55,3 +57,60 @@ def test_a_topic_named_like_a_catalog_event_is_refused_and_nothing_is_written(
     with pytest.raises(ledger.InvalidEvent, match="topic 'message_received' is an event type"):
         recorder.insert_events([ok, forged])
     assert recorder.select_events(stream) == [] and recorder.select_events(ok.originator_id) == []
+
+
+class Account(Aggregate):
+    """A tiny aggregate of the library's own kind."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.balance = 0
+
+    @event("Deposited")
+    def deposit(self, amount: int) -> None:
+        self.balance += amount
+
+
+class Bank(Application[UUID]):
+    def open(self, owner: str) -> UUID:
+        account = Account(owner)
+        self.save(account)
+        return account.id
+
+    def deposit(self, account_id: UUID, amount: int) -> None:
+        account: Account = self.repository.get(account_id)
+        account.deposit(amount)
+        self.save(account)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest) -> str:
+    """A store that outlives the application that opened it (not memory://)."""
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+def test_an_application_keeps_its_aggregates_in_the_ledger(url: str) -> None:
+    """PERSISTENCE_MODULE=ledger.recorder is all an eventsourcing Application needs."""
+    store_url = url
+    env = {"PERSISTENCE_MODULE": "ledger.recorder", "BANK_LEDGER_URL": store_url}
+    bank = Bank(env=env)
+    account_id = bank.open("ada")
+    for amount in (10, 20, 12):
+        bank.deposit(account_id, amount)
+    bank.close()
+
+    again = Bank(env={**env, "LEDGER_TENANT": "_eventsourcing"})  # another process would
+    account: Account = again.repository.get(account_id)
+    assert (account.owner, account.balance, account.version) == ("ada", 42, 4)
+    assert [n.originator_version for n in again.notification_log.select(start=1, limit=10)] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    again.close()
+    with ledger.connect(store_url) as led:
+        report = led.auditor().verify(user_id="_eventsourcing")
+        assert (report.ok, report.runs, report.events) == (True, 1, 4)
+    with pytest.raises(ledger.InvalidEvent, match="IS_SNAPSHOTTING_ENABLED"):
+        Bank(env={**env, "IS_SNAPSHOTTING_ENABLED": "y"})
