@@ -6,6 +6,7 @@ only a real Postgres can show (other transactions, triggers, migrations under a 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import ledger
 from ledger.chain import GENESIS, Unsealed, recompute, seal
 from ledger.errors import (
     ConcurrencyError,
@@ -602,3 +604,38 @@ def test_large_payloads_are_compressed_with_lz4_where_the_server_has_it(
     assert row is not None and row[1] < len(big) // 10
     if has_lz4:
         assert row[0] == "lz4"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_gets_connections_of_its_own(pg_url: str) -> None:
+    """A ledger opened before a fork (a preloading server, a forking worker pool) must
+    not share the parent's sockets: replies were read by the wrong process, and a child
+    closing its ledger terminated the parent's sessions."""
+    with ledger.connect(pg_url, encrypt=False) as led:
+        parent = led.tenant("usr_parent").start_run(session_id="s")
+        parent.message_received(content="before the fork")
+        led.auditor().runs()  # an auditor view made before the fork follows its store
+        children = []
+        for i in range(3):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover (the child's exit status is the assertion)
+                code = 1
+                try:
+                    t = led.tenant(f"usr_child_{i}")
+                    run = t.start_run(session_id="s")
+                    for n in range(20):
+                        run.message_received(content=f"child {i}: {n}")
+                        assert len(t.conversation("s").messages) == n + 1
+                    assert len(led.auditor().runs()) >= 2
+                    led.close()  # must close the child's connections only
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        for n in range(20):
+            parent.message_received(content=f"parent: {n}")
+            assert len(led.tenant("usr_parent").conversation("s").messages) == n + 2
+        assert [os.waitpid(pid, 0)[1] for pid in children] == [0, 0, 0]
+        parent.message_received(content="after the children closed theirs")
+        report = led.auditor().verify()
+        assert (report.ok, report.runs, report.events) == (True, 4, 2 + 20 + 1 + 3 * 21)

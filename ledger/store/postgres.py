@@ -25,6 +25,8 @@ pipelined.
 from __future__ import annotations
 
 import copy
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -193,17 +195,41 @@ class PostgresStore(EventStore):
         self._notices = NoticeThrottle(self._send_notice)
         self._notice = {"channel": NOTIFY_CHANNEL, "schema": self.schema}
         self.migrate()
-        self._pool = LifoPool(
+        self._pool_settings = {"min_size": min_size, "max_size": max_size, "timeout": pool_timeout}
+        self._origin: PostgresStore | None = None  # the store an auditor view shares a pool with
+        self._pool = self._open_pool()
+
+    def _open_pool(self) -> LifoPool:
+        pool = LifoPool(
             self._conninfo,
-            min_size=min_size,
-            max_size=max_size,
             open=False,
-            timeout=pool_timeout,
             kwargs={"autocommit": True, "context": _ADAPTERS},
             name=f"ledger-{self.schema}",
+            **self._pool_settings,
         )
         with _translated():
-            self._pool.open(wait=False)
+            pool.open(wait=False)
+        self._pid = os.getpid()
+        return pool
+
+    def _after_fork(self) -> None:
+        """In a child process forked with this store open (a preloading web server, a
+        forking worker pool): a pool of its own.
+
+        The inherited pool's connections are the parent's sockets: a statement sent on
+        one interleaves with the parent's (replies read by the wrong process), and
+        closing one terminates the parent's session. So it is abandoned untouched (its
+        ``__del__`` told it is closed already, so it stops nothing; psycopg does not
+        finish a connection in a process other than the one that opened it), and a new
+        pool and notice throttle (whose lock another thread may have held at the fork)
+        take over. An auditor view follows the store it was made from."""
+        origin = self._origin or self
+        with _fork_lock:
+            if origin._pid != os.getpid():
+                origin._pool._closed = True  # type: ignore[attr-defined]
+                origin._pool = origin._open_pool()
+                origin._notices = NoticeThrottle(origin._send_notice)
+        self._pool, self._notices, self._pid = origin._pool, origin._notices, origin._pid
 
     @property
     def conninfo(self) -> str:
@@ -234,6 +260,7 @@ class PostgresStore(EventStore):
         """A view of this store (same pool) whose cross-tenant reads run as the auditor
         role: it reads every tenant and the database refuses any write it tries."""
         view = copy.copy(self)
+        view._origin = self._origin or self
         view._cross_role = AUDITOR_ROLE
         # Whatever was built on this store for its own role (read-model storage) is
         # built again on the view, so it reads as the auditor too.
@@ -268,6 +295,8 @@ class PostgresStore(EventStore):
         # connection's own block, whose commit is a no-op in autocommit but still a
         # locked wait; putconn rolls back whatever a failure left open. ~8 us of CPU an
         # append (interleaved A/B, one writer).
+        if self._pid != os.getpid():
+            self._after_fork()
         with _translated():
             conn = self._pool.getconn()
             try:
@@ -637,12 +666,27 @@ class PostgresStore(EventStore):
         return ids
 
     def close(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()  # never close the parent's connections from a child
         self._notices.close()
         self._pool.close()
 
     def __enter__(self) -> PostgresStore:
         return self
 
+
+#: Serialises taking over after a fork (``PostgresStore._after_fork``); made anew in
+#: each child, since another thread of the parent may have held it at the fork.
+_fork_lock = threading.Lock()
+
+
+def _new_fork_lock() -> None:
+    global _fork_lock
+    _fork_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork either
+    os.register_at_fork(after_in_child=_new_fork_lock)
 
 #: Query parameters of a ledger URL that are the ledger's own, not libpq's.
 _OWN_PARAMS = frozenset({"schema", "pool_timeout"})
