@@ -26,7 +26,6 @@ import binascii
 import copy
 import operator
 import os
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from pydantic import BaseModel
 from ledger.chain import Unsealed
 from ledger.errors import InvalidEvent
 from ledger.events import CATALOG, Event, Payload, encode_payload
+from ledger.forksafe import fresh_lock, shares_lock
 from ledger.storable import (
     MARKED,
     MARKER,
@@ -144,7 +144,7 @@ class _Opened:
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._lock = threading.Lock()
+        self._lock = fresh_lock(self)
         self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._size = 0
 
@@ -188,7 +188,7 @@ class Keyring:
     ) -> None:
         self._store = store
         self._ttl = ttl
-        self._lock = threading.Lock()
+        self._lock = fresh_lock(self)
         self._writing: dict[str, tuple[WritingKey, float]] = {}
         self._reading: dict[tuple[str, str], tuple[AESGCM | None, float]] = {}
         #: Plaintexts of tokens opened lately (``opened_bytes``; 0: none kept).
@@ -199,6 +199,7 @@ class Keyring:
         sharing one cache, so an erasure forgotten here is forgotten there too."""
         view = copy.copy(self)
         view._store = store
+        shares_lock(view)
         return view
 
     def writing_key(self, user_id: str) -> WritingKey:

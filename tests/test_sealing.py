@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import signal
 import threading
 from typing import Any
 
@@ -307,3 +308,40 @@ def test_opened_tokens_are_kept_per_user_and_never_outlive_their_key(
         led.forget("usr_c")
         assert led.keyring.opened.get("usr_c", token) is None
         assert reveal(token, "usr_c", led.keyring) == ERASED
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_while_a_key_cache_lock_is_held_does_not_hang(sqlite_url: str) -> None:
+    """fork copies only the calling thread: a cache lock another thread held at that
+    instant would stay held in the child for good (``ledger.forksafe``)."""
+    with ledger.connect(sqlite_url, encrypt=True) as led:
+        t = led.tenant("usr_a")
+        run = t.start_run(session_id="s")
+        run.message_received(content="sealed before the fork")
+        assert t.conversation("s").messages[0]["content"] == "sealed before the fork"
+        keyring, auditor = led.keyring, led.auditor()
+        held, release = threading.Event(), threading.Event()
+
+        def hold_both() -> None:
+            with keyring._lock, keyring.opened._lock:
+                held.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold_both)
+        holder.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child's exit status is the assertion)
+            code = 1
+            try:
+                signal.alarm(20)  # a hang is a failure, not a stuck test run
+                run.message_received(content="sealed in the child")
+                contents = [m["content"] for m in t.conversation("s").messages]
+                assert contents == ["sealed before the fork", "sealed in the child"]
+                assert auditor.events(run.run_id)[-1].data["content"] == "sealed in the child"
+                code = 0
+            finally:
+                os._exit(code)
+        release.set()
+        holder.join()
+        assert os.waitpid(pid, 0)[1] == 0
