@@ -116,7 +116,9 @@ class Run:
             )
 
     def _emit(self, type_: str, fields: Mapping[str, Any], occurred_at: datetime | None) -> None:
-        self._refuse_if_ended(type_)
+        turn = self._turn
+        if self._ended is not None or (turn and turn[-1][0].type in ENDS_A_RUN):
+            self._refuse_if_ended(type_)
         payload = CATALOG.validate(type_, fields)
         if occurred_at is None:
             when = datetime.now(UTC)
@@ -160,8 +162,10 @@ class Run:
             # next belongs to a fresh key (never to one nobody can read any more).
             keyring.forget(self.user_id)
             sealed = self._append(protect(self.user_id, drafts, keyring))
-        self.version, self._head_hash = sealed[-1].version, sealed[-1].hash
-        self._ended = _ending(sealed[-1].type, sealed[-1].version)
+        head = sealed[-1]
+        self.version, self._head_hash = head.version, head.hash
+        if head.type in ENDS_A_RUN:
+            self._ended = _ending(head.type, head.version)
 
     def _append(self, events: Sequence[Unsealed]) -> tuple[NewEvent, ...]:
         sealed = seal(
