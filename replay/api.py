@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ledger.connection import Ledger
+from ledger.errors import InvalidEvent
 from ledger.run import Run
 from ledger.tenant import Tenant, to_event
 from projections.models import RunState
@@ -21,6 +22,10 @@ class Replayer:
     def replay(self, user_id: str | None, run_id: str, at: int | datetime | None) -> RunState:
         """The state of a run (of ``user_id``, or of anyone for the auditor) at ``at``,
         personal content opened with the user's key (or shown as erased)."""
+        if at is not None and (isinstance(at, bool) or not isinstance(at, int | datetime)):
+            raise InvalidEvent(
+                f"at must be a version (int) or a datetime, got {type(at).__name__} {at!r}"
+            )
         store, keyring = self.ledger.reads_for(user_id)
         return replay(store, user_id, run_id, at, keyring)
 

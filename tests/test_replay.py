@@ -153,6 +153,13 @@ def test_resume_shows_completed_steps_and_pending_tool_calls(led: ledger.Ledger)
     assert state.status == "running"
 
 
+def test_a_point_is_a_version_or_a_time(led: ledger.Ledger) -> None:
+    run = led.tenant("usr_a").start_run(session_id="s")
+    for bad in (True, "1", 1.0, [1]):
+        with pytest.raises(InvalidEvent, match=r"at must be a version .* or a datetime"):
+            led.tenant("usr_a").replay(run.run_id, at=bad)  # type: ignore[arg-type]
+
+
 def test_unknown_other_tenants_and_out_of_range(led: ledger.Ledger) -> None:
     a, b = led.tenant("usr_a"), led.tenant("usr_b")
     run = a.start_run(session_id="s")
