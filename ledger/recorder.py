@@ -24,7 +24,7 @@ import functools
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -50,6 +50,9 @@ from ledger.errors import ConcurrencyError, InvalidEvent, RunIdTaken, StoreUnava
 from ledger.events import CATALOG
 from ledger.records import NewEvent, Record, RunAppend, Tracking
 from ledger.store.base import EventStore, RecordConflict
+
+if TYPE_CHECKING:
+    from ledger.connection import Ledger
 
 #: Tenant under which rows written through the eventsourcing interface are kept.
 DEFAULT_TENANT = "_eventsourcing"
@@ -303,8 +306,14 @@ class LedgerFactory(InfrastructureFactory[LedgerRecorder]):
         super().__init__(env)
         from ledger.connection import connect  # the factory is the one user of it here
 
-        self._ledger = connect(self.env.get(self.LEDGER_URL) or None)
+        self._ledger: Ledger | None = connect(self.env.get(self.LEDGER_URL) or None)
         self._tenant = self.env.get(self.LEDGER_TENANT) or DEFAULT_TENANT
+
+    @property
+    def _store(self) -> EventStore:
+        if self._ledger is None:
+            raise StoreUnavailable("this eventsourcing factory's ledger is closed")
+        return self._ledger.store
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         if purpose != "events":
@@ -312,18 +321,22 @@ class LedgerFactory(InfrastructureFactory[LedgerRecorder]):
                 f"the ledger recorder keeps aggregate events only, not {purpose!r}: "
                 "leave IS_SNAPSHOTTING_ENABLED unset with PERSISTENCE_MODULE=ledger.recorder"
             )
-        return LedgerAggregateRecorder(self._ledger.store, self._tenant)
+        return LedgerAggregateRecorder(self._store, self._tenant)
 
     def application_recorder(self) -> LedgerRecorder:
-        return LedgerRecorder(self._ledger.store, self._tenant)
+        return LedgerRecorder(self._store, self._tenant)
 
     def tracking_recorder(
         self, tracking_recorder_class: type[LedgerRecorder] | None = None
     ) -> LedgerRecorder:
-        return (tracking_recorder_class or LedgerRecorder)(self._ledger.store, self._tenant)
+        return (tracking_recorder_class or LedgerRecorder)(self._store, self._tenant)
 
     def process_recorder(self) -> LedgerRecorder:
-        return LedgerRecorder(self._ledger.store, self._tenant)
+        return LedgerRecorder(self._store, self._tenant)
 
     def close(self) -> None:
-        self._ledger.close()
+        # Once: an Application closes its factory again from __del__, which may run
+        # at interpreter exit, when what a second close would call is gone.
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.application import Application
+from eventsourcing.dispatch import singledispatchmethod
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.system import ProcessApplication, SingleThreadedRunner, System
 
 import ledger
 import ledger.integrity
@@ -114,3 +117,31 @@ def test_an_application_keeps_its_aggregates_in_the_ledger(url: str) -> None:
         assert (report.ok, report.runs, report.events) == (True, 1, 4)
     with pytest.raises(ledger.InvalidEvent, match="IS_SNAPSHOTTING_ENABLED"):
         Bank(env={**env, "IS_SNAPSHOTTING_ENABLED": "y"})
+
+
+class Tally(ProcessApplication[UUID]):
+    """A follower of Bank: counts the deposits it processed."""
+
+    deposits = 0
+
+    @singledispatchmethod
+    def policy(self, domain_event: Any, processing_event: Any) -> None:
+        if type(domain_event).__name__ == "Deposited":
+            type(self).deposits += 1
+
+
+def test_a_system_of_applications_follows_through_the_ledger(url: str) -> None:
+    """A follower reads the leader's notifications from the ledger and tracks them."""
+    Tally.deposits = 0
+    env = {"PERSISTENCE_MODULE": "ledger.recorder", "LEDGER_URL": url}
+    runner = SingleThreadedRunner(System(pipes=[[Bank, Tally]]), env=env)
+    runner.start()
+    try:
+        bank = runner.get(Bank)
+        account_id = bank.open("grace")
+        for amount in (1, 2, 3):
+            bank.deposit(account_id, amount)
+        assert Tally.deposits == 3
+        assert runner.get(Tally).recorder.max_tracking_id("Bank") == 4
+    finally:
+        runner.stop()
