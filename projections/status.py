@@ -36,12 +36,13 @@ class ProjectorStatus(BaseModel):
 def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[ProjectorStatus]:
     """The status of every projector in ``projectors``."""
     storage = storage_for(ledger.store)
+    log, _ = ledger.reads_for(None)  # the whole log's head and lag: read across tenants
     now = datetime.now(UTC)
     out = []
     for projector in projectors:
         row = storage.projector(projector.name)
         cursor = row.cursor if row is not None else START
-        lag = ledger.store.lag(cursor)
+        lag = log.lag(cursor)
         out.append(
             ProjectorStatus(
                 name=projector.name,

@@ -25,6 +25,7 @@ import ledger
 from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, OWNER_ROLE
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
+from projections.status import status
 from tests.pg import raw_connection
 
 #: Every table that holds tenant data, and a column that is safe to write back.
@@ -315,6 +316,8 @@ def test_a_plain_app_login_works_for_its_tenants_and_is_refused_the_rest(
             led.auditor().runs()
         with pytest.raises(ledger.AccessDenied):
             led.forget("usr_b")
+        with pytest.raises(ledger.AccessDenied, match="ledger_auditor"):
+            status(led, default_projectors())  # not "head 0, lag 0": it sees no tenant
     with raw_connection(agent_login, autocommit=True) as conn:
         # raw SQL from this login, no tenant set: nothing at all
         assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == (0,)
@@ -338,6 +341,8 @@ def test_an_auditor_login_reads_every_tenant_and_writes_nothing(auditor_login: s
         ]
         assert all(m.total_tokens == 0 and m.status == "completed" for m in metadata)
         assert [m.run_id for m in auditor.runs_metadata(user_id="usr_b")] == ["run_usr_b"]
+        heads = {row.head_position for row in status(led, default_projectors())}
+        assert heads == {led.store.max_position()} != {None}  # the whole log's head
         with pytest.raises(ledger.AccessDenied):
             led.tenant("usr_a").start_run(session_id="sess_x")
     listed = subprocess.run(
