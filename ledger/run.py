@@ -102,23 +102,21 @@ class Run:
         self._ended = _ending(head.type, head.version)
         return self
 
-    def _refuse_if_ended(self, type_: str) -> None:
-        """RunEnded if the run has ended, or this open turn already ends it."""
-        ended = self._ended
-        # Nothing is buffered after an ending event, so only the last can be one.
-        if ended is None and self._turn and self._turn[-1][0].type in ENDS_A_RUN:
-            ended = f"{self._turn[-1][0].type} earlier in this turn"
-        if ended is not None:
-            raise RunEnded(
-                f"run {self.run_id!r} has ended ({ended}), so it takes no {type_}; nothing "
-                "was written: a run records nothing after complete() or fail(), start a "
-                f"new run in session {self.session_id!r} to go on"
-            )
+    def _ended_error(self, type_: str, ended: str) -> RunEnded:
+        """What refuses ``type_`` on a run that ended as ``ended`` says."""
+        return RunEnded(
+            f"run {self.run_id!r} has ended ({ended}), so it takes no {type_}; nothing "
+            "was written: a run records nothing after complete() or fail(), start a "
+            f"new run in session {self.session_id!r} to go on"
+        )
 
     def _emit(self, type_: str, fields: Mapping[str, Any], occurred_at: datetime | None) -> None:
+        if self._ended is not None:
+            raise self._ended_error(type_, self._ended)
         turn = self._turn
-        if self._ended is not None or (turn and turn[-1][0].type in ENDS_A_RUN):
-            self._refuse_if_ended(type_)
+        # Nothing is buffered after an ending event, so only a turn's last can be one.
+        if turn and turn[-1][0].type in ENDS_A_RUN:
+            raise self._ended_error(type_, f"{turn[-1][0].type} earlier in this turn")
         payload = CATALOG.validate(type_, fields)
         if occurred_at is None:
             when = datetime.now(UTC)
