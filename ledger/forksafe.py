@@ -30,6 +30,19 @@ def shares_lock(holder: Any) -> None:
     _holders.add(holder)
 
 
+class Lock:
+    """A lock to hold with ``with`` (a module's, say) that every forked child gets new."""
+
+    def __init__(self) -> None:
+        self._lock = fresh_lock(self)
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 def _renew() -> None:
     renewed: dict[int, threading.Lock] = {}  # by the inherited lock: who shared, shares
     for holder in list(_holders):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from psycopg.pq import Format
 from psycopg.rows import RowMaker, tuple_row
 from psycopg_pool import PoolTimeout
 
+from ledger import forksafe
 from ledger.chain import GENESIS
 from ledger.errors import (
     AccessDenied,
@@ -681,16 +681,7 @@ class PostgresStore(EventStore):
 
 #: Serialises taking over after a fork (``PostgresStore._after_fork``); made anew in
 #: each child, since another thread of the parent may have held it at the fork.
-_fork_lock = threading.Lock()
-
-
-def _new_fork_lock() -> None:
-    global _fork_lock
-    _fork_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork either
-    os.register_at_fork(after_in_child=_new_fork_lock)
+_fork_lock = forksafe.Lock()
 
 #: Query parameters of a ledger URL that are the ledger's own, not libpq's.
 _OWN_PARAMS = frozenset({"schema", "pool_timeout"})
