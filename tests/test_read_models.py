@@ -178,8 +178,8 @@ def test_runs_come_ordered_and_limited_for_the_question_asked(led: ledger.Ledger
 
 def test_the_cli_sorts_by_what_the_api_orders_by() -> None:
     from cli.app import SortKey
-    from projections import read_side
     from ledger.read_side import RUN_ORDERS
+    from projections import read_side
 
     assert [k.value for k in SortKey] == list(RUN_ORDERS)
     assert list(read_side._RUN_ORDERS) == list(RUN_ORDERS)  # and the read side sorts by them
