@@ -12,9 +12,9 @@ a read model still equals the fold of its log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 import msgspec
 
@@ -22,6 +22,7 @@ from ledger.errors import InvalidEvent
 from ledger.events import CATALOG, Event
 from ledger.records import Record
 from ledger.tenant import to_event
+from projections.reducers import Paged
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,37 @@ class Reducer(Protocol[S]):
     def decode(self, data: bytes) -> S:
         """The state back from stored bytes."""
 
+    # Paging (``projections.reducers.Paged``), for reducers with an ``item_type``.
+    @property
+    def item_type(self) -> Any:
+        """The type of the items its states page out (None: stored whole)."""
+
+    def items(self, state: S) -> list[Any]:
+        """The items ``state`` holds itself."""
+
+    def with_items(self, state: S, items: list[Any], offset: int) -> S:
+        """``state`` holding ``items`` from ``offset`` on, no pages handed back."""
+
+    def touched(self, state: S, events: Iterable[Event]) -> set[int]:
+        """Items before the offset that folding ``events`` would change."""
+
+    def encode_page(self, items: list[Any]) -> bytes:
+        """A page as stored bytes."""
+
+    def decode_page(self, data: bytes) -> list[Any]:
+        """A page back from stored bytes."""
+
+
+#: Gives stored pages by number (those not stored are missing from what it returns).
+FetchPages = Callable[[Sequence[int]], Mapping[int, bytes]]
+
+
+class Dumped(NamedTuple):
+    """A document encoded for storage: its head, and the pages (by number) to write."""
+
+    head: bytes
+    pages: dict[int, bytes]
+
 
 class _Envelope(msgspec.Struct):
     """What a document holds: the state and, per run, the last version folded into it.
@@ -77,20 +109,89 @@ class Document(Generic[S]):
 
 @dataclass(frozen=True)
 class Projector(Generic[S]):
-    """A read model: ``name`` in storage, ``version`` bumps force a rebuild."""
+    """A read model: ``name`` in storage, ``version`` bumps force a rebuild.
+
+    A document is stored as a head (the envelope below) and, for reducers whose states
+    page items out (``projections.reducers.Paged``: the conversation), pages of
+    ``page_items`` items each: page ``n`` holds the items ``n * page_items`` up to the
+    next page. Each dump moves the full pages of the oldest items but one page out of
+    the head (so a head holds fewer than two pages of items), and those pages are not
+    written again unless a later fold changes one of their items. A batch thus reads
+    and writes what is new in it, not a long session's whole history. Readers get the
+    head and every page in one snapshot and fold from the whole state (``load``).
+    """
 
     name: str
     version: int
     reducer: Reducer[S]
+    page_items: int = 64
 
-    def load(self, data: bytes) -> Document[S]:
-        """Decode a stored document."""
+    @property
+    def paged(self) -> bool:
+        """Whether this read model's documents keep their older items in pages."""
+        return self.reducer.item_type is not None
+
+    def load(self, data: bytes, pages: Sequence[bytes] | None = None) -> Document[S]:
+        """Decode a stored document: its head alone (how the projector folds onto it),
+        or with ``pages``, all of its pages in order, the whole state (readers)."""
         envelope = _decode(data)
-        return Document(self.reducer.decode(bytes(envelope.state)), envelope.applied)
+        state = self.reducer.decode(bytes(envelope.state))
+        if pages is not None and self.paged:
+            state = self._whole(state, pages)
+        return Document(state, envelope.applied)
 
-    def dump(self, doc: Document[S]) -> bytes:
-        """Encode a document for storage."""
-        return _encode(_Envelope(doc.applied, msgspec.Raw(self.reducer.encode(doc.state))))
+    def _whole(self, state: S, pages: Sequence[bytes]) -> S:
+        reducer, offset = self.reducer, cast(Paged, state).offset
+        if not offset and not pages:
+            return state
+        items = [item for page in pages for item in reducer.decode_page(page)]
+        if len(items) != offset:
+            raise LookupError(
+                f"read model {self.name!r}: a document's pages hold {len(items)} items where "
+                f"its head says {offset} (rebuild it: ledger projections rebuild {self.name})"
+            )
+        items += reducer.items(state)
+        return reducer.with_items(state, items, 0)
+
+    def hand_back(self, doc: Document[S], events: Sequence[Event], fetch: FetchPages) -> None:
+        """Give ``doc`` (a head) the pages of the items that folding ``events`` changes."""
+        touched = self.reducer.touched(doc.state, events)
+        if not touched:
+            return
+        numbers = sorted({index // self.page_items for index in touched})
+        found = fetch(numbers)
+        earlier = cast(Paged, doc.state).earlier
+        for number in numbers:
+            if number not in found:
+                raise LookupError(f"read model {self.name!r}: page {number} is not stored")
+            earlier[number * self.page_items] = self.reducer.decode_page(found[number])
+
+    def dump(self, doc: Document[S]) -> Dumped:
+        """Encode a document for storage: its head, and the pages to write with it (the
+        pages handed back, and the full ones moved out of the head now)."""
+        state, pages = doc.state, dict[int, bytes]()
+        if self.paged:
+            state, pages = self._page_out(state)
+        return Dumped(
+            _encode(_Envelope(doc.applied, msgspec.Raw(self.reducer.encode(state)))), pages
+        )
+
+    def _page_out(self, state: S) -> tuple[S, dict[int, bytes]]:
+        reducer, size, paged = self.reducer, self.page_items, cast(Paged, state)
+        if paged.offset % size:
+            raise ValueError(
+                f"read model {self.name!r}: a head at item {paged.offset} is not on a page "
+                f"of {size} items (page_items changed: bump the projector's version)"
+            )
+        pages = {start // size: reducer.encode_page(page) for start, page in paged.earlier.items()}
+        items = reducer.items(state)
+        moved = (len(items) // size - 1) * size if len(items) >= 2 * size else 0
+        if not moved and not paged.earlier:
+            return state, pages
+        first = paged.offset // size
+        for n in range(moved // size):
+            pages[first + n] = reducer.encode_page(items[n * size : (n + 1) * size])
+        return reducer.with_items(state, items[moved:], paged.offset + moved), pages
 
     def fold_stored(
         self,
@@ -99,20 +200,28 @@ class Projector(Generic[S]):
         *,
         loaded: Document[S] | None = None,
         quiet: bool = False,
+        pages: Sequence[bytes] | None = None,
+        fetch: FetchPages | None = None,
     ) -> tuple[Document[S] | None, int]:
         """``fold`` of ``events`` onto the stored document ``data`` (None: none yet;
         ``loaded``: ``data`` already decoded, folded into), skipping each event the
         reducer raises on: the document is folded again from ``data`` without it (a
         reducer folds in place, so the failed attempt is thrown away), and the event
         counts as folded. Logged as an error (``quiet``: at debug, for reads, which fold
-        what the projector reports). Returns the document and how many were skipped."""
+        what the projector reports). Returns the document and how many were skipped.
+
+        ``data`` is a head: with all its ``pages`` (readers), or ``fetch`` to get those
+        of its pages the fold changes (the projector)."""
         skipped: dict[int, Event] = {}  # by id(): the very events given
+        fetch = None if fetch is None or not self.paged else _memoized(fetch)  # for retries
         while True:
             doc: Document[S] | None = loaded
             if doc is None and data is not None:
-                doc = self.load(data)
+                doc = self.load(data, pages)
             loaded = None
             todo = [e for e in events if id(e) not in skipped] if skipped else events
+            if doc is not None and fetch is not None:
+                self.hand_back(doc, todo, fetch)
             try:
                 folded = self.fold(doc, todo)
             except Unfoldable as exc:
@@ -164,6 +273,19 @@ class Projector(Generic[S]):
         if last:
             applied[run_id] = last
         return doc
+
+
+def _memoized(fetch: FetchPages) -> FetchPages:
+    """``fetch`` asked once per page."""
+    fetched: dict[int, bytes] = {}
+
+    def memo(numbers: Sequence[int]) -> Mapping[int, bytes]:
+        wanted = [n for n in numbers if n not in fetched]
+        if wanted:
+            fetched.update(fetch(wanted))
+        return fetched
+
+    return memo
 
 
 class Unfoldable(Exception):

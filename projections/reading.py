@@ -24,6 +24,7 @@ from ledger.storable import MARKED
 from ledger.store import EventStore
 from projections.projector import Document, Projector, decode_for_fold
 from projections.storage import storage_for
+from projections.storage.base import Stored
 
 
 class _Unread(Enum):
@@ -49,31 +50,32 @@ def current(
     user_id: str,
     key: str,
     runs: Iterable[RunHead],
-    data: bytes | _Unread | None = UNREAD,
+    data: Stored | _Unread | None = UNREAD,
     *,
     store: EventStore | None = None,
 ) -> Current:
     """The document ``key`` of ``user_id`` including every committed event of ``runs``.
 
-    ``data`` is the stored document when the caller already read it (None: none is
-    stored), so it is not read again; ``store`` is the view to read through (default:
+    ``data`` is the stored document (with its pages) when the caller already read it
+    (None: none is stored), so it is not read again; ``store`` is the view to read through (default:
     the ledger's own, scoped to ``user_id``).
     """
     store = store or ledger.store
     if data is UNREAD:
         data = storage_for(store).get(projector.name, user_id, key)
-    doc = None if data is None else projector.load(data)
+    doc = None if data is None else projector.load(*data)
+    sealed = data is not None and (MARKED in data.head or any(MARKED in p for p in data.pages))
     unseen = []
     for run in runs:
         seen = 0 if doc is None else doc.applied.get(run.run_id, 0)
         if run.version > seen:
             unseen.extend(store.read_run(user_id, run.run_id, after_version=seen))
     if not unseen:  # caught up (the common case): nothing to decode or fold
-        return Current(doc, data is not None and MARKED in data)
+        return Current(doc, sealed)
     unseen.sort(key=lambda record: record.position)  # log order, as the projector folds
     key_of = projector.reducer.key
     decoded, _ = decode_for_fold(unseen, quiet=True)
     events = [e for e in decoded if key_of(e) == key]
-    folded, _ = projector.fold_stored(data, events, loaded=doc, quiet=True)
-    sealed = (data is not None and MARKED in data) or any(r.key_id for r in unseen)
-    return Current(folded, sealed)
+    head, pages = (None, None) if data is None else data
+    folded, _ = projector.fold_stored(head, events, loaded=doc, quiet=True, pages=pages)
+    return Current(folded, sealed or any(r.key_id for r in unseen))

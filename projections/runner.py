@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -45,7 +46,7 @@ from ledger.records import LogCursor, Record
 from ledger.retry import Backoff
 from projections.projector import Projector, decode_for_fold
 from projections.storage import DocKey, ProjectorRow, ReadModelStorage, storage_for
-from projections.storage.base import BUILD_SUFFIX, Load, Write
+from projections.storage.base import BUILD_SUFFIX, Load, PageKey, Write
 
 Progress = Callable[[int], None]
 
@@ -236,6 +237,7 @@ class ProjectorRunner:
         for (hold, records, by_key, undecoded), found in zip(batches, stored, strict=True):
             projector, held = hold.projector, hold.docs
             docs: dict[DocKey, bytes] = {}
+            pages: dict[PageKey, bytes] = {}
             skipped = undecoded
             for key, events in by_key.items():
                 data = held.pop(key, None)
@@ -243,17 +245,35 @@ class ProjectorRunner:
                     hold.size -= len(data)
                 elif (data := found.get(key)) is not None and hold.evicted is not None:
                     hold.evicted.discard(key)
-                folded, unfolded = projector.fold_stored(data, events)
+                fetch = partial(self._fetch_pages, hold.row, key, before_load)
+                folded, unfolded = projector.fold_stored(data, events, fetch=fetch)
                 skipped += unfolded
                 if folded is not None:
-                    docs[key] = data = projector.dump(folded)
+                    dumped = projector.dump(folded)
+                    docs[key] = data = dumped.head
+                    pages.update({(*key, n): items for n, items in dumped.pages.items()})
                     hold.keep(key, data)
             hold.trim(self.cached_bytes)  # not before: the loads above counted on them
             row = hold.row
             writes.append(
-                Write(row.name, row.generation, row.cursor, records[-1].cursor, docs, skipped)
+                Write(
+                    row.name, row.generation, row.cursor, records[-1].cursor, docs, skipped, pages
+                )
             )
         return writes
+
+    def _fetch_pages(
+        self,
+        row: ProjectorRow,
+        key: DocKey,
+        before_load: Callable[[], None] | None,
+        numbers: Sequence[int],
+    ) -> dict[int, bytes]:
+        """Stored pages of a document being folded (rare: a tool's result long after
+        its call; see ``Projector``)."""
+        if before_load is not None:
+            before_load()
+        return self.storage.load_pages(row.name, row.generation, key, numbers)
 
     # -- rebuilds ----------------------------------------------------------------
     def rebuild(self, projector: Projector[Any], progress: Progress | None = None) -> int:

@@ -41,4 +41,4 @@ TALLY = Projector("tally", 1, TallyReducer())
 def tally(runner: ProjectorRunner, user: str, session: str) -> Tally | None:
     """The stored tally of one session, if the runner has made one."""
     data = runner.storage.get("tally", user, session)
-    return None if data is None else TALLY.load(data).state
+    return None if data is None else TALLY.load(*data).state

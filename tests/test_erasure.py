@@ -166,8 +166,14 @@ def _tables_holding(pg_url: str, needle: str) -> list[str]:
 def test_no_table_ever_holds_the_plaintext(pg_url: str) -> None:
     with ledger.connect(pg_url) as led:
         run_id = _record(led, "usr_a")
+        long = led.tenant("usr_a").start_run(session_id="sess_long")
+        for n in range(70):  # long enough for its conversation to be stored in pages
+            with long.turn():
+                long.message_received(content=f"{SECRET} {n}")
+                long.model_responded(content=f"about {SECRET}")
         ProjectorRunner(led, default_projectors()).catch_up()
-        assert _tables_holding(pg_url, "usr_a") != []  # the probe works
+        # the probe works, pages included
+        assert "ledger_read_model_pages.user_id" in _tables_holding(pg_url, "usr_a")
         assert _tables_holding(pg_url, SECRET) == []
         led.forget("usr_a")
         ProjectorRunner(led, default_projectors()).catch_up()
@@ -178,6 +184,8 @@ def test_no_table_ever_holds_the_plaintext(pg_url: str) -> None:
         # the read models still answer, with the content erased
         assert led.tenant("usr_a").conversation("sess_1").messages[0]["content"] == ERASED
         assert led.tenant("usr_a").run_metadata(run_id).total_tokens == 1240
+        paged = led.tenant("usr_a").conversation("sess_long").messages
+        assert len(paged) == 140 and {m["content"] for m in paged} == {ERASED}
 
 
 def test_the_chain_covers_the_key_id(pg_url: str) -> None:

@@ -29,7 +29,13 @@ from projections.status import status
 from tests.pg import raw_connection
 
 #: Every table that holds tenant data, and a column that is safe to write back.
-TENANT_TABLES = ("ledger_events", "ledger_runs", "ledger_keys", "ledger_read_models")
+TENANT_TABLES = (
+    "ledger_events",
+    "ledger_runs",
+    "ledger_keys",
+    "ledger_read_models",
+    "ledger_read_model_pages",
+)
 
 
 def _seed(url: str) -> None:
@@ -41,6 +47,10 @@ def _seed(url: str) -> None:
             with run.turn():
                 run.message_received(content=f"secret of {user}")
                 run.memory_written(namespace="prefs", key="tone", value=f"{user} likes brief")
+            for n in range(70):  # a session long enough for its conversation to page out
+                with run.turn():
+                    run.message_received(content=f"question {n} of {user}")
+                    run.model_responded(model="gpt-4o", content=f"answer {n} to {user}")
             run.complete()
         ProjectorRunner(led, default_projectors()).catch_up()
 
@@ -63,6 +73,19 @@ def _as(url: str, role: str, tenant: str | None) -> psycopg.Connection[Any]:
 def app_a(seeded: str) -> Iterator[psycopg.Connection[Any]]:
     with _as(seeded, APP_ROLE, "usr_a") as conn:
         yield conn
+
+
+def test_the_tenant_tables_are_every_table_with_a_user_id(seeded: str) -> None:
+    """A table added later cannot be left out of the checks below."""
+    with raw_connection(seeded) as conn:
+        tables = {
+            t
+            for (t,) in conn.execute(
+                "SELECT table_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND column_name = 'user_id'"
+            )
+        }
+    assert tables == set(TENANT_TABLES)
 
 
 def test_every_tenant_table_has_rows_of_both_tenants(seeded: str) -> None:

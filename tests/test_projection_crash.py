@@ -42,7 +42,7 @@ def expected_tallies(led: ledger.Ledger) -> dict[tuple[str, str], Tally]:
 
 
 def stored_tallies(runner: ProjectorRunner) -> dict[tuple[str, str], Tally]:
-    return {(u, k): TALLY.load(d).state for u, k, d in runner.storage.scan("tally", None)}
+    return {(u, k): TALLY.load(*d).state for u, k, d in runner.storage.scan("tally", None)}
 
 
 def assert_exactly_once(led: ledger.Ledger, runner: ProjectorRunner) -> None:

@@ -12,7 +12,7 @@ import pytest
 import ledger
 from ledger.records import START, LogCursor
 from projections.storage import ReadModelStorage, storage_for
-from projections.storage.base import BUILD_SUFFIX, Write
+from projections.storage.base import BUILD_SUFFIX, Stored, Write
 from tests.pg import raw_connection, with_schema
 
 
@@ -47,12 +47,12 @@ def test_an_expired_or_released_lease_is_taken_over(storage: ReadModelStorage) -
 def test_commit_is_fenced_on_cursor_generation_and_owner(storage: ReadModelStorage) -> None:
     storage.claim("p", 1, "a", 30)
     assert storage.commit("p", 1, "a", START, C1, {("u1", "s1"): b"one"}, 30)
-    assert storage.get("p", "u1", "s1") == b"one"
+    assert storage.get("p", "u1", "s1") == Stored(b"one")
     for generation, owner, expected in [(1, "a", START), (2, "a", C1), (1, "b", C1)]:
         assert not storage.commit(
             "p", generation, owner, expected, C2, {("u1", "s1"): b"stale"}, 30
         )
-    assert storage.get("p", "u1", "s1") == b"one"
+    assert storage.get("p", "u1", "s1") == Stored(b"one")
     assert storage.commit("p", 1, "a", C1, C2, {("u1", "s1"): b"two", ("u2", "s1"): b"x"}, 30)
     row = storage.projector("p")
     assert row is not None and row.cursor == C2
@@ -64,6 +64,46 @@ def test_commit_is_fenced_on_cursor_generation_and_owner(storage: ReadModelStora
     assert len(storage.scan("p", None)) == 2
 
 
+def test_pages_are_written_with_their_document_and_read_back_with_it_in_order(
+    storage: ReadModelStorage,
+) -> None:
+    storage.claim("p", 1, "a", 30)
+    pages = {("u1", "s1", 1): b"[2]", ("u1", "s1", 0): b"[1]", ("u2", "s1", 0): b"[9]"}
+    write = Write("p", 1, START, C1, {("u1", "s1"): b"head", ("u2", "s1"): b"h2"}, 0, pages)
+    assert storage.commit_many("a", [write], 30) == [True]
+    assert storage.get("p", "u1", "s1") == Stored(b"head", (b"[1]", b"[2]"))
+    assert storage.scan("p", None) == [
+        ("u1", "s1", Stored(b"head", (b"[1]", b"[2]"))),
+        ("u2", "s1", Stored(b"h2", (b"[9]",))),
+    ]
+    assert storage.scan("p", "u2") == [("u2", "s1", Stored(b"h2", (b"[9]",)))]
+    assert storage.load_pages("p", 1, ("u1", "s1"), [1, 5]) == {1: b"[2]"}
+    assert storage.load_pages("p", 1, ("u2", "s1"), [1]) == {}
+    # a page written again replaces it; a fenced-out write writes no page either
+    again = Write("p", 1, C1, C2, {("u1", "s1"): b"head2"}, 0, {("u1", "s1", 0): b"[1, 1]"})
+    stale = Write("p", 1, START, C2, {("u1", "s1"): b"stale"}, 0, {("u1", "s1", 2): b"[0]"})
+    assert storage.commit_many("a", [again], 30) == [True]
+    assert storage.commit_many("a", [stale], 30) == [False]
+    assert storage.get("p", "u1", "s1") == Stored(b"head2", (b"[1, 1]", b"[2]"))
+    # a rebuild's generation has its own pages: swapped in, the old ones go
+    build = "p" + BUILD_SUFFIX
+    storage.claim(build, 2, "r", 30)
+    new = Write(build, 2, START, C2, {("u1", "s1"): b"new"}, 0, {("u1", "s1", 0): b"[7]"})
+    assert storage.commit_many("r", [new], 30) == [True]
+    assert storage.get("p", "u1", "s1") == Stored(b"head2", (b"[1, 1]", b"[2]"))
+    storage.swap("p", 2, 2, C2, build)
+    assert storage.get("p", "u1", "s1") == Stored(b"new", (b"[7]",))
+    assert storage.get("p", "u2", "s1") is None
+    assert storage.load_pages("p", 1, ("u1", "s1"), [0, 1]) == {}
+    # an abandoned build's pages go with it
+    storage.claim(build, 3, "r", 30)
+    storage.commit_many(
+        "r", [Write(build, 3, START, C1, {("u", "k"): b"h"}, 0, {("u", "k", 0): b"[]"})], 30
+    )
+    storage.drop(build)
+    assert storage.load_pages(build, 3, ("u", "k"), [0]) == {}
+
+
 def test_a_rebuild_is_invisible_until_swapped_in_whole(storage: ReadModelStorage) -> None:
     storage.claim("p", 1, "live", 30)
     storage.commit("p", 1, "live", START, C1, {("u", "k"): b"old", ("u", "gone"): b"old"}, 30)
@@ -71,9 +111,9 @@ def test_a_rebuild_is_invisible_until_swapped_in_whole(storage: ReadModelStorage
     row = storage.claim(build, 2, "rebuilder", 30)
     assert row is not None and row.generation == 2
     assert storage.commit(build, 2, "rebuilder", START, C2, {("u", "k"): b"new"}, 30)
-    assert storage.get("p", "u", "k") == b"old"  # readers still see generation 1
+    assert storage.get("p", "u", "k") == Stored(b"old")  # readers still see generation 1
     storage.swap("p", 2, 2, C2, build)
-    assert storage.get("p", "u", "k") == b"new"
+    assert storage.get("p", "u", "k") == Stored(b"new")
     assert storage.get("p", "u", "gone") is None
     live = storage.projector("p")
     assert live is not None
@@ -81,7 +121,7 @@ def test_a_rebuild_is_invisible_until_swapped_in_whole(storage: ReadModelStorage
     assert storage.projector(build) is None
     # the live runner's next commit, fenced on generation 1, changes nothing
     assert not storage.commit("p", 1, "live", C1, C2, {("u", "k"): b"stale"}, 30)
-    assert storage.get("p", "u", "k") == b"new"
+    assert storage.get("p", "u", "k") == Stored(b"new")
 
 
 def test_drop_forgets_an_abandoned_build(storage: ReadModelStorage) -> None:
@@ -110,6 +150,33 @@ def test_skipped_events_add_up_with_each_commit_and_a_swap_takes_the_builds(
     assert swapped is not None and swapped.skipped == 1  # what the new generation skipped
 
 
+def test_a_schema_from_before_pages_gets_the_pages_table(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Read models made by an earlier release have no pages table: opening the storage
+    makes it (on Postgres, with its row-level security), documents kept."""
+    url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    with ledger.connect(url) as led:
+        storage = storage_for(led.store)
+        storage.claim("p", 1, "a", 30)
+        storage.commit("p", 1, "a", START, C1, {("u", "k"): b"doc"}, 30)
+    drop = "DROP TABLE ledger_read_model_pages"
+    if backend == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        conn.execute(drop)
+        conn.commit()
+        conn.close()
+    else:
+        with raw_connection(url, autocommit=True) as pg:
+            pg.execute(drop)
+    with ledger.connect(url) as led:
+        storage = storage_for(led.store)
+        assert storage.get("p", "u", "k") == Stored(b"doc")
+        write = Write("p", 1, C1, C2, {("u", "k"): b"doc2"}, 0, {("u", "k", 0): b"[]"})
+        assert storage.commit_many("a", [write], 30) == [True]
+        assert storage.get("p", "u", "k") == Stored(b"doc2", (b"[]",))
+
+
 def test_a_projector_table_from_before_skipped_counts_gets_the_column(
     request: pytest.FixtureRequest, backend: str
 ) -> None:
@@ -133,7 +200,7 @@ def test_a_projector_table_from_before_skipped_counts_gets_the_column(
         storage = storage_for(led.store)
         row = storage.projector("p")
         assert row is not None and (row.cursor, row.skipped) == (C1, 0)
-        assert storage.get("p", "u", "k") == b"doc"
+        assert storage.get("p", "u", "k") == Stored(b"doc")
         assert storage.commit_many("a", [Write("p", 1, C1, C2, {}, 4)], 30) == [True]
         again = storage.projector("p")
         assert again is not None and again.skipped == 4

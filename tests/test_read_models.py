@@ -14,7 +14,8 @@ import ledger
 import ledger.records
 import ledger.tenant
 from ledger import NotFound
-from projections.catalog import default_projectors
+from projections.catalog import CONVERSATION, default_projectors
+from projections.models import ConversationState
 from projections.prices import PriceTable
 from projections.reducers import ConversationReducer, MemoryReducer, RunMetadataReducer
 from projections.runner import ProjectorRunner
@@ -256,6 +257,50 @@ def test_after_a_turn_returns_the_conversation_includes_it(led: ledger.Ledger) -
             runner.catch_up()  # projected or not, the read is the same
 
 
+def test_a_long_session_is_stored_in_pages_and_reads_back_whole(led: ledger.Ledger) -> None:
+    """A long session's conversation is stored as a head plus pages of its oldest
+    messages, so a batch writes what is new rather than the whole history; it reads
+    back whole, also when a tool's result comes long after its call (its entry is in a
+    page by then), before and after the projector passes it, and after a rebuild."""
+    t = led.tenant("usr_a")
+    waiting = t.start_run(session_id="s")
+    waiting.tool_called(call_id="slow", name="approve", input={"what": "refund"})
+    chat = t.start_run(session_id="s")
+    projector = next(p for p in default_projectors() if p.name == CONVERSATION)
+    runner = ProjectorRunner(led, [projector], batch_size=7)
+    for n in range(100):
+        with chat.turn():
+            chat.message_received(content=f"q{n}")
+            chat.model_responded(content=f"a{n}")
+        if n % 10 == 0:
+            runner.catch_up()
+    runner.catch_up()
+    stored = runner.storage.get(CONVERSATION, "usr_a", "s")
+    assert stored is not None
+    head = projector.load(stored.head).state
+    size = projector.page_items
+    assert len(stored.pages) >= 2 and head.offset == size * len(stored.pages)
+    assert len(head.messages) < 2 * size  # the head stays small, whatever the session's length
+    assert head.open_calls == {waiting.run_id: {"slow": 0}}  # in page 0
+
+    waiting.tool_returned(call_id="slow", name="approve", output="yes", duration_ms=5)
+
+    def expected() -> Any:
+        events = [e for r in (waiting, chat) for e in t.events(r.run_id)]
+        events.sort(key=lambda e: e.position)
+        return ConversationState.from_state(ConversationReducer().fold(events))
+
+    assert t.conversation("s") == expected()  # read before the projector passes it
+    assert t.conversation("s").messages[0]["output"] == "yes"
+    runner.catch_up()
+    assert t.conversation("s") == expected()
+    again = runner.storage.get(CONVERSATION, "usr_a", "s")
+    assert again is not None and again.pages[0] != stored.pages[0]  # the page written again
+    runner.rebuild(projector)
+    assert t.conversation("s") == expected()
+    assert len(t.conversation("s").messages) == 201
+
+
 # -- the property -----------------------------------------------------------------------
 
 ACTIONS = st.lists(
@@ -337,7 +382,7 @@ def test_the_read_model_after_k_events_is_the_fold_of_the_first_k(
             reducer = projector.reducer
             keys = {("usr_p", reducer.key(e)) for e in events if reducer.key(e) is not None}
             stored = {
-                (u, key): projector.load(d).state
+                (u, key): projector.load(*d).state
                 for u, key, d in runner.storage.scan(projector.name, None)
             }
             assert set(stored) == keys

@@ -5,8 +5,9 @@ projection == replay)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -554,9 +555,39 @@ def test_folding_in_two_chunks_equals_one_fold(events: list[Event], data: st.Dat
             assert reducer.fold(evs[split:], reducer.fold(evs[:split])) == whole
             projector = Projector("p", 1, reducer)
             first = projector.fold(None, evs[:split])
-            stored = None if first is None else projector.load(projector.dump(first))
+            stored = None if first is None else projector.load(projector.dump(first).head)
             doc = projector.fold(stored, evs)  # replays the first chunk: skipped, not doubled
             assert doc is not None and doc.state == whole
+
+
+def _stored_pages(pages: dict[int, bytes], numbers: Sequence[int]) -> dict[int, bytes]:
+    return {n: pages[n] for n in numbers if n in pages}
+
+
+@PROPERTY
+@given(logs(), st.integers(1, 3), st.data())
+def test_paged_documents_folded_batch_by_batch_read_back_as_the_whole_fold(
+    events: list[Event], page_items: int, data: st.DataObject
+) -> None:
+    # As the projector stores a conversation: a head plus pages of the oldest messages,
+    # each batch folded onto the head alone, given back only the pages it changes (a
+    # tool result long after its call). Tiny pages page out nearly everything.
+    projector = Projector("p", 1, CONVERSATION, page_items=page_items)
+    for evs in documents(CONVERSATION, events).values():
+        head: bytes | None = None
+        pages: dict[int, bytes] = {}
+        done = 0
+        while done < len(evs):
+            upto = data.draw(st.integers(done + 1, len(evs)))
+            fetch = partial(_stored_pages, pages)
+            doc, skipped = projector.fold_stored(head, evs[done:upto], fetch=fetch)
+            assert doc is not None and skipped == 0
+            head, written = projector.dump(doc)
+            assert len(CONVERSATION.items(projector.load(head).state)) < 2 * page_items
+            pages.update(written)
+            done = upto
+            whole = projector.load(head, [pages[n] for n in range(len(pages))])
+            assert whole.state == CONVERSATION.fold(evs[:upto])
 
 
 @PROPERTY

@@ -55,7 +55,7 @@ def test_replay_at_k_is_the_fold_of_k_and_what_projections_held(
             runner.step()
         stored = runner.storage.get(RUN_METADATA, "usr_p", run_id)
         assert stored is not None
-        projected = RunMetadata.from_state(default_projectors()[1].load(stored).state)
+        projected = RunMetadata.from_state(default_projectors()[1].load(*stored).state)
         assert projected.version == state.version
         assert (projected.total_tokens, projected.cost_usd, projected.status) == (
             state.run_metadata.total_tokens,

@@ -15,7 +15,7 @@ States are msgspec Structs; the public shapes (pydantic) are built from them in
 ``projections.models``. Nothing here does I/O, reads a clock or changes a global.
 """
 
-from projections.reducers._base import Reducer, millis
+from projections.reducers._base import Paged, Reducer, millis
 from projections.reducers._conversation import (
     Conversation,
     ConversationReducer,
@@ -46,6 +46,7 @@ __all__ = [
     "MemoryItem",
     "MemoryReducer",
     "Message",
+    "Paged",
     "Reducer",
     "RunFold",
     "RunMetadataReducer",

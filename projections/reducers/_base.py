@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
 from ledger.events import Event
 
 S = TypeVar("S")
+
+
+class Paged(Protocol):
+    """A state whose leading items may be stored apart from it, in pages.
+
+    A long session's conversation would otherwise be read, folded and written back
+    whole for every batch that touches it. The projector (``projections.projector``)
+    moves full pages of the oldest items out of the state it stores; the state says how
+    many it moved (``offset``: its own items come after them), and a fold that must
+    change an item in a page moved out (a tool's result for a call made long before)
+    is handed that page back first (``earlier``). A state folded from the start (replay,
+    reads) has ``offset`` 0 and everything in it.
+    """
+
+    offset: int
+    #: Pages handed back for a fold, by the index of their first item.
+    earlier: dict[int, list[Any]]
 
 
 def millis(start: datetime, end: datetime) -> float:
@@ -47,10 +64,14 @@ class Reducer(Generic[S]):
     #: then groups a batch by document without a call per event (None: it calls ``key``).
     #: A subclass that overrides ``key`` sets this to match, or to None.
     key_field: str | None = None
+    #: The type of the items a state pages out (``Paged``); None: stored whole.
+    item_type: Any = None
 
     def __init__(self) -> None:
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(self.state_type)
+        item = Any if self.item_type is None else self.item_type
+        self._page_decoder = msgspec.json.Decoder(list[item])  # type: ignore[valid-type]
 
     def key(self, event: Event) -> str | None:
         """The document ``event`` belongs to, or None if this read model ignores it."""
@@ -72,6 +93,30 @@ class Reducer(Generic[S]):
         """A state back from its stored bytes."""
         state: S = self._decoder.decode(data)
         return state
+
+    # -- paging (reducers with an ``item_type``) ------------------------------------
+    def items(self, state: S) -> list[Any]:
+        """The items ``state`` holds itself (those after its ``offset``)."""
+        raise NotImplementedError
+
+    def with_items(self, state: S, items: list[Any], offset: int) -> S:
+        """A shallow copy of ``state`` holding ``items``, the ones after ``offset``, and
+        no pages handed back."""
+        raise NotImplementedError
+
+    def touched(self, state: S, events: Iterable[Event]) -> set[int]:
+        """Indices of the items before ``state``'s offset that folding ``events`` into
+        it would change: their pages must be handed back first."""
+        return set()
+
+    def encode_page(self, items: list[Any]) -> bytes:
+        """A page of items as stored bytes."""
+        return self._encoder.encode(items)
+
+    def decode_page(self, data: bytes) -> list[Any]:
+        """A page of items back from its stored bytes."""
+        items: list[Any] = self._page_decoder.decode(data)
+        return items
 
     def copy(self, state: S) -> S:
         """A deep, independent copy of ``state`` (through its encoding, so exact)."""

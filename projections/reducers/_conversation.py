@@ -3,6 +3,7 @@ to its model on every call, and the session's totals."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -48,14 +49,27 @@ class Conversation(msgspec.Struct):
     tool_calls: int = 0
     retries: int = 0
     spans: dict[str, Span] = {}  # run_id -> its span; runs of a session interleave
-    # run_id -> call_id -> index in messages of a tool entry still waiting for its result.
-    # Keyed by run too: two runs of one session may both have a "call_1".
+    # run_id -> call_id -> index in the session's messages of a tool entry still waiting
+    # for its result. Keyed by run too: two runs of one session may both have a "call_1".
     open_calls: dict[str, dict[str, int]] = {}
+    # ``reducers.Paged``: ``messages`` holds the session's messages from ``offset`` on;
+    # the stored read model keeps the earlier ones in pages (0 when folded whole).
+    offset: int = 0
+    earlier: dict[int, list[Message]] = {}
 
     @property
     def wall_time_ms(self) -> float:
         """Summed over the session's runs: each run's last event minus its first."""
         return sum(millis(s.first, s.last) for s in self.spans.values())
+
+    def entry(self, index: int) -> Message:
+        """The session's message at ``index`` (held, or in a page handed back)."""
+        if index >= self.offset:
+            return self.messages[index - self.offset]
+        for start, page in self.earlier.items():
+            if start <= index < start + len(page):
+                return page[index - start]
+        raise LookupError(f"message {index} is in a page that was not handed back")
 
 
 class ConversationReducer(Reducer[Conversation]):
@@ -67,6 +81,7 @@ class ConversationReducer(Reducer[Conversation]):
     state_type = Conversation
 
     key_field = "session_id"
+    item_type = Message
 
     def key(self, event: Event) -> str | None:
         """The session: every event of a session counts (times, totals, messages)."""
@@ -109,7 +124,7 @@ class ConversationReducer(Reducer[Conversation]):
             open_calls = state.open_calls.get(event.run_id)
             if open_calls is None:
                 open_calls = state.open_calls[event.run_id] = {}
-            open_calls[d["call_id"]] = len(state.messages)
+            open_calls[d["call_id"]] = state.offset + len(state.messages)
             entry = Message("tool", when, call_id=d["call_id"], name=d["name"])
             entry.input = d.get("input")
             state.messages.append(entry)
@@ -121,6 +136,26 @@ class ConversationReducer(Reducer[Conversation]):
             state.retries += 1
         # steps, memory and the run's end add no message
 
+    def items(self, state: Conversation) -> list[Message]:
+        """The messages ``state`` holds itself."""
+        return state.messages
+
+    def with_items(self, state: Conversation, items: list[Any], offset: int) -> Conversation:
+        """``state`` holding ``items`` from ``offset`` on (a shallow copy)."""
+        return msgspec.structs.replace(state, messages=items, offset=offset, earlier={})
+
+    def touched(self, state: Conversation, events: Iterable[Event]) -> set[int]:
+        """The tool entries before ``state.offset`` whose results are among ``events``."""
+        if not state.offset or not state.open_calls:
+            return set()
+        found = set()
+        for event in events:
+            if event.type == "tool_returned":
+                index = state.open_calls.get(event.run_id, {}).get(event.data["call_id"])
+                if index is not None and index < state.offset:
+                    found.add(index)
+        return found
+
     def _tool_returned(self, state: Conversation, event: Event) -> None:
         d = event.data
         open_calls = state.open_calls.get(event.run_id, {})
@@ -131,7 +166,7 @@ class ConversationReducer(Reducer[Conversation]):
             entry = Message("tool", event.occurred_at, call_id=d["call_id"], name=d["name"])
             state.messages.append(entry)
         else:
-            entry = state.messages[index]
+            entry = state.entry(index)
         if d.get("error") is not None:
             entry.error = d["error"]
         else:

@@ -1,9 +1,10 @@
 """The read-model storage contract, shared by the memory, SQLite and Postgres backends.
 
 A read model is a set of documents ``(projection, generation, user_id, key) -> bytes``
-(one encoded reducer state each) and one projector row: its version, the generation
-readers see, its position in the global log as a ``(tx_id, position)`` cursor, and the
-lease of the runner that owns it.
+(one encoded reducer state each; for a paged read model, its head, with the pages of
+items moved out of it beside it: ``projections.projector``) and one projector row: its
+version, the generation readers see, its position in the global log as a
+``(tx_id, position)`` cursor, and the lease of the runner that owns it.
 
 Exactly once: ``commit_many`` writes each projector's documents and moves its cursor in
 ONE transaction, and only for a projector whose row still has the expected generation,
@@ -22,6 +23,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -30,6 +34,15 @@ from ledger.records import LogCursor, RunHead
 from ledger.store.base import EventStore
 
 DocKey = tuple[str, str]  # (user_id, key)
+PageKey = tuple[str, str, int]  # (user_id, key, page number)
+
+
+class Stored(NamedTuple):
+    """A stored document as readers get it: its head and all its pages, in order, read
+    in one snapshot (``Projector.load(*stored)`` gives the whole state)."""
+
+    head: bytes
+    pages: tuple[bytes, ...] = ()
 
 
 class ProjectorRow(msgspec.Struct, frozen=True):
@@ -56,6 +69,7 @@ class Write(NamedTuple):
     new: LogCursor
     docs: Mapping[DocKey, bytes]
     skipped: int = 0  # events of the batch the read model skipped (added to the row's)
+    pages: Mapping[PageKey, bytes] = MappingProxyType({})  # written with the documents
 
 
 class Load(NamedTuple):
@@ -98,10 +112,16 @@ class ReadModelStorage(ABC):
         return self.load_many([Load(name, generation, keys)])[0] if keys else {}
 
     @abstractmethod
+    def load_pages(
+        self, name: str, generation: int, doc: DocKey, numbers: Sequence[int]
+    ) -> dict[int, bytes]:
+        """The stored pages among ``numbers`` of document ``doc`` in ``generation``."""
+
+    @abstractmethod
     def commit_many(self, owner: str, writes: Sequence[Write], ttl: float) -> list[bool]:
         """Apply ``writes`` in ONE transaction; per write, whether it was applied.
 
-        A write is applied (documents written, cursor moved ``expected -> new``, lease
+        A write is applied (documents and pages written, cursor moved ``expected -> new``, lease
         renewed) only if its row still has that generation, cursor and ``owner``;
         otherwise nothing of it is written. The others are not affected.
         """
@@ -124,32 +144,41 @@ class ReadModelStorage(ABC):
         return self.commit_many(owner, [Write(name, generation, expected, new, docs)], ttl)[0]
 
     @abstractmethod
-    def get(self, name: str, user_id: str, key: str) -> bytes | None:
-        """One document of the generation readers see."""
+    def get(self, name: str, user_id: str, key: str) -> Stored | None:
+        """One document of the generation readers see, with its pages."""
 
     def get_with_runs(
         self, store: EventStore, name: str, user_id: str, session_id: str, key: str
-    ) -> tuple[list[RunHead], bytes | None]:
+    ) -> tuple[list[RunHead], Stored | None]:
         """``store.list_runs(user_id, session_id)`` and ``get(name, user_id, key)``;
         Postgres reads both in one round trip."""
         return store.list_runs(user_id, session_id), self.get(name, user_id, key)
 
     @abstractmethod
-    def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, bytes]]:
-        """Every document of the generation readers see, of one tenant or all."""
+    def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, Stored]]:
+        """Every document of the generation readers see (with its pages), of one tenant
+        or all, by user and key."""
 
     @abstractmethod
     def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
         """Make ``generation`` (built by projector row ``build``) the one readers see.
 
         One transaction: the live row takes the new version, generation and cursor (its
-        lease is kept) and the build row goes. The older generations' documents, which
-        no reader can see any more, are deleted after it.
+        lease is kept) and the build row goes. The older generations' documents and
+        pages, which no reader can see any more, are deleted after it.
         """
 
     @abstractmethod
     def drop(self, name: str) -> None:
-        """Forget a projector row and its documents (an abandoned rebuild)."""
+        """Forget a projector row, its documents and pages (an abandoned rebuild)."""
+
+
+def stored_of(rows: Sequence[tuple[int, bytes]]) -> Stored | None:
+    """The document read as ``(page, data)`` rows: its head (page -1), then its pages in
+    order; None if it has no head."""
+    if not rows or rows[0][0] >= 0:
+        return None
+    return Stored(bytes(rows[0][1]), tuple(bytes(data) for _, data in rows[1:]))
 
 
 #: Separates a projector's name from the suffix of a rebuild's own row.
@@ -175,12 +204,15 @@ class Statements(NamedTuple):
     create_row: str  # name, version, live (the live projector's name)
     claim: str  # name, owner + the backend's lease clock
     release: str  # name, owner
-    select_doc: str  # name, user_id, key
-    scan_docs: str  # name, user_id (NULL: all tenants)
+    select_doc: str  # name, user_id, key -> (page, doc): the head (page -1), then pages
+    scan_docs: str  # name, user_id (NULL: all tenants) -> (user_id, key, page, doc) so
+    select_pages: str  # name, generation, user_id, key, pages (the backend's list form)
     swap_live: str  # name, version, generation, tx_id, position, build (its skipped)
     delete_row: str  # name
     delete_older_generations: str  # name, generation
     delete_generation: str  # projection, generation
+    delete_older_pages: str  # name, generation
+    delete_generation_pages: str  # projection, generation
 
 
 class _Store(Protocol):
@@ -218,6 +250,10 @@ class SQLStorage(ReadModelStorage):
         """Extra parameters of ``swap_live`` (the stored time, where not the server's)."""
         return {}
 
+    @abstractmethod
+    def _numbers(self, numbers: Sequence[int]) -> Any:
+        """Page numbers as ``select_pages`` takes them."""
+
     # -- the contract ------------------------------------------------------------------
     def projector(self, name: str) -> ProjectorRow | None:
         with self._store.connection() as conn:
@@ -242,16 +278,34 @@ class SQLStorage(ReadModelStorage):
         with self._store.transaction() as conn:
             self._run(conn, self.statements.release, {"name": name, "owner": owner})
 
-    def get(self, name: str, user_id: str, key: str) -> bytes | None:
+    def get(self, name: str, user_id: str, key: str) -> Stored | None:
         params = {"name": name, "user_id": user_id, "key": key}
         # On Postgres as the tenant, under row-level security.
-        rows = self._store.read_as(user_id, self.statements.select_doc, params)
-        return bytes(rows[0][0]) if rows else None
+        return stored_of(self._store.read_as(user_id, self.statements.select_doc, params))
 
-    def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, bytes]]:
+    def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, Stored]]:
         params = {"name": name, "user_id": user_id}
         rows = self._store.read_as(user_id, self.statements.scan_docs, params)
-        return [(u, k, bytes(d)) for u, k, d in rows]
+        found = []
+        for (user, key), group in groupby(rows, key=itemgetter(0, 1)):  # heads first
+            stored = stored_of([(page, data) for _, _, page, data in group])
+            if stored is not None:
+                found.append((user, key, stored))
+        return found
+
+    def load_pages(
+        self, name: str, generation: int, doc: DocKey, numbers: Sequence[int]
+    ) -> dict[int, bytes]:
+        params = {
+            "name": projection_of(name),
+            "generation": generation,
+            "user_id": doc[0],
+            "key": doc[1],
+            "pages": self._numbers(numbers),
+        }
+        with self._store.connection() as conn:
+            rows = self._run(conn, self.statements.select_pages, params).fetchall()
+        return {n: bytes(data) for n, data in rows}
 
     def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
         params = {
@@ -269,11 +323,9 @@ class SQLStorage(ReadModelStorage):
         # Invisible since the swap (readers join on the live generation): deleted in a
         # transaction of its own, so the swap itself stays short.
         with self._store.transaction() as conn:
-            self._run(
-                conn,
-                self.statements.delete_older_generations,
-                {"name": name, "generation": generation},
-            )
+            older = {"name": name, "generation": generation}
+            self._run(conn, self.statements.delete_older_generations, older)
+            self._run(conn, self.statements.delete_older_pages, older)
 
     def drop(self, name: str) -> None:
         with self._store.transaction() as conn:
@@ -282,4 +334,5 @@ class SQLStorage(ReadModelStorage):
                 generation = self._row(found).generation
                 params = {"projection": projection_of(name), "generation": generation}
                 self._run(conn, self.statements.delete_generation, params)
+                self._run(conn, self.statements.delete_generation_pages, params)
                 self._run(conn, self.statements.delete_row, {"name": name})

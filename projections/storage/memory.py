@@ -15,6 +15,7 @@ from projections.storage.base import (
     Load,
     ProjectorRow,
     ReadModelStorage,
+    Stored,
     Write,
     projection_of,
 )
@@ -27,6 +28,7 @@ class MemoryStorage(ReadModelStorage):
         self._lock = threading.Lock()
         self._rows: dict[str, ProjectorRow] = {}
         self._docs: dict[tuple[str, int], dict[DocKey, bytes]] = {}
+        self._pages: dict[tuple[str, int], dict[DocKey, dict[int, bytes]]] = {}
 
     @classmethod
     def attached_to(cls, store: EventStore) -> MemoryStorage:
@@ -91,6 +93,9 @@ class MemoryStorage(ReadModelStorage):
                     continue
                 key = (projection_of(write.name), write.generation)
                 self._docs.setdefault(key, {}).update(write.docs)
+                pages = self._pages.setdefault(key, {})
+                for (user_id, doc, number), items in write.pages.items():
+                    pages.setdefault((user_id, doc), {})[number] = items
                 self._rows[write.name] = msgspec.structs.replace(
                     row,
                     cursor=write.new,
@@ -101,22 +106,39 @@ class MemoryStorage(ReadModelStorage):
                 moved.append(True)
         return moved
 
-    def get(self, name: str, user_id: str, key: str) -> bytes | None:
+    def load_pages(
+        self, name: str, generation: int, doc: DocKey, numbers: Sequence[int]
+    ) -> dict[int, bytes]:
+        with self._lock:
+            pages = self._pages.get((projection_of(name), generation), {}).get(doc, {})
+            return {n: pages[n] for n in numbers if n in pages}
+
+    def get(self, name: str, user_id: str, key: str) -> Stored | None:
         with self._lock:
             row = self._rows.get(name)
             if row is None:
                 return None
-            return self._docs.get((name, row.generation), {}).get((user_id, key))
+            return self._stored(name, row.generation, user_id, key)
 
-    def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, bytes]]:
+    def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, Stored]]:
         with self._lock:
             row = self._rows.get(name)
             if row is None:
                 return []
             docs = self._docs.get((name, row.generation), {})
-            return [
-                (u, k, d) for (u, k), d in sorted(docs.items()) if user_id is None or u == user_id
-            ]
+            found = []
+            for u, k in sorted(docs):
+                stored = self._stored(name, row.generation, u, k)
+                if stored is not None and user_id in (None, u):
+                    found.append((u, k, stored))
+            return found
+
+    def _stored(self, name: str, generation: int, user_id: str, key: str) -> Stored | None:
+        head = self._docs.get((name, generation), {}).get((user_id, key))
+        if head is None:
+            return None
+        pages = self._pages.get((name, generation), {}).get((user_id, key), {})
+        return Stored(head, tuple(pages[n] for n in sorted(pages)))
 
     def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
         now = datetime.now(UTC)
@@ -133,14 +155,16 @@ class MemoryStorage(ReadModelStorage):
                 updated_at=now,
                 skipped=0 if built is None else built.skipped,
             )
-            for key in [k for k in self._docs if k[0] == name and k[1] < generation]:
-                del self._docs[key]
+            for table in (self._docs, self._pages):
+                for key in [k for k in table if k[0] == name and k[1] < generation]:
+                    del table[key]
 
     def drop(self, name: str) -> None:
         with self._lock:
             row = self._rows.pop(name, None)
             if row is not None:
                 self._docs.pop((projection_of(name), row.generation), None)
+                self._pages.pop((projection_of(name), row.generation), None)
 
 
 def _first_generation(rows: Mapping[str, ProjectorRow], name: str) -> int:

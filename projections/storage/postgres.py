@@ -15,8 +15,10 @@ from projections.storage.base import (
     Load,
     ProjectorRow,
     SQLStorage,
+    Stored,
     Write,
     projection_of,
+    stored_of,
 )
 
 
@@ -52,12 +54,12 @@ class PostgresStorage(SQLStorage):
 
     def get_with_runs(
         self, store: EventStore, name: str, user_id: str, session_id: str, key: str
-    ) -> tuple[list[RunHead], bytes | None]:
+    ) -> tuple[list[RunHead], Stored | None]:
         if store is not self._pg:
             return super().get_with_runs(store, name, user_id, session_id, key)
         params = {"name": name, "user_id": user_id, "key": key}
         runs, rows = self._pg.list_runs_and_read(user_id, session_id, sql.SELECT_DOC, params)
-        return runs, bytes(rows[0][0]) if rows else None
+        return runs, stored_of(rows)
 
     def _row(self, values: Sequence[Any]) -> ProjectorRow:
         name, version, generation, tx_id, position, owner, lease_until, updated_at, skipped = values
@@ -71,6 +73,9 @@ class PostgresStorage(SQLStorage):
 
     def _run(self, conn: Any, statement: str, params: Mapping[str, Any] | None = None) -> Any:
         return conn.execute(statement, params, prepare=True)
+
+    def _numbers(self, numbers: Sequence[int]) -> Any:
+        return list(numbers)
 
     def load_many(self, loads: Sequence[Load]) -> list[dict[DocKey, bytes]]:
         params: dict[str, list[Any]] = {
@@ -102,11 +107,24 @@ class PostgresStorage(SQLStorage):
         user_ids: list[str] = []
         keys: list[str] = []
         docs: list[bytes] = []
+        paged: dict[str, list[Any]] = {
+            "page_which": [],
+            "page_user_ids": [],
+            "page_keys": [],
+            "page_numbers": [],
+            "page_items": [],
+        }
         for i, write in enumerate(writes, 1):
             which += [i] * len(write.docs)
             user_ids += [u for u, _ in write.docs]
             keys += [k for _, k in write.docs]
             docs += write.docs.values()
+            for (user_id, key, number), items in write.pages.items():
+                paged["page_which"].append(i)
+                paged["page_user_ids"].append(user_id)
+                paged["page_keys"].append(key)
+                paged["page_numbers"].append(number)
+                paged["page_items"].append(items)
         params = {
             "owner": owner,
             "ttl": ttl,
@@ -122,6 +140,7 @@ class PostgresStorage(SQLStorage):
             "user_ids": user_ids,
             "keys": keys,
             "docs": docs,
+            **paged,
         }
         # One statement (after a setting for its implicit transaction, pipelined): atomic
         # on its own, and no transaction is open while Python builds the parameters (an

@@ -12,6 +12,8 @@ SELECT to_regclass('ledger_projectors') IS NOT NULL
         AND tablename = 'ledger_read_models') >= 2
    AND EXISTS (SELECT FROM information_schema.columns WHERE table_schema = current_schema()
                AND table_name = 'ledger_projectors' AND column_name = 'skipped')
+   AND (SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()
+        AND tablename = 'ledger_read_model_pages') >= 2
 """
 
 #: Serialises concurrent creation of the tables (CREATE ... IF NOT EXISTS races).
@@ -56,7 +58,33 @@ SCHEMA = (
         END IF;
     END $$
     """,
-    f"GRANT SELECT ON ledger_read_models, ledger_projectors TO {APP_ROLE}, {AUDITOR_ROLE}",
+    # Added after the first release: the pages of items a paged read model (the
+    # conversation) moves out of its documents (``projections.projector``).
+    """
+    CREATE TABLE IF NOT EXISTS ledger_read_model_pages (
+        user_id    text NOT NULL,
+        projection text NOT NULL,
+        generation integer NOT NULL,
+        key        text NOT NULL,
+        page       integer NOT NULL,
+        items      bytea NOT NULL,
+        PRIMARY KEY (user_id, projection, generation, key, page)
+    )
+    """,
+    "ALTER TABLE ledger_read_model_pages ENABLE ROW LEVEL SECURITY",
+    f"""
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema()
+                       AND tablename = 'ledger_read_model_pages') THEN
+            CREATE POLICY ledger_read_model_pages_tenant ON ledger_read_model_pages
+                FOR SELECT TO {APP_ROLE} USING ({_TENANT});
+            CREATE POLICY ledger_read_model_pages_auditor ON ledger_read_model_pages
+                FOR SELECT TO {AUDITOR_ROLE} USING (true);
+        END IF;
+    END $$
+    """,
+    f"""GRANT SELECT ON ledger_read_models, ledger_read_model_pages, ledger_projectors
+        TO {APP_ROLE}, {AUDITOR_ROLE}""",
 )
 
 ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at, skipped"
@@ -124,6 +152,14 @@ WITH w AS (
          AS d(i, user_id, key, doc)
     JOIN moved m USING (i)
     ON CONFLICT (user_id, projection, generation, key) DO UPDATE SET doc = excluded.doc
+), paged AS (
+    INSERT INTO ledger_read_model_pages (user_id, projection, generation, key, page, items)
+    SELECT g.user_id, m.projection, m.generation, g.key, g.page, g.items
+    FROM unnest(%(page_which)b::bigint[], %(page_user_ids)b::text[], %(page_keys)b::text[],
+                %(page_numbers)b::integer[], %(page_items)b::bytea[])
+         AS g(i, user_id, key, page, items)
+    JOIN moved m USING (i)
+    ON CONFLICT (user_id, projection, generation, key, page) DO UPDATE SET items = excluded.items
 )
 SELECT i FROM moved
 """
@@ -142,17 +178,33 @@ JOIN ledger_read_models d
  AND d.generation = l.generation AND d.key = k.key
 """
 
+#: A document's head (page -1), then its pages in order: one statement, one snapshot.
 SELECT_DOC = """
-SELECT d.doc FROM ledger_read_models d
+SELECT -1 AS page, d.doc FROM ledger_read_models d
 JOIN ledger_projectors p ON p.name = d.projection AND p.generation = d.generation
 WHERE d.user_id = %(user_id)s AND d.projection = %(name)s AND d.key = %(key)s
+UNION ALL
+SELECT g.page, g.items FROM ledger_read_model_pages g
+JOIN ledger_projectors p ON p.name = g.projection AND p.generation = g.generation
+WHERE g.user_id = %(user_id)s AND g.projection = %(name)s AND g.key = %(key)s
+ORDER BY page
 """
 
 SCAN_DOCS = """
-SELECT d.user_id, d.key, d.doc FROM ledger_read_models d
+SELECT d.user_id, d.key, -1 AS page, d.doc FROM ledger_read_models d
 JOIN ledger_projectors p ON p.name = d.projection AND p.generation = d.generation
 WHERE d.projection = %(name)s AND (%(user_id)s::text IS NULL OR d.user_id = %(user_id)s)
-ORDER BY d.user_id, d.key
+UNION ALL
+SELECT g.user_id, g.key, g.page, g.items FROM ledger_read_model_pages g
+JOIN ledger_projectors p ON p.name = g.projection AND p.generation = g.generation
+WHERE g.projection = %(name)s AND (%(user_id)s::text IS NULL OR g.user_id = %(user_id)s)
+ORDER BY 1, 2, 3
+"""
+
+SELECT_PAGES = """
+SELECT page, items FROM ledger_read_model_pages
+WHERE user_id = %(user_id)s AND projection = %(name)s AND generation = %(generation)s
+  AND key = %(key)s AND page = ANY(%(pages)s::integer[])
 """
 
 SWAP_LIVE = """
@@ -173,6 +225,13 @@ DELETE FROM ledger_read_models WHERE projection = %(name)s AND generation < %(ge
 DELETE_GENERATION = """
 DELETE FROM ledger_read_models WHERE projection = %(projection)s AND generation = %(generation)s
 """
+DELETE_OLDER_PAGES = """
+DELETE FROM ledger_read_model_pages WHERE projection = %(name)s AND generation < %(generation)s
+"""
+DELETE_GENERATION_PAGES = """
+DELETE FROM ledger_read_model_pages
+WHERE projection = %(projection)s AND generation = %(generation)s
+"""
 
 STATEMENTS = Statements(
     select_row=SELECT_ROW,
@@ -182,8 +241,11 @@ STATEMENTS = Statements(
     release=RELEASE,
     select_doc=SELECT_DOC,
     scan_docs=SCAN_DOCS,
+    select_pages=SELECT_PAGES,
     swap_live=SWAP_LIVE,
     delete_row=DELETE_ROW,
     delete_older_generations=DELETE_OLDER_GENERATIONS,
     delete_generation=DELETE_GENERATION,
+    delete_older_pages=DELETE_OLDER_PAGES,
+    delete_generation_pages=DELETE_GENERATION_PAGES,
 )

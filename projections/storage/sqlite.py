@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,6 +64,9 @@ class SQLiteStorage(SQLStorage):
     def _swap_time(self) -> dict[str, Any]:
         return {"now": canonical_time(datetime.now(UTC))}
 
+    def _numbers(self, numbers: Sequence[int]) -> Any:
+        return json.dumps(list(numbers))
+
     def load_many(self, loads: Sequence[Load]) -> list[dict[DocKey, bytes]]:
         found: list[dict[DocKey, bytes]] = []
         with self._store.connection() as conn:
@@ -97,13 +101,19 @@ class SQLiteStorage(SQLStorage):
                     (user_id, projection_of(w.name), w.generation, key, doc)
                     for (user_id, key), doc in w.docs.items()
                 ],
+                [
+                    (user_id, projection_of(w.name), w.generation, key, number, items)
+                    for (user_id, key, number), items in w.pages.items()
+                ],
             )
             for w in writes
         ]
         moved: list[bool] = []
         with self._store.transaction() as conn:
-            for advance, docs in steps:
+            for advance, docs, pages in steps:
                 moved.append(conn.execute(sql.ADVANCE, advance).rowcount == 1)
                 if moved[-1]:
                     conn.executemany(sql.UPSERT_DOC, docs)
+                    if pages:
+                        conn.executemany(sql.UPSERT_PAGE, pages)
         return moved

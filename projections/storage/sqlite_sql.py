@@ -26,6 +26,19 @@ SCHEMA = (
         PRIMARY KEY (user_id, projection, generation, key)
     ) WITHOUT ROWID
     """,
+    # The pages of items a paged read model (the conversation) moves out of its
+    # documents (``projections.projector``).
+    """
+    CREATE TABLE IF NOT EXISTS ledger_read_model_pages (
+        user_id    TEXT NOT NULL,
+        projection TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        key        TEXT NOT NULL,
+        page       INTEGER NOT NULL,
+        items      BLOB NOT NULL,
+        PRIMARY KEY (user_id, projection, generation, key, page)
+    ) WITHOUT ROWID
+    """,
 )
 
 ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at, skipped"
@@ -71,6 +84,12 @@ VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (user_id, projection, generation, key) DO UPDATE SET doc = excluded.doc
 """
 
+UPSERT_PAGE = """
+INSERT INTO ledger_read_model_pages (user_id, projection, generation, key, page, items)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (user_id, projection, generation, key, page) DO UPDATE SET items = excluded.items
+"""
+
 #: Stored documents among wanted ``(user_id, key)`` pairs: ``{pairs}`` is
 #: ``(?, ?), (?, ?), ...``, followed by the projection and generation. The wanted keys
 #: drive the join, so each is one primary-key lookup.
@@ -81,17 +100,34 @@ JOIN ledger_read_models d ON d.user_id = k.user_id AND d.key = k.key
 WHERE d.projection = ? AND d.generation = ?
 """
 
+#: A document's head (page -1), then its pages in order: one statement, one snapshot.
 SELECT_DOC = """
-SELECT d.doc FROM ledger_read_models d
+SELECT -1 AS page, d.doc FROM ledger_read_models d
 JOIN ledger_projectors p ON p.name = d.projection AND p.generation = d.generation
 WHERE d.user_id = :user_id AND d.projection = :name AND d.key = :key
+UNION ALL
+SELECT g.page, g.items FROM ledger_read_model_pages g
+JOIN ledger_projectors p ON p.name = g.projection AND p.generation = g.generation
+WHERE g.user_id = :user_id AND g.projection = :name AND g.key = :key
+ORDER BY page
 """
 
 SCAN_DOCS = """
-SELECT d.user_id, d.key, d.doc FROM ledger_read_models d
+SELECT d.user_id, d.key, -1 AS page, d.doc FROM ledger_read_models d
 JOIN ledger_projectors p ON p.name = d.projection AND p.generation = d.generation
 WHERE d.projection = :name AND (:user_id IS NULL OR d.user_id = :user_id)
-ORDER BY d.user_id, d.key
+UNION ALL
+SELECT g.user_id, g.key, g.page, g.items FROM ledger_read_model_pages g
+JOIN ledger_projectors p ON p.name = g.projection AND p.generation = g.generation
+WHERE g.projection = :name AND (:user_id IS NULL OR g.user_id = :user_id)
+ORDER BY 1, 2, 3
+"""
+
+#: ``:pages`` is a JSON array of page numbers.
+SELECT_PAGES = """
+SELECT page, items FROM ledger_read_model_pages
+WHERE user_id = :user_id AND projection = :name AND generation = :generation
+  AND key = :key AND page IN (SELECT value FROM json_each(:pages))
 """
 
 SWAP_LIVE = """
@@ -112,6 +148,12 @@ DELETE FROM ledger_read_models WHERE projection = :name AND generation < :genera
 DELETE_GENERATION = """
 DELETE FROM ledger_read_models WHERE projection = :projection AND generation = :generation
 """
+DELETE_OLDER_PAGES = """
+DELETE FROM ledger_read_model_pages WHERE projection = :name AND generation < :generation
+"""
+DELETE_GENERATION_PAGES = """
+DELETE FROM ledger_read_model_pages WHERE projection = :projection AND generation = :generation
+"""
 
 STATEMENTS = Statements(
     select_row=SELECT_ROW,
@@ -121,8 +163,11 @@ STATEMENTS = Statements(
     release=RELEASE,
     select_doc=SELECT_DOC,
     scan_docs=SCAN_DOCS,
+    select_pages=SELECT_PAGES,
     swap_live=SWAP_LIVE,
     delete_row=DELETE_ROW,
     delete_older_generations=DELETE_OLDER_GENERATIONS,
     delete_generation=DELETE_GENERATION,
+    delete_older_pages=DELETE_OLDER_PAGES,
+    delete_generation_pages=DELETE_GENERATION_PAGES,
 )
