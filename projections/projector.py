@@ -52,10 +52,10 @@ class Reducer(Protocol[S]):
     def decode(self, data: bytes) -> S:
         """The state back from stored bytes."""
 
-    # Paging (``projections.reducers.Paged``), for reducers with an ``item_type``.
+    # Paging (``projections.reducers.Paged``), for reducers with a ``paged_field``.
     @property
-    def item_type(self) -> Any:
-        """The type of the items its states page out (None: stored whole)."""
+    def paged_field(self) -> str | None:
+        """The state's list field whose oldest items are paged out (None: stored whole)."""
 
     def items(self, state: S) -> list[Any]:
         """The items ``state`` holds itself."""
@@ -112,7 +112,8 @@ class Projector(Generic[S]):
     """A read model: ``name`` in storage, ``version`` bumps force a rebuild.
 
     A document is stored as a head (the envelope below) and, for reducers whose states
-    page items out (``projections.reducers.Paged``: the conversation), pages of
+    page items out (``projections.reducers.Paged``: a conversation's messages, a run's
+    turns, a user's memory history), pages of
     ``page_items`` items each: page ``n`` holds the items ``n * page_items`` up to the
     next page. Each dump moves the full pages of the oldest items but one page out of
     the head (so a head holds fewer than two pages of items), and those pages are not
@@ -129,7 +130,7 @@ class Projector(Generic[S]):
     @property
     def paged(self) -> bool:
         """Whether this read model's documents keep their older items in pages."""
-        return self.reducer.item_type is not None
+        return self.reducer.paged_field is not None
 
     def load(self, data: bytes, pages: Sequence[bytes] | None = None) -> Document[S]:
         """Decode a stored document: its head alone (how the projector folds onto it),

@@ -569,25 +569,28 @@ def _stored_pages(pages: dict[int, bytes], numbers: Sequence[int]) -> dict[int, 
 def test_paged_documents_folded_batch_by_batch_read_back_as_the_whole_fold(
     events: list[Event], page_items: int, data: st.DataObject
 ) -> None:
-    # As the projector stores a conversation: a head plus pages of the oldest messages,
-    # each batch folded onto the head alone, given back only the pages it changes (a
-    # tool result long after its call). Tiny pages page out nearly everything.
-    projector = Projector("p", 1, CONVERSATION, page_items=page_items)
-    for evs in documents(CONVERSATION, events).values():
-        head: bytes | None = None
-        pages: dict[int, bytes] = {}
-        done = 0
-        while done < len(evs):
-            upto = data.draw(st.integers(done + 1, len(evs)))
-            fetch = partial(_stored_pages, pages)
-            doc, skipped = projector.fold_stored(head, evs[done:upto], fetch=fetch)
-            assert doc is not None and skipped == 0
-            head, written = projector.dump(doc)
-            assert len(CONVERSATION.items(projector.load(head).state)) < 2 * page_items
-            pages.update(written)
-            done = upto
-            whole = projector.load(head, [pages[n] for n in range(len(pages))])
-            assert whole.state == CONVERSATION.fold(evs[:upto])
+    # As the projector stores a conversation (a run's turns, a user's memory history):
+    # a head plus pages of the oldest items, each batch folded onto the head alone,
+    # given back only the pages it changes (a tool result long after its call). Tiny
+    # pages page out nearly everything.
+    for reducer in REDUCERS:
+        assert reducer.paged_field is not None
+        projector = Projector("p", 1, reducer, page_items=page_items)
+        for evs in documents(reducer, events).values():
+            head: bytes | None = None
+            pages: dict[int, bytes] = {}
+            done = 0
+            while done < len(evs):
+                upto = data.draw(st.integers(done + 1, len(evs)))
+                fetch = partial(_stored_pages, pages)
+                doc, skipped = projector.fold_stored(head, evs[done:upto], fetch=fetch)
+                assert doc is not None and skipped == 0
+                head, written = projector.dump(doc)
+                assert len(reducer.items(projector.load(head).state)) < 2 * page_items
+                pages.update(written)
+                done = upto
+                whole = projector.load(head, [pages[n] for n in range(len(pages))])
+                assert whole.state == reducer.fold(evs[:upto])
 
 
 @PROPERTY

@@ -16,13 +16,15 @@ S = TypeVar("S")
 class Paged(Protocol):
     """A state whose leading items may be stored apart from it, in pages.
 
-    A long session's conversation would otherwise be read, folded and written back
-    whole for every batch that touches it. The projector (``projections.projector``)
-    moves full pages of the oldest items out of the state it stores; the state says how
-    many it moved (``offset``: its own items come after them), and a fold that must
-    change an item in a page moved out (a tool's result for a call made long before)
-    is handed that page back first (``earlier``). A state folded from the start (replay,
-    reads) has ``offset`` 0 and everything in it.
+    A long session's conversation (a long run's turns, a user's memory history) would
+    otherwise be read, folded and written back whole for every batch that touches it.
+    The projector (``projections.projector``) moves full pages of the oldest items out
+    of the state it stores, always keeping at least one page of the newest (so the last
+    item is always held); the state says how many it moved (``offset``: its own items
+    come after them), and a fold that must change an item in a page moved out (a tool's
+    result for a call made long before) is handed that page back first (``earlier``).
+    A state folded from the start (replay, reads) has ``offset`` 0 and everything in it.
+    Index items as ``offset + position in the list``.
     """
 
     offset: int
@@ -64,7 +66,9 @@ class Reducer(Generic[S]):
     #: then groups a batch by document without a call per event (None: it calls ``key``).
     #: A subclass that overrides ``key`` sets this to match, or to None.
     key_field: str | None = None
-    #: The type of the items a state pages out (``Paged``); None: stored whole.
+    #: The state's list field whose oldest items are paged out (``Paged``), and the type
+    #: of its items; None: states are stored whole.
+    paged_field: str | None = None
     item_type: Any = None
 
     def __init__(self) -> None:
@@ -94,15 +98,19 @@ class Reducer(Generic[S]):
         state: S = self._decoder.decode(data)
         return state
 
-    # -- paging (reducers with an ``item_type``) ------------------------------------
+    # -- paging (reducers with a ``paged_field``) -------------------------------------
     def items(self, state: S) -> list[Any]:
         """The items ``state`` holds itself (those after its ``offset``)."""
-        raise NotImplementedError
+        assert self.paged_field is not None
+        items: list[Any] = getattr(state, self.paged_field)
+        return items
 
     def with_items(self, state: S, items: list[Any], offset: int) -> S:
         """A shallow copy of ``state`` holding ``items``, the ones after ``offset``, and
         no pages handed back."""
-        raise NotImplementedError
+        assert self.paged_field is not None
+        fields = {self.paged_field: items, "offset": offset, "earlier": {}}
+        return msgspec.structs.replace(state, **fields)  # type: ignore[type-var]
 
     def touched(self, state: S, events: Iterable[Event]) -> set[int]:
         """Indices of the items before ``state``'s offset that folding ``events`` into

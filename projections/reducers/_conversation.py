@@ -81,6 +81,7 @@ class ConversationReducer(Reducer[Conversation]):
     state_type = Conversation
 
     key_field = "session_id"
+    paged_field = "messages"
     item_type = Message
 
     def key(self, event: Event) -> str | None:
@@ -135,14 +136,6 @@ class ConversationReducer(Reducer[Conversation]):
         elif kind == "retry_attempted":
             state.retries += 1
         # steps, memory and the run's end add no message
-
-    def items(self, state: Conversation) -> list[Message]:
-        """The messages ``state`` holds itself."""
-        return state.messages
-
-    def with_items(self, state: Conversation, items: list[Any], offset: int) -> Conversation:
-        """``state`` holding ``items`` from ``offset`` on (a shallow copy)."""
-        return msgspec.structs.replace(state, messages=items, offset=offset, earlier={})
 
     def touched(self, state: Conversation, events: Iterable[Event]) -> set[int]:
         """The tool entries before ``state.offset`` whose results are among ``events``."""

@@ -40,6 +40,10 @@ class Memories(msgspec.Struct):
     user_id: str
     current: dict[str, MemoryItem] = {}  # memory_slot(namespace, key) -> item
     history: list[MemoryChange] = []
+    # ``reducers.Paged``: ``history`` holds the changes from ``offset`` on; the stored
+    # read model keeps the earlier ones in pages (0 when folded whole).
+    offset: int = 0
+    earlier: dict[int, list[MemoryChange]] = {}
 
 
 def memory_slot(namespace: str, key: str) -> str:
@@ -51,6 +55,8 @@ class MemoryReducer(Reducer[Memories]):
     """Folds a user's memory events (across all runs, log order) into Memories."""
 
     state_type = Memories
+    paged_field = "history"
+    item_type = MemoryChange
 
     key_field = "user_id"
 

@@ -95,6 +95,10 @@ class RunFold(msgspec.Struct):
     completed_steps: list[Step] = []
     version: int = 0
     position: int = 0
+    # ``reducers.Paged``: ``turns`` holds the run's turns from ``offset`` on; the stored
+    # read model keeps the earlier ones in pages (0 when folded whole).
+    offset: int = 0
+    earlier: dict[int, list[Turn]] = {}
 
     @property
     def total_tokens(self) -> int:
@@ -125,6 +129,8 @@ class RunMetadataReducer(Reducer[RunFold]):
     """
 
     state_type = RunFold
+    paged_field = "turns"
+    item_type = Turn
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         super().__init__()
@@ -167,14 +173,14 @@ class RunMetadataReducer(Reducer[RunFold]):
             return
         # The turn the event belongs to: a new one at a message after other work.
         is_message = kind == "message_received"
-        turns = state.turns
+        turns = state.turns  # the newest from state.offset on: the last is always held
         if not turns:
-            turn = Turn(0, when, when)
+            turn = Turn(state.offset, when, when)
             turns.append(turn)
         else:
             turn = turns[-1]
             if is_message and not turn.messages_only:
-                turn = Turn(len(turns), when, when)
+                turn = Turn(state.offset + len(turns), when, when)
                 turns.append(turn)
         if turn.messages_only and not is_message:
             turn.messages_only = False
