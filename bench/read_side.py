@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import sqlite3
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import TypeVar
 
 import psycopg
 
@@ -50,6 +51,19 @@ def ratio_line(label: str, top: Figures, bottom: Figures, scale: float = 1.0) ->
     pairs = [scale * a / b for a, b in zip(top.values, bottom.values, strict=False)]
     print(f"  {label:<52} {value:6.2f}x  (per-repeat {min(pairs):.2f}-{max(pairs):.2f})")
     return value
+
+
+def figure_pairs(
+    heads: tuple[str, str, str], rows: Iterable[tuple[str, Figures, Figures]], width: int, fmt: str
+) -> None:
+    """A table of two figures a row, each as its median and min-max over repeats."""
+    label, first, second = heads
+    print(f"  {label:<{width}} {first:>9} {'(min-max)':>13} {second:>9} {'(min-max)':>13}")
+    for name, a, b in rows:
+        print(
+            f"  {name:<{width}} {a.median:>9{fmt}} {a.spread(fmt):>13} "
+            f"{b.median:>9{fmt}} {b.spread(fmt):>13}"
+        )
 
 
 def verdict(label: str, value: float, target: float, unit: str, higher_is_better: bool) -> None:
@@ -83,6 +97,19 @@ def sqlite_file() -> Iterator[str]:
     with TemporaryDirectory(prefix="bench_read_") as tmp:
         print(f"  on SQLite {sqlite3.sqlite_version}", flush=True)
         yield f"sqlite:///{Path(tmp) / 'ledger.db'}"
+
+
+R = TypeVar("R")
+
+
+def on_both(schema: str, measure: Callable[[str, str], R]) -> list[R]:
+    """``measure(url, backend)`` in a fresh Postgres schema, then in a new SQLite file."""
+    results = []
+    with postgres_schema(schema) as url:
+        results.append(measure(url, "postgres"))
+    with sqlite_file() as url:
+        results.append(measure(url, "sqlite"))
+    return results
 
 
 def settle(url: str) -> None:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import ledger
-from bench.read_side import Figures, postgres_schema, ratio_line, sqlite_file
+from bench.read_side import Figures, figure_pairs, on_both, ratio_line
 from bench.workload import api_turn
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
@@ -88,13 +88,8 @@ def report(result: Result, plan: Plan) -> None:
         f"\nBenchmark 7: a {plan.turns:,}-turn session ({plan.turns * 4:,} messages) against "
         f"a 10-turn one, {result.backend} (medians of {plan.repeats} repeats)"
     )
-    print(f"  {'session':<10} {'batch ms':>9} {'(min-max)':>13} {'read ms':>9} {'(min-max)':>13}")
-    for name in result.batch:
-        batch, read = result.batch[name], result.read[name]
-        print(
-            f"  {name:<10} {batch.median:>9.2f} {batch.spread('.2f'):>13} "
-            f"{read.median:>9.2f} {read.spread('.2f'):>13}"
-        )
+    sessions = [(name, result.batch[name], result.read[name]) for name in result.batch]
+    figure_pairs(("session", "batch ms", "read ms"), sessions, 10, ".2f")
     ratio_line(
         "one turn's batch, long / short session", result.batch["long"], result.batch["short"]
     )
@@ -103,11 +98,7 @@ def report(result: Result, plan: Plan) -> None:
 def run(quick: bool = False) -> list[Result]:
     plan = QUICK if quick else FULL
     print(f"\nBenchmark 7: a long session, {plan.turns:,} turns", flush=True)
-    results = []
-    with postgres_schema("long") as url:
-        results.append(measure(url, "postgres", plan))
-    with sqlite_file() as url:
-        results.append(measure(url, "sqlite", plan))
+    results = on_both("long", lambda url, backend: measure(url, backend, plan))
     for result in results:
         report(result, plan)
     return results

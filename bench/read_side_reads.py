@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 import ledger
-from bench.read_side import Figures, latency_ms, postgres_schema, settle, sqlite_file, verdict
+from bench.read_side import Figures, figure_pairs, latency_ms, on_both, settle, verdict
 from bench.read_side_data import SHORT, load, run_id, session_id, user_id
 from bench.workload import api_turn
 from projections.catalog import default_projectors
@@ -109,12 +109,8 @@ def report(result: Result, plan: Plan) -> None:
         f"\nBenchmark 6: t.conversation() on {result.backend}, {plan.sessions:,} sessions, "
         f"{plan.samples:,} reads per case and repeat (median of repeats)"
     )
-    print(f"  {'case':<40} {'p50 ms':>8} {'(min-max)':>13} {'p99 ms':>8} {'(min-max)':>13}")
-    for name, (p50, p99) in (("caught up", result.fresh), ("one turn behind", result.behind)):
-        print(
-            f"  {name:<40} {p50.median:>8.3f} {p50.spread('.3f'):>13} "
-            f"{p99.median:>8.3f} {p99.spread('.3f'):>13}"
-        )
+    cases = (("caught up", *result.fresh), ("one turn behind", *result.behind))
+    figure_pairs(("case", "p50 ms", "p99 ms"), cases, 40, ".3f")
     print(f"  catch-up before the reads: {result.catch_up_events_per_s:,.0f} events/s")
     if result.backend == "postgres":
         verdict("conversation p50, caught up", result.fresh[0].median, 1.0, "ms", False)
@@ -123,11 +119,7 @@ def report(result: Result, plan: Plan) -> None:
 def run(quick: bool = False) -> list[Result]:
     plan = QUICK if quick else FULL
     print(f"\nBenchmark 6: t.conversation() latency, {plan.sessions:,} sessions", flush=True)
-    results = []
-    with postgres_schema("reads") as url:
-        results.append(measure(url, "postgres", plan))
-    with sqlite_file() as url:
-        results.append(measure(url, "sqlite", plan))
+    results = on_both("reads", lambda url, backend: measure(url, backend, plan))
     for result in results:
         report(result, plan)
     return results

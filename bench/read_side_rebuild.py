@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import ledger
 from bench.read_side import (
     Figures,
-    postgres_schema,
+    on_both,
     ratio_line,
     settle,
-    sqlite_file,
     vacuum_read_models,
     verdict,
 )
@@ -125,12 +124,8 @@ def report(result: Result) -> None:
 
 def run(quick: bool = False) -> list[Result]:
     plan = QUICK if quick else FULL
-    results = []
     print(f"\nBenchmark 4: rebuild of all three read models, {plan.events:,} events", flush=True)
-    with postgres_schema("rebuild") as url:
-        results.append(measure(url, "postgres", plan))
-    with sqlite_file() as url:
-        results.append(measure(url, "sqlite", plan))
+    results = on_both("rebuild", lambda url, backend: measure(url, backend, plan))
     for result in results:
         report(result)
     return results

@@ -150,25 +150,35 @@ def test_skipped_events_add_up_with_each_commit_and_a_swap_takes_the_builds(
     assert swapped is not None and swapped.skipped == 1  # what the new generation skipped
 
 
-def test_a_schema_from_before_pages_gets_the_pages_table(
-    request: pytest.FixtureRequest, backend: str
-) -> None:
-    """Read models made by an earlier release have no pages table: opening the storage
-    makes it (on Postgres, with its row-level security), documents kept."""
+def _with_a_document(request: pytest.FixtureRequest, backend: str) -> str:
+    """A ledger on ``backend`` whose projector ``p`` committed one document."""
     url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
     with ledger.connect(url) as led:
         storage = storage_for(led.store)
         storage.claim("p", 1, "a", 30)
         storage.commit("p", 1, "a", START, C1, {("u", "k"): b"doc"}, 30)
-    drop = "DROP TABLE ledger_read_model_pages"
-    if backend == "sqlite":
+    return url
+
+
+def _behind_the_store(url: str, statement: str) -> None:
+    """Run ``statement`` on the ledger's database directly (as an old release left it)."""
+    if url.startswith("sqlite:"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        conn.execute(drop)
+        conn.execute(statement)
         conn.commit()
         conn.close()
     else:
         with raw_connection(url, autocommit=True) as pg:
-            pg.execute(drop)
+            pg.execute(statement)
+
+
+def test_a_schema_from_before_pages_gets_the_pages_table(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Read models made by an earlier release have no pages table: opening the storage
+    makes it (on Postgres, with its row-level security), documents kept."""
+    url = _with_a_document(request, backend)
+    _behind_the_store(url, "DROP TABLE ledger_read_model_pages")
     with ledger.connect(url) as led:
         storage = storage_for(led.store)
         assert storage.get("p", "u", "k") == Stored(b"doc")
@@ -182,20 +192,8 @@ def test_a_projector_table_from_before_skipped_counts_gets_the_column(
 ) -> None:
     """Tables made by an earlier release lack ``skipped``: opening the storage adds it,
     rows kept."""
-    url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
-    with ledger.connect(url) as led:
-        storage = storage_for(led.store)
-        storage.claim("p", 1, "a", 30)
-        storage.commit("p", 1, "a", START, C1, {("u", "k"): b"doc"}, 30)
-    drop = "ALTER TABLE ledger_projectors DROP COLUMN skipped"
-    if backend == "sqlite":
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        conn.execute(drop)
-        conn.commit()
-        conn.close()
-    else:
-        with raw_connection(url, autocommit=True) as pg:
-            pg.execute(drop)
+    url = _with_a_document(request, backend)
+    _behind_the_store(url, "ALTER TABLE ledger_projectors DROP COLUMN skipped")
     with ledger.connect(url) as led:
         storage = storage_for(led.store)
         row = storage.projector("p")

@@ -16,6 +16,27 @@ SELECT to_regclass('ledger_projectors') IS NOT NULL
         AND tablename = 'ledger_read_model_pages') >= 2
 """
 
+
+def _tenant_reads(table: str) -> tuple[str, str]:
+    """Isolation in the database (DESIGN.md invariant 4): the app role reads only the
+    rows of ``table`` of the tenant of its transaction, the auditor every row; projector
+    runners (the owner) write."""
+    return (
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema()
+                           AND tablename = '{table}') THEN
+                CREATE POLICY {table}_tenant ON {table}
+                    FOR SELECT TO {APP_ROLE} USING ({_TENANT});
+                CREATE POLICY {table}_auditor ON {table}
+                    FOR SELECT TO {AUDITOR_ROLE} USING (true);
+            END IF;
+        END $$
+        """,
+    )
+
+
 #: Serialises concurrent creation of the tables (CREATE ... IF NOT EXISTS races).
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7310582203991437)"
 
@@ -44,22 +65,9 @@ SCHEMA = (
         PRIMARY KEY (user_id, projection, generation, key)
     )
     """,
-    # Isolation in the database (DESIGN.md invariant 4): the app role reads only the
-    # documents of the tenant of its transaction; projector runners (the owner) write.
-    "ALTER TABLE ledger_read_models ENABLE ROW LEVEL SECURITY",
-    f"""
-    DO $$ BEGIN
-        IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema()
-                       AND tablename = 'ledger_read_models') THEN
-            CREATE POLICY ledger_read_models_tenant ON ledger_read_models
-                FOR SELECT TO {APP_ROLE} USING ({_TENANT});
-            CREATE POLICY ledger_read_models_auditor ON ledger_read_models
-                FOR SELECT TO {AUDITOR_ROLE} USING (true);
-        END IF;
-    END $$
-    """,
-    # Added after the first release: the pages of items a paged read model (the
-    # conversation) moves out of its documents (``projections.projector``).
+    *_tenant_reads("ledger_read_models"),
+    # Added after the first release: the pages of items a paged read model moves out of
+    # its documents (``projections.projector``).
     """
     CREATE TABLE IF NOT EXISTS ledger_read_model_pages (
         user_id    text NOT NULL,
@@ -71,18 +79,7 @@ SCHEMA = (
         PRIMARY KEY (user_id, projection, generation, key, page)
     )
     """,
-    "ALTER TABLE ledger_read_model_pages ENABLE ROW LEVEL SECURITY",
-    f"""
-    DO $$ BEGIN
-        IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema()
-                       AND tablename = 'ledger_read_model_pages') THEN
-            CREATE POLICY ledger_read_model_pages_tenant ON ledger_read_model_pages
-                FOR SELECT TO {APP_ROLE} USING ({_TENANT});
-            CREATE POLICY ledger_read_model_pages_auditor ON ledger_read_model_pages
-                FOR SELECT TO {AUDITOR_ROLE} USING (true);
-        END IF;
-    END $$
-    """,
+    *_tenant_reads("ledger_read_model_pages"),
     f"""GRANT SELECT ON ledger_read_models, ledger_read_model_pages, ledger_projectors
         TO {APP_ROLE}, {AUDITOR_ROLE}""",
 )
