@@ -6,8 +6,9 @@ with the session. One session gets ``turns`` agent turns (``bench.workload``, fi
 events each: 4 messages a turn), a second one ten, both caught up. Each sample appends
 one turn to one of them (alternating, public API) and times the ``catch_up()`` that
 projects it (one batch, all three read models, the runner's default cache), then
-``t.conversation()`` of that session. The ratio long/short of the batch time is the
-figure: 1x means a turn costs the same whatever the session's length.
+``t.conversation()`` of that session, whole and its last 50 messages
+(``last=50``). The ratio long/short of the batch time is the figure: 1x means a turn
+costs the same whatever the session's length; so does the read of the last 50.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Plan:
     repeats: int
 
 
+LAST = 50  # messages of t.conversation(last=...)
+
 FULL = Plan(turns=2000, samples=30, repeats=5)
 QUICK = Plan(turns=500, samples=20, repeats=3)
 
@@ -39,6 +42,7 @@ class Result:
     backend: str
     batch: dict[str, Figures] = field(default_factory=dict)  # session -> ms per repeat
     read: dict[str, Figures] = field(default_factory=dict)
+    last: dict[str, Figures] = field(default_factory=dict)  # t.conversation(last=LAST)
 
 
 def measure(url: str, backend: str, plan: Plan) -> Result:
@@ -55,10 +59,11 @@ def measure(url: str, backend: str, plan: Plan) -> Result:
                 if n % 250 == 0:
                     runner.catch_up()
             result.batch[name], result.read[name] = Figures(name), Figures(name)
+            result.last[name] = Figures(name)
         runner.catch_up()
         n = 100_000
         for _ in range(plan.repeats):
-            times: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in sizes}
+            times: dict[str, tuple[list[float], ...]] = {s: ([], [], []) for s in sizes}
             for _ in range(plan.samples):
                 for name, run in runs.items():
                     api_turn(run, n)
@@ -68,11 +73,14 @@ def measure(url: str, backend: str, plan: Plan) -> Result:
                     t1 = time.perf_counter()
                     t.conversation(run.session_id)
                     t2 = time.perf_counter()
-                    times[name][0].append((t1 - t0) * 1e3)
-                    times[name][1].append((t2 - t1) * 1e3)
-            for name, (batch, read) in times.items():
+                    t.conversation(run.session_id, last=LAST)
+                    t3 = time.perf_counter()
+                    for kept, took in zip(times[name], (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                        kept.append(took * 1e3)
+            for name, (batch, read, last) in times.items():
                 result.batch[name].values.append(statistics.median(batch))
                 result.read[name].values.append(statistics.median(read))
+                result.last[name].values.append(statistics.median(last))
             print(
                 "  repeat: batch "
                 + ", ".join(f"{s} {result.batch[s].values[-1]:.2f} ms" for s in sizes)
@@ -90,6 +98,9 @@ def report(result: Result, plan: Plan) -> None:
     )
     sessions = [(name, result.batch[name], result.read[name]) for name in result.batch]
     figure_pairs(("session", "batch ms", "read ms"), sessions, 10, ".2f")
+    for name, figures in result.last.items():
+        spread = figures.spread(".2f")
+        print(f"  {name:<10} read of the last {LAST}: {figures.median:.2f} ms ({spread})")
     ratio_line(
         "one turn's batch, long / short session", result.batch["long"], result.batch["short"]
     )

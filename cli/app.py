@@ -141,11 +141,15 @@ def runs(
 def state(
     session_id: Annotated[str, typer.Argument(help="The session to show.")],
     user: TenantOption,
+    last: Annotated[
+        int | None,
+        typer.Option("--last", min=0, help="Only the last N messages (totals stay whole)."),
+    ] = None,
     json: JsonFlag = False,
 ) -> None:
     """The conversation state an agent reads on every LLM call, for one session."""
     with connect() as led:
-        conversation = led.tenant(user).conversation(session_id)
+        conversation = led.tenant(user).conversation(session_id, last=last)
     if json:
         render.print_json(conversation.model_dump(mode="json"))
     else:

@@ -33,8 +33,13 @@ def check_listing(order_by: str | None, limit: int | None) -> None:
     count (or None)."""
     if order_by is not None and order_by not in RUN_ORDERS:
         raise InvalidEvent(f"order_by must be one of {', '.join(RUN_ORDERS)}; got {order_by!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidEvent(f"limit must be a whole number >= 0; got {limit!r}")
+    check_count("limit", limit)
+
+
+def check_count(name: str, value: int | None) -> None:
+    """InvalidEvent unless ``value`` is a whole number >= 0 (or None)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise InvalidEvent(f"{name} must be a whole number >= 0; got {value!r}")
 
 
 REPLAY_GROUP = "ledger.replay"
@@ -44,8 +49,8 @@ class ReadSide(Protocol):
     """What the tenant handle asks of the read models (all scoped to ``tenant``), as
     the tenant may read them: sealed content opened with the ledger's keyring."""
 
-    def conversation(self, tenant: Tenant, session_id: str) -> Any:
-        """The ConversationState of one session."""
+    def conversation(self, tenant: Tenant, session_id: str, last: int | None = None) -> Any:
+        """The ConversationState of one session (its ``last`` messages, if given)."""
 
     def run_metadata(self, tenant: Tenant, run_id: str) -> Any:
         """The RunMetadata of one run."""

@@ -15,7 +15,7 @@ from ledger.events import CATALOG, Event
 from ledger.forks import check_fork_point
 from ledger.ids import check_id, new_run_id
 from ledger.personal import Keyring, reveal_event
-from ledger.read_side import check_listing
+from ledger.read_side import check_count, check_listing
 from ledger.records import Record, RunHead
 from ledger.run import Run
 
@@ -185,9 +185,14 @@ class Tenant:
         """Tokens, cost, tool calls, retries, wall time and status of one run, per turn."""
         return self._ledger.read_side.run_metadata(self, run_id)
 
-    def conversation(self, session_id: str) -> Any:
-        """The ConversationState agents read on every LLM call (includes the latest turn)."""
-        return self._ledger.read_side.conversation(self, session_id)
+    def conversation(self, session_id: str, *, last: int | None = None) -> Any:
+        """The ConversationState agents read on every LLM call (includes the latest turn).
+
+        ``last``: only the session's last ``last`` messages (its totals still cover the
+        whole session); read from the stored pages that hold them, so its cost does not
+        grow with the session."""
+        check_count("last", last)
+        return self._ledger.read_side.conversation(self, session_id, last)
 
     def memories(self, namespace: str | None = None) -> list[Any]:
         """This user's current long-term memories, with the run that wrote each."""

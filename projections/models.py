@@ -117,14 +117,18 @@ class ConversationState(BaseModel):
     run_metadata: ConversationMetadata
 
     @classmethod
-    def from_state(cls, state: r.Conversation) -> ConversationState:
-        """The public shape of a folded conversation."""
+    def from_state(cls, state: r.Conversation, last: int | None = None) -> ConversationState:
+        """The public shape of a folded conversation (its ``last`` messages only, if
+        given; the totals are the whole session's either way)."""
+        messages = state.messages
+        if last is not None:
+            messages = messages[max(0, len(messages) - last) :]
         return cls(
             session_id=state.session_id,
             user_id=state.user_id,
             created_at=state.created_at,
             updated_at=state.updated_at,
-            messages=[message_dict(m) for m in state.messages],
+            messages=[message_dict(m) for m in messages],
             run_metadata=ConversationMetadata(
                 model=state.model,
                 total_tokens=state.total_tokens,

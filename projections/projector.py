@@ -132,27 +132,32 @@ class Projector(Generic[S]):
         """Whether this read model's documents keep their older items in pages."""
         return self.reducer.paged_field is not None
 
-    def load(self, data: bytes, pages: Sequence[bytes] | None = None) -> Document[S]:
+    def load(
+        self, data: bytes, pages: Sequence[bytes] | None = None, first: int = 0
+    ) -> Document[S]:
         """Decode a stored document: its head alone (how the projector folds onto it),
-        or with ``pages``, all of its pages in order, the whole state (readers)."""
+        or with ``pages``, its pages in order from page ``first`` on, joined to the head
+        (readers; all of them from 0 give the whole state)."""
         envelope = _decode(data)
         state = self.reducer.decode(bytes(envelope.state))
         if pages is not None and self.paged:
-            state = self._whole(state, pages)
+            state = self._joined(state, pages, first)
         return Document(state, envelope.applied)
 
-    def _whole(self, state: S, pages: Sequence[bytes]) -> S:
+    def _joined(self, state: S, pages: Sequence[bytes], first: int) -> S:
         reducer, offset = self.reducer, cast(Paged, state).offset
-        if not offset and not pages:
+        if not pages:  # none stored, or none asked for: the head's own items
             return state
         items = [item for page in pages for item in reducer.decode_page(page)]
-        if len(items) != offset:
+        start = first * self.page_items
+        if start + len(items) != offset:
             raise LookupError(
-                f"read model {self.name!r}: a document's pages hold {len(items)} items where "
-                f"its head says {offset} (rebuild it: ledger projections rebuild {self.name})"
+                f"read model {self.name!r}: a document's pages from page {first} hold "
+                f"{len(items)} items, which do not end where its head starts ({offset}); "
+                f"rebuild it: ledger projections rebuild {self.name}"
             )
         items += reducer.items(state)
-        return reducer.with_items(state, items, 0)
+        return reducer.with_items(state, items, start)
 
     def hand_back(self, doc: Document[S], events: Sequence[Event], fetch: FetchPages) -> None:
         """Give ``doc`` (a head) the pages of the items that folding ``events`` changes."""
@@ -202,6 +207,7 @@ class Projector(Generic[S]):
         loaded: Document[S] | None = None,
         quiet: bool = False,
         pages: Sequence[bytes] | None = None,
+        first: int = 0,
         fetch: FetchPages | None = None,
     ) -> tuple[Document[S] | None, int]:
         """``fold`` of ``events`` onto the stored document ``data`` (None: none yet;
@@ -211,14 +217,15 @@ class Projector(Generic[S]):
         counts as folded. Logged as an error (``quiet``: at debug, for reads, which fold
         what the projector reports). Returns the document and how many were skipped.
 
-        ``data`` is a head: with all its ``pages`` (readers), or ``fetch`` to get those
-        of its pages the fold changes (the projector)."""
+        ``data`` is a head: with its ``pages`` from page ``first`` on (readers; they
+        must hold every item the fold changes), or ``fetch`` to get those of its pages
+        the fold changes (the projector)."""
         skipped: dict[int, Event] = {}  # by id(): the very events given
         fetch = None if fetch is None or not self.paged else _memoized(fetch)  # for retries
         while True:
             doc: Document[S] | None = loaded
             if doc is None and data is not None:
-                doc = self.load(data, pages)
+                doc = self.load(data, pages, first)
             loaded = None
             todo = [e for e in events if id(e) not in skipped] if skipped else events
             if doc is not None and fetch is not None:

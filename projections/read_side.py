@@ -49,18 +49,24 @@ class ReadSide:
         self.projectors = {p.name: p for p in default_projectors()}
         self.storage = storage_for(ledger.store)
 
-    def conversation(self, tenant: Tenant, session_id: str) -> ConversationState:
-        """The session's conversation; NotFound if the tenant has no run in it."""
+    def conversation(
+        self, tenant: Tenant, session_id: str, last: int | None = None
+    ) -> ConversationState:
+        """The session's conversation (only its ``last`` messages, if given, read from
+        the stored pages that hold them); NotFound if the tenant has no run in it."""
         store, user_id = self.ledger.store, tenant.user_id
+        projector = self.projectors[CONVERSATION]
+        # The head holds at least a page of the newest messages once any are paged out.
+        pages = None if last is None else -(-last // projector.page_items)
         runs, data = storage_for(store).get_with_runs(
-            store, CONVERSATION, user_id, session_id, session_id
+            store, CONVERSATION, user_id, session_id, session_id, pages
         )
         if not runs:
             raise NotFound(f"session {session_id!r} not found for user {user_id!r}")
-        read = current(self.ledger, self.projectors[CONVERSATION], user_id, session_id, runs, data)
+        read = current(self.ledger, projector, user_id, session_id, runs, data)
         if read.doc is None:
             raise NotFound(f"session {session_id!r} has no events yet")
-        model = ConversationState.from_state(read.doc.state)
+        model = ConversationState.from_state(read.doc.state, last)
         return _opened(model, read, user_id, self.ledger.keyring)
 
     def run_metadata(self, tenant: Tenant, run_id: str) -> RunMetadata:

@@ -56,26 +56,41 @@ def current(
 ) -> Current:
     """The document ``key`` of ``user_id`` including every committed event of ``runs``.
 
-    ``data`` is the stored document (with its pages) when the caller already read it
-    (None: none is stored), so it is not read again; ``store`` is the view to read through (default:
-    the ledger's own, scoped to ``user_id``).
+    ``data`` is the stored document when the caller already read it (None: none is
+    stored), so it is not read again: with all its pages, or only its last few (then
+    the state returned holds the items from the first page read on, and the whole
+    document is read again if an event to fold changes an item before them);
+    ``store`` is the view to read through (default: the ledger's own, scoped to
+    ``user_id``).
     """
     store = store or ledger.store
     if data is UNREAD:
         data = storage_for(store).get(projector.name, user_id, key)
     doc = None if data is None else projector.load(*data)
-    sealed = data is not None and (MARKED in data.head or any(MARKED in p for p in data.pages))
     unseen = []
     for run in runs:
         seen = 0 if doc is None else doc.applied.get(run.run_id, 0)
         if run.version > seen:
             unseen.extend(store.read_run(user_id, run.run_id, after_version=seen))
     if not unseen:  # caught up (the common case): nothing to decode or fold
-        return Current(doc, sealed)
+        return Current(doc, _sealed(data))
     unseen.sort(key=lambda record: record.position)  # log order, as the projector folds
     key_of = projector.reducer.key
     decoded, _ = decode_for_fold(unseen, quiet=True)
     events = [e for e in decoded if key_of(e) == key]
-    head, pages = (None, None) if data is None else data
-    folded, _ = projector.fold_stored(head, events, loaded=doc, quiet=True, pages=pages)
-    return Current(folded, sealed or any(r.key_id for r in unseen))
+    if doc is not None and projector.paged and projector.reducer.touched(doc.state, events):
+        # An item before the pages read changes (a tool's result long after its call):
+        # the whole document, in a snapshot of its own (at least as new; the events it
+        # already holds are skipped as folded).
+        data = storage_for(store).get(projector.name, user_id, key)
+        doc = None if data is None else projector.load(*data)
+    head, pages, first = (None, None, 0) if data is None else data
+    folded, _ = projector.fold_stored(
+        head, events, loaded=doc, quiet=True, pages=pages, first=first
+    )
+    return Current(folded, _sealed(data) or any(r.key_id for r in unseen))
+
+
+def _sealed(data: Stored | None) -> bool:
+    """Whether the stored document may hold a sealed token."""
+    return data is not None and (MARKED in data.head or any(MARKED in p for p in data.pages))

@@ -54,6 +54,10 @@ def test_state_and_memory(url: str) -> None:
     seed(url)
     state = json.loads(ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--json").stdout)
     assert state["session_id"] == "sess_2" and len(state["messages"]) == 12
+    last = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--last", "2", "--json")
+    assert json.loads(last.stdout) == {**state, "messages": state["messages"][-2:]}
+    refused = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--last", "-1")
+    assert refused.returncode == 2 and "--last" in refused.stderr
     assert ledger_cli(url, "state", "sess_2", "--user", "usr_b").returncode == 1
     memory = json.loads(ledger_cli(url, "memory", "--user", "usr_a", "--json").stdout)
     assert [(m["namespace"], m["key"], m["value"]) for m in memory] == [("prefs", "tone", "brief")]

@@ -85,6 +85,10 @@ def test_pages_are_written_with_their_document_and_read_back_with_it_in_order(
     assert storage.commit_many("a", [again], 30) == [True]
     assert storage.commit_many("a", [stale], 30) == [False]
     assert storage.get("p", "u1", "s1") == Stored(b"head2", (b"[1, 1]", b"[2]"))
+    # the last few pages only, numbered from the first one read
+    assert storage.get("p", "u1", "s1", 1) == Stored(b"head2", (b"[2]",), 1)
+    assert storage.get("p", "u1", "s1", 0) == Stored(b"head2", (), 0)
+    assert storage.get("p", "u1", "s1", 5) == Stored(b"head2", (b"[1, 1]", b"[2]"), 0)
     # a rebuild's generation has its own pages: swapped in, the old ones go
     build = "p" + BUILD_SUFFIX
     storage.claim(build, 2, "r", 30)

@@ -301,6 +301,54 @@ def test_a_long_session_is_stored_in_pages_and_reads_back_whole(led: ledger.Ledg
     assert len(t.conversation("s").messages) == 201
 
 
+def test_the_last_messages_of_a_long_session_read_back_as_the_whole_ones(
+    led: ledger.Ledger,
+) -> None:
+    """``t.conversation(s, last=N)`` reads only the pages holding the last N messages:
+    it must equal the whole conversation cut to its last N, whether the projector is
+    caught up or not, and when an event to fold changes a message before those pages."""
+    t = led.tenant("usr_a")
+    waiting = t.start_run(session_id="s")
+    waiting.tool_called(call_id="slow", name="approve", input={"what": "refund"})
+    chat = t.start_run(session_id="s")
+    projector = next(p for p in default_projectors() if p.name == CONVERSATION)
+    runner = ProjectorRunner(led, [projector], batch_size=9)
+
+    def check() -> None:
+        whole = t.conversation("s").model_dump()
+        for n in (0, 1, 2, 63, 64, 65, 127, 128, 129, 150, 1000):
+            cut = t.conversation("s", last=n).model_dump()
+            assert cut == {
+                **whole,
+                "messages": whole["messages"][
+                    len(whole["messages"]) - min(n, len(whole["messages"])) :
+                ],
+            }, n
+
+    for n in range(100):
+        with chat.turn():
+            chat.message_received(content=f"q{n}")
+            chat.model_responded(content=f"a{n}")
+    runner.catch_up()
+    stored = runner.storage.get(CONVERSATION, "usr_a", "s")
+    assert stored is not None and len(stored.pages) >= 2
+    check()
+    for n in range(100, 110):  # not projected yet: folded onto the pages read
+        with chat.turn():
+            chat.message_received(content=f"q{n}")
+            chat.model_responded(content=f"a{n}")
+    check()
+    # a result for the call in page 0, not projected: the whole document is read again
+    waiting.tool_returned(call_id="slow", name="approve", output="yes", duration_ms=5)
+    check()
+    assert t.conversation("s", last=3).run_metadata.tool_calls == 1
+    runner.catch_up()
+    check()
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ledger.InvalidEvent, match="last must be a whole number"):
+            t.conversation("s", last=bad)  # type: ignore[arg-type]
+
+
 # -- the property -----------------------------------------------------------------------
 
 ACTIONS = st.lists(

@@ -38,11 +38,13 @@ PageKey = tuple[str, str, int]  # (user_id, key, page number)
 
 
 class Stored(NamedTuple):
-    """A stored document as readers get it: its head and all its pages, in order, read
-    in one snapshot (``Projector.load(*stored)`` gives the whole state)."""
+    """A stored document as readers get it: its head and its pages in order (all of
+    them, or the last few), read in one snapshot: ``Projector.load(*stored)`` gives the
+    whole state, or the state from page ``first`` on."""
 
     head: bytes
     pages: tuple[bytes, ...] = ()
+    first: int = 0  # the page number of pages[0]
 
 
 class ProjectorRow(msgspec.Struct, frozen=True):
@@ -144,15 +146,24 @@ class ReadModelStorage(ABC):
         return self.commit_many(owner, [Write(name, generation, expected, new, docs)], ttl)[0]
 
     @abstractmethod
-    def get(self, name: str, user_id: str, key: str) -> Stored | None:
-        """One document of the generation readers see, with its pages."""
+    def get(
+        self, name: str, user_id: str, key: str, last_pages: int | None = None
+    ) -> Stored | None:
+        """One document of the generation readers see, with its pages (only its last
+        ``last_pages`` of them, if given)."""
 
     def get_with_runs(
-        self, store: EventStore, name: str, user_id: str, session_id: str, key: str
+        self,
+        store: EventStore,
+        name: str,
+        user_id: str,
+        session_id: str,
+        key: str,
+        last_pages: int | None = None,
     ) -> tuple[list[RunHead], Stored | None]:
-        """``store.list_runs(user_id, session_id)`` and ``get(name, user_id, key)``;
-        Postgres reads both in one round trip."""
-        return store.list_runs(user_id, session_id), self.get(name, user_id, key)
+        """``store.list_runs(user_id, session_id)`` and ``get(name, user_id, key,
+        last_pages)``; Postgres reads both in one round trip."""
+        return store.list_runs(user_id, session_id), self.get(name, user_id, key, last_pages)
 
     @abstractmethod
     def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, Stored]]:
@@ -178,7 +189,8 @@ def stored_of(rows: Sequence[tuple[int, bytes]]) -> Stored | None:
     order; None if it has no head."""
     if not rows or rows[0][0] >= 0:
         return None
-    return Stored(bytes(rows[0][1]), tuple(bytes(data) for _, data in rows[1:]))
+    pages = tuple(bytes(data) for _, data in rows[1:])
+    return Stored(bytes(rows[0][1]), pages, rows[1][0] if pages else 0)
 
 
 #: Separates a projector's name from the suffix of a rebuild's own row.
@@ -204,7 +216,7 @@ class Statements(NamedTuple):
     create_row: str  # name, version, live (the live projector's name)
     claim: str  # name, owner + the backend's lease clock
     release: str  # name, owner
-    select_doc: str  # name, user_id, key -> (page, doc): the head (page -1), then pages
+    select_doc: str  # name, user_id, key, pages (a limit) -> (page, doc): head (-1), pages
     scan_docs: str  # name, user_id (NULL: all tenants) -> (user_id, key, page, doc) so
     select_pages: str  # name, generation, user_id, key, pages (the backend's list form)
     swap_live: str  # name, version, generation, tx_id, position, build (its skipped)
@@ -254,6 +266,10 @@ class SQLStorage(ReadModelStorage):
     def _numbers(self, numbers: Sequence[int]) -> Any:
         """Page numbers as ``select_pages`` takes them."""
 
+    @abstractmethod
+    def _limit(self, count: int | None) -> Any:
+        """A count of pages as ``select_doc`` takes it (None: all of them)."""
+
     # -- the contract ------------------------------------------------------------------
     def projector(self, name: str) -> ProjectorRow | None:
         with self._store.connection() as conn:
@@ -278,14 +294,16 @@ class SQLStorage(ReadModelStorage):
         with self._store.transaction() as conn:
             self._run(conn, self.statements.release, {"name": name, "owner": owner})
 
-    def get(self, name: str, user_id: str, key: str) -> Stored | None:
-        params = {"name": name, "user_id": user_id, "key": key}
+    def get(
+        self, name: str, user_id: str, key: str, last_pages: int | None = None
+    ) -> Stored | None:
+        params = {"name": name, "user_id": user_id, "key": key, "pages": self._limit(last_pages)}
         # On Postgres as the tenant, under row-level security.
         return stored_of(self._store.read_as(user_id, self.statements.select_doc, params))
 
     def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, Stored]]:
         params = {"name": name, "user_id": user_id}
-        rows = self._store.read_as(user_id, self.statements.scan_docs, params)
+        rows = self._store.read_as(user_id, self.statements.scan_docs, params)  # all pages
         found = []
         for (user, key), group in groupby(rows, key=itemgetter(0, 1)):  # heads first
             stored = stored_of([(page, data) for _, _, page, data in group])

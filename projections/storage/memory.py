@@ -113,12 +113,14 @@ class MemoryStorage(ReadModelStorage):
             pages = self._pages.get((projection_of(name), generation), {}).get(doc, {})
             return {n: pages[n] for n in numbers if n in pages}
 
-    def get(self, name: str, user_id: str, key: str) -> Stored | None:
+    def get(
+        self, name: str, user_id: str, key: str, last_pages: int | None = None
+    ) -> Stored | None:
         with self._lock:
             row = self._rows.get(name)
             if row is None:
                 return None
-            return self._stored(name, row.generation, user_id, key)
+            return self._stored(name, row.generation, user_id, key, last_pages)
 
     def scan(self, name: str, user_id: str | None) -> list[tuple[str, str, Stored]]:
         with self._lock:
@@ -133,12 +135,17 @@ class MemoryStorage(ReadModelStorage):
                     found.append((u, k, stored))
             return found
 
-    def _stored(self, name: str, generation: int, user_id: str, key: str) -> Stored | None:
+    def _stored(
+        self, name: str, generation: int, user_id: str, key: str, last_pages: int | None = None
+    ) -> Stored | None:
         head = self._docs.get((name, generation), {}).get((user_id, key))
         if head is None:
             return None
         pages = self._pages.get((name, generation), {}).get((user_id, key), {})
-        return Stored(head, tuple(pages[n] for n in sorted(pages)))
+        numbers = sorted(pages)
+        if last_pages is not None:
+            numbers = numbers[len(numbers) - min(last_pages, len(numbers)) :]
+        return Stored(head, tuple(pages[n] for n in numbers), numbers[0] if numbers else 0)
 
     def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
         now = datetime.now(UTC)

@@ -53,11 +53,17 @@ class PostgresStorage(SQLStorage):
         self._lz4 = bool(found and found[0])
 
     def get_with_runs(
-        self, store: EventStore, name: str, user_id: str, session_id: str, key: str
+        self,
+        store: EventStore,
+        name: str,
+        user_id: str,
+        session_id: str,
+        key: str,
+        last_pages: int | None = None,
     ) -> tuple[list[RunHead], Stored | None]:
         if store is not self._pg:
-            return super().get_with_runs(store, name, user_id, session_id, key)
-        params = {"name": name, "user_id": user_id, "key": key}
+            return super().get_with_runs(store, name, user_id, session_id, key, last_pages)
+        params = {"name": name, "user_id": user_id, "key": key, "pages": last_pages}
         runs, rows = self._pg.list_runs_and_read(user_id, session_id, sql.SELECT_DOC, params)
         return runs, stored_of(rows)
 
@@ -73,6 +79,9 @@ class PostgresStorage(SQLStorage):
 
     def _run(self, conn: Any, statement: str, params: Mapping[str, Any] | None = None) -> Any:
         return conn.execute(statement, params, prepare=True)
+
+    def _limit(self, count: int | None) -> Any:
+        return count  # LIMIT NULL: no limit
 
     def _numbers(self, numbers: Sequence[int]) -> Any:
         return list(numbers)

@@ -175,15 +175,17 @@ JOIN ledger_read_models d
  AND d.generation = l.generation AND d.key = k.key
 """
 
-#: A document's head (page -1), then its pages in order: one statement, one snapshot.
+#: A document's head (page -1), then its last ``pages`` pages (NULL: all) in order: one
+#: statement, one snapshot.
 SELECT_DOC = """
 SELECT -1 AS page, d.doc FROM ledger_read_models d
 JOIN ledger_projectors p ON p.name = d.projection AND p.generation = d.generation
 WHERE d.user_id = %(user_id)s AND d.projection = %(name)s AND d.key = %(key)s
 UNION ALL
-SELECT g.page, g.items FROM ledger_read_model_pages g
-JOIN ledger_projectors p ON p.name = g.projection AND p.generation = g.generation
-WHERE g.user_id = %(user_id)s AND g.projection = %(name)s AND g.key = %(key)s
+(SELECT g.page, g.items FROM ledger_read_model_pages g
+ JOIN ledger_projectors p ON p.name = g.projection AND p.generation = g.generation
+ WHERE g.user_id = %(user_id)s AND g.projection = %(name)s AND g.key = %(key)s
+ ORDER BY g.page DESC LIMIT %(pages)s::integer)
 ORDER BY page
 """
 

@@ -64,6 +64,9 @@ class SQLiteStorage(SQLStorage):
     def _swap_time(self) -> dict[str, Any]:
         return {"now": canonical_time(datetime.now(UTC))}
 
+    def _limit(self, count: int | None) -> Any:
+        return -1 if count is None else count  # LIMIT -1: no limit
+
     def _numbers(self, numbers: Sequence[int]) -> Any:
         return json.dumps(list(numbers))
 

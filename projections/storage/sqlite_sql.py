@@ -100,15 +100,19 @@ JOIN ledger_read_models d ON d.user_id = k.user_id AND d.key = k.key
 WHERE d.projection = ? AND d.generation = ?
 """
 
-#: A document's head (page -1), then its pages in order: one statement, one snapshot.
+#: A document's head (page -1), then its last ``:pages`` pages (-1: all) in order: one
+#: statement, one snapshot.
 SELECT_DOC = """
 SELECT -1 AS page, d.doc FROM ledger_read_models d
 JOIN ledger_projectors p ON p.name = d.projection AND p.generation = d.generation
 WHERE d.user_id = :user_id AND d.projection = :name AND d.key = :key
 UNION ALL
-SELECT g.page, g.items FROM ledger_read_model_pages g
-JOIN ledger_projectors p ON p.name = g.projection AND p.generation = g.generation
-WHERE g.user_id = :user_id AND g.projection = :name AND g.key = :key
+SELECT * FROM (
+    SELECT g.page, g.items FROM ledger_read_model_pages g
+    JOIN ledger_projectors p ON p.name = g.projection AND p.generation = g.generation
+    WHERE g.user_id = :user_id AND g.projection = :name AND g.key = :key
+    ORDER BY g.page DESC LIMIT :pages
+)
 ORDER BY page
 """
 
