@@ -257,15 +257,21 @@ def test_after_a_turn_returns_the_conversation_includes_it(led: ledger.Ledger) -
             runner.catch_up()  # projected or not, the read is the same
 
 
+def _a_call_then_a_chat(led: ledger.Ledger) -> tuple[ledger.Tenant, ledger.Run, ledger.Run]:
+    """Session "s" of usr_a: a run that called a tool and waits for its result, and a
+    second run to chat in meanwhile."""
+    t = led.tenant("usr_a")
+    waiting = t.start_run(session_id="s")
+    waiting.tool_called(call_id="slow", name="approve", input={"what": "refund"})
+    return t, waiting, t.start_run(session_id="s")
+
+
 def test_a_long_session_is_stored_in_pages_and_reads_back_whole(led: ledger.Ledger) -> None:
     """A long session's conversation is stored as a head plus pages of its oldest
     messages, so a batch writes what is new rather than the whole history; it reads
     back whole, also when a tool's result comes long after its call (its entry is in a
     page by then), before and after the projector passes it, and after a rebuild."""
-    t = led.tenant("usr_a")
-    waiting = t.start_run(session_id="s")
-    waiting.tool_called(call_id="slow", name="approve", input={"what": "refund"})
-    chat = t.start_run(session_id="s")
+    t, waiting, chat = _a_call_then_a_chat(led)
     projector = next(p for p in default_projectors() if p.name == CONVERSATION)
     runner = ProjectorRunner(led, [projector], batch_size=7)
     for n in range(100):
@@ -307,10 +313,7 @@ def test_the_last_messages_of_a_long_session_read_back_as_the_whole_ones(
     """``t.conversation(s, last=N)`` reads only the pages holding the last N messages:
     it must equal the whole conversation cut to its last N, whether the projector is
     caught up or not, and when an event to fold changes a message before those pages."""
-    t = led.tenant("usr_a")
-    waiting = t.start_run(session_id="s")
-    waiting.tool_called(call_id="slow", name="approve", input={"what": "refund"})
-    chat = t.start_run(session_id="s")
+    t, waiting, chat = _a_call_then_a_chat(led)
     projector = next(p for p in default_projectors() if p.name == CONVERSATION)
     runner = ProjectorRunner(led, [projector], batch_size=9)
 
