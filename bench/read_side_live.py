@@ -188,7 +188,7 @@ def _observer(url: str, samples: Any, out: Any) -> None:
     try:
         with ledger.connect(url) as led:
             storage = storage_for(led.store)
-            seen_turns: list[_Turn] = []
+            seen_turns: list[tuple[LogCursor, _Turn]] = []
             waiting: list[tuple[LogCursor, _Turn]] = []
             lags: list[float] = []
             closing_at: float | None = None
@@ -210,8 +210,8 @@ def _observer(url: str, samples: Any, out: Any) -> None:
                 row = storage.projector(CONVERSATION)
                 seen = time.time()
                 if row is not None:
-                    passed = [t for c, t in waiting if c <= row.cursor]
-                    lags += [seen - t.committed for t in passed]
+                    passed = [(c, t) for c, t in waiting if c <= row.cursor]
+                    lags += [seen - t.committed for _, t in passed]
                     seen_turns += passed
                     waiting = [(c, t) for c, t in waiting if c > row.cursor]
                 if closing_at is not None and time.time() - closing_at > 60:
@@ -237,16 +237,24 @@ def _positions(led: ledger.Ledger, turns: list[_Turn]) -> list[tuple[LogCursor, 
     return [(LogCursor(int(tx), int(pos)), turns[int(i) - 1]) for i, tx, pos in rows]
 
 
-def _check_stored(storage: Any, turns: list[_Turn]) -> None:
-    """Every turn seen past the cursor is in its stored conversation document."""
+def _check_stored(storage: Any, turns: list[tuple[LogCursor, _Turn]]) -> None:
+    """Every turn seen past the cursor is in its stored conversation document: named
+    in it at or past its version, or (its run ended and left it) before its cursor."""
     live = storage.projector(CONVERSATION)
-    keys = sorted({(t.user_id, t.session_id) for t in turns})
+    keys = sorted({(t.user_id, t.session_id) for _, t in turns})
     (found,) = storage.load_many([Load(CONVERSATION, live.generation, keys)])
     projector = next(p for p in default_projectors() if p.name == CONVERSATION)
-    applied = {key: projector.load(data).applied for key, data in found.items()}
-    missing = [
-        t for t in turns if applied.get((t.user_id, t.session_id), {}).get(t.run_id, 0) < t.version
-    ]
+    docs = {key: projector.load(data) for key, data in found.items()}
+
+    def stored(cursor: LogCursor, turn: _Turn) -> bool:
+        doc = docs.get((turn.user_id, turn.session_id))
+        if doc is None:
+            return False
+        if turn.run_id in doc.applied:
+            return doc.applied[turn.run_id] >= turn.version
+        return doc.cursor is not None and cursor <= doc.cursor
+
+    missing = [t for c, t in turns if not stored(c, t)]
     if missing:
         raise RuntimeError(f"{len(missing)} turns past the cursor are not in their conversation")
 

@@ -123,6 +123,8 @@ class RunHead(msgspec.Struct, frozen=True):
     hash: bytes
     created_at: datetime
     type: str | None = None  # the type of the event at ``version`` (None: no events yet)
+    #: Where the event at ``version`` is in the global log (None: no events yet).
+    cursor: LogCursor | None = None
 
 
 class Tracking(NamedTuple):

@@ -19,8 +19,8 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 import msgspec
 
 from ledger.errors import InvalidEvent
-from ledger.events import CATALOG, Event
-from ledger.records import Record
+from ledger.events import CATALOG, ENDS_A_RUN, Event
+from ledger.records import LogCursor, Record, RunHead
 from ledger.tenant import to_event
 from projections.reducers import Paged
 
@@ -85,14 +85,21 @@ class Dumped(NamedTuple):
 
 
 class _Envelope(msgspec.Struct):
-    """What a document holds: the state and, per run, the last version folded into it.
+    """What a document holds: the state, per run the last version folded into it, and
+    the place in the log it was folded up to.
 
     ``applied`` makes applying idempotent per run (an event at or below it is skipped)
     and lets readers fold the events a projector has not reached yet (read your writes).
+    A run that ended leaves ``applied`` once its end is folded, so a session (or a
+    user) of thousands of runs does not carry an entry for each: ``cursor``, the place
+    in the log of the last event of its key folded into it, says what the document
+    holds of the runs it no longer names (every event of its key up to there). Documents from
+    before ``cursor`` existed have none, and name every run.
     """
 
     applied: dict[str, int]
     state: msgspec.Raw
+    cursor: LogCursor | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -101,10 +108,25 @@ _decode = msgspec.json.Decoder(_Envelope).decode
 
 @dataclass
 class Document(Generic[S]):
-    """A decoded document: its state and the per-run versions it includes."""
+    """A decoded document: its state, the per-run versions it includes (runs that ended
+    are left out once folded), and the place in the log it was stored at (None: not
+    stored, or stored before documents said)."""
 
     state: S
     applied: dict[str, int]
+    cursor: LogCursor | None = None
+
+    def folded(self, run: RunHead) -> int | None:
+        """The version of ``run`` this document includes: None if it includes all of
+        the run's events (its head is at or before the document's place in the log,
+        and the run is not named: it ended and was folded), else the version after
+        which its events are missing (0: all of them, or those after ``cursor``)."""
+        seen = self.applied.get(run.run_id)
+        if seen is not None:
+            return seen if run.version > seen else None
+        if self.cursor is not None and (run.cursor is None or run.cursor <= self.cursor):
+            return None
+        return 0
 
 
 @dataclass(frozen=True)
@@ -142,7 +164,7 @@ class Projector(Generic[S]):
         state = self.reducer.decode(bytes(envelope.state))
         if pages is not None and self.paged:
             state = self._joined(state, pages, first)
-        return Document(state, envelope.applied)
+        return Document(state, envelope.applied, envelope.cursor)
 
     def _joined(self, state: S, pages: Sequence[bytes], first: int) -> S:
         reducer, offset = self.reducer, cast(Paged, state).offset
@@ -172,15 +194,16 @@ class Projector(Generic[S]):
                 raise LookupError(f"read model {self.name!r}: page {number} is not stored")
             earlier[number * self.page_items] = self.reducer.decode_page(found[number])
 
-    def dump(self, doc: Document[S]) -> Dumped:
-        """Encode a document for storage: its head, and the pages to write with it (the
-        pages handed back, and the full ones moved out of the head now)."""
+    def dump(self, doc: Document[S], cursor: LogCursor) -> Dumped:
+        """Encode a document for storage as folded up to ``cursor`` in the log (the
+        place of the last event of its key folded into it): its head, and the pages to
+        write with it (the pages handed back, and the full ones moved out of the head
+        now)."""
         state, pages = doc.state, dict[int, bytes]()
         if self.paged:
             state, pages = self._page_out(state)
-        return Dumped(
-            _encode(_Envelope(doc.applied, msgspec.Raw(self.reducer.encode(state)))), pages
-        )
+        raw = msgspec.Raw(self.reducer.encode(state))
+        return Dumped(_encode(_Envelope(doc.applied, raw, cursor)), pages)
 
     def _page_out(self, state: S) -> tuple[S, dict[int, bytes]]:
         reducer, size, paged = self.reducer, self.page_items, cast(Paged, state)
@@ -263,6 +286,9 @@ class Projector(Generic[S]):
             # check and the same final ``applied`` as looking it up, and setting it, for
             # every event.
             run_id, last = "", 0  # last: the version of run_id folded in so far
+            ends: dict[str, int] = {}  # run -> the version of its end folded here
+            if event is not None and event.type in ENDS_A_RUN:
+                ends[event.run_id] = event.version
             for event in pending:
                 if event.run_id != run_id:
                     if last:
@@ -274,12 +300,17 @@ class Projector(Generic[S]):
                     continue  # already in this document: never apply twice
                 step(state, event)
                 last = version
+                if event.type in ENDS_A_RUN:
+                    ends[run_id] = version
         except Exception as exc:
             if event is None:  # not the reducer's
                 raise
             raise Unfoldable(event, exc) from exc
         if last:
             applied[run_id] = last
+        for ended, version in ends.items():
+            if applied.get(ended) == version:  # nothing of the run after its end
+                del applied[ended]
         return doc
 
 

@@ -69,9 +69,16 @@ def current(
     doc = None if data is None else projector.load(*data)
     unseen = []
     for run in runs:
-        seen = 0 if doc is None else doc.applied.get(run.run_id, 0)
-        if run.version > seen:
-            unseen.extend(store.read_run(user_id, run.run_id, after_version=seen))
+        seen = 0 if doc is None else doc.folded(run)
+        if seen is None:
+            continue
+        missing = store.read_run(user_id, run.run_id, after_version=seen)
+        if not seen and doc is not None and doc.cursor is not None:
+            # A run the document does not name: none of it, or (a row stored after
+            # the run's end) what came after the document's place in the log.
+            after = doc.cursor
+            missing = [r for r in missing if r.cursor > after]
+        unseen.extend(missing)
     if not unseen:  # caught up (the common case): nothing to decode or fold
         return Current(doc, _sealed(data))
     unseen.sort(key=lambda record: record.position)  # log order, as the projector folds

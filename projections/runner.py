@@ -234,8 +234,12 @@ class ProjectorRunner:
         else:
             stored = [{} for _ in loads]
         writes = []
+        places: dict[int, dict[int, LogCursor]] = {}  # id(records) -> position -> cursor
         for (hold, records, by_key, undecoded), found in zip(batches, stored, strict=True):
             projector, held = hold.projector, hold.docs
+            place = places.get(id(records))
+            if place is None:
+                place = places[id(records)] = {r.position: r.cursor for r in records}
             docs: dict[DocKey, bytes] = {}
             pages: dict[PageKey, bytes] = {}
             skipped = undecoded
@@ -249,7 +253,8 @@ class ProjectorRunner:
                 folded, unfolded = projector.fold_stored(data, events, fetch=fetch)
                 skipped += unfolded
                 if folded is not None:
-                    dumped = projector.dump(folded)
+                    # Up to its own last event: the same bytes whatever the batches were.
+                    dumped = projector.dump(folded, place[events[-1].position])
                     docs[key] = data = dumped.head
                     pages.update({(*key, n): items for n, items in dumped.pages.items()})
                     hold.keep(key, data)

@@ -12,9 +12,9 @@ import pytest
 
 import ledger
 from ledger import ConcurrencyError, InvalidEvent, NotFound
-from ledger.chain import Unsealed, seal
+from ledger.chain import GENESIS, Unsealed, seal
 from ledger.events import CATALOG, encode_payload
-from ledger.records import RunAppend
+from ledger.records import START, RunAppend
 from ledger.storable import MAX_DEPTH
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
@@ -526,3 +526,24 @@ def test_the_deepest_value_allowed_is_readable_everywhere(led: ledger.Ledger) ->
     assert [m.value for m in t.memories()] == [deep]
     assert t.replay(run.run_id).version == run.version
     assert led.auditor().verify().ok
+
+
+def test_a_run_head_says_where_its_last_event_is_in_the_log(led: ledger.Ledger) -> None:
+    """Readers of a read model tell from it whether everything of a run is folded."""
+    t = led.tenant("usr_a")
+    empty = led.store.run_head("usr_a", t.start_run(session_id="s", run_id="run_e").run_id)
+    led.store.append(
+        [RunAppend("usr_a", "s", "run_x", 0, GENESIS, ())], returning=False
+    )  # registered, no events
+    run = t.start_run(session_id="s")
+    with run.turn():
+        run.message_received(content="hi")
+        run.model_responded(content="hello")
+    last = led.store.read_log(START, 1000)[-1]
+    head = led.store.run_head("usr_a", run.run_id)
+    assert head is not None and head.cursor == last.cursor and head.version == 3
+    assert empty is not None and empty.cursor is not None  # its run_started
+    bare = led.store.run_head("usr_a", "run_x")
+    assert bare is not None and (bare.version, bare.cursor) == (0, None)
+    listed = {h.run_id: h.cursor for h in led.store.list_runs("usr_a", "s")}
+    assert listed[run.run_id] == last.cursor and listed["run_x"] is None

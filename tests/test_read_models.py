@@ -14,7 +14,9 @@ import ledger
 import ledger.records
 import ledger.tenant
 from ledger import NotFound
-from projections.catalog import CONVERSATION, default_projectors
+from ledger.chain import Unsealed, seal
+from ledger.records import RunAppend
+from projections.catalog import CONVERSATION, MEMORY, RUN_METADATA, default_projectors
 from projections.models import ConversationState
 from projections.prices import PriceTable
 from projections.reducers import ConversationReducer, MemoryReducer, RunMetadataReducer
@@ -350,6 +352,72 @@ def test_the_last_messages_of_a_long_session_read_back_as_the_whole_ones(
     for bad in (-1, True, 1.5):
         with pytest.raises(ledger.InvalidEvent, match="last must be a whole number"):
             t.conversation("s", last=bad)  # type: ignore[arg-type]
+
+
+def test_runs_that_ended_leave_the_documents_and_still_read_back(led: ledger.Ledger) -> None:
+    """A session (and a user) of many runs, one per user message as agents often do:
+    a document names only the runs still open (those that ended are covered by its
+    place in the log), so its size does not grow with the runs; reads before and after
+    the projector, and a row stored after a run's end, still give the fold of the log."""
+    t = led.tenant("usr_a")
+    runner = ProjectorRunner(led, default_projectors(), batch_size=13)
+    ended = []
+    for n in range(40):
+        run = t.start_run(session_id="s")
+        with run.turn():
+            run.message_received(content=f"q{n}")
+            run.model_responded(content=f"a{n}", usage={"input_tokens": 3, "output_tokens": 1})
+        run.memory_written(namespace="n", key=f"k{n % 3}", value=n)
+        run.complete()
+        ended.append(run)
+        if n % 9 == 0:
+            runner.catch_up()
+    still = t.start_run(session_id="s")
+    still.message_received(content="open")
+    runner.catch_up()
+    conversation = runner.storage.get(CONVERSATION, "usr_a", "s")
+    memory = runner.storage.get(MEMORY, "usr_a", "usr_a")
+    projectors = {p.name: p for p in default_projectors()}
+    assert conversation is not None and memory is not None
+    assert set(projectors[CONVERSATION].load(*conversation).applied) == {still.run_id}
+    assert set(projectors[MEMORY].load(*memory).applied) == {still.run_id}
+    for r in ended:  # a run's own document keeps no entry once the run ended
+        doc = runner.storage.get(RUN_METADATA, "usr_a", r.run_id)
+        assert doc is not None and projectors[RUN_METADATA].load(*doc).applied == {}
+
+    def expected() -> tuple[Any, Any]:
+        events = sorted(
+            (e for h in led.store.list_runs("usr_a") for e in t.events(h.run_id)),
+            key=lambda e: e.position,
+        )
+        conversation = ConversationState.from_state(ConversationReducer().fold(events))
+        memory = MemoryReducer().fold(events)
+        assert memory is not None
+        return conversation, sorted((m.key, m.value) for m in memory.current.values())
+
+    def read() -> tuple[Any, Any]:
+        return t.conversation("s"), sorted((m.key, m.value) for m in t.memories())
+
+    assert read() == expected()
+    # a run started and ended after the projector's pass, and a row stored after a
+    # run's end (the API refuses it; the application role can INSERT one)
+    late = t.start_run(session_id="s")
+    late.message_received(content="late")
+    late.complete()
+    first = ended[0]
+    head = led.store.run_head("usr_a", first.run_id)
+    assert head is not None
+    sealed = seal(
+        "usr_a", "s", first.run_id, head.version, head.hash,
+        [Unsealed("message_received", 1, datetime.now(UTC), b'{"role":"user","content":"after"}')],
+    )  # fmt: skip
+    led.store.append([RunAppend("usr_a", "s", first.run_id, head.version, head.hash, sealed)])
+    assert read() == expected()
+    assert [m["content"] for m in t.conversation("s").messages].count("after") == 1
+    runner.catch_up()
+    assert read() == expected()
+    runner.rebuild_all()
+    assert read() == expected()
 
 
 # -- the property -----------------------------------------------------------------------

@@ -110,6 +110,7 @@ class MemoryStore(EventStore):
                 hash=last.hash,
                 created_at=run.created_at,
                 type=last.type,
+                cursor=last.cursor,
             )
 
     def read_run(

@@ -95,7 +95,21 @@ def _record_rows(cursor: Any) -> RowMaker[Record]:
 
 
 def _head_rows(cursor: Any) -> RowMaker[RunHead]:
-    return lambda values: RunHead(*values)
+    return _head
+
+
+def _head(values: Sequence[Any]) -> RunHead:
+    user_id, session_id, run_id, version, head_hash, created_at, type_, tx_id, position = values
+    return RunHead(
+        user_id,
+        session_id,
+        run_id,
+        version,
+        head_hash,
+        created_at,
+        type_,
+        None if tx_id is None else LogCursor(int(tx_id), position),
+    )
 
 
 # SQLSTATE classes that mean "the server is not there for us" rather than "your request".

@@ -164,10 +164,10 @@ WHERE r.run_id = %(run_id)s
 
 _HEADS = """
 SELECT r.user_id, r.session_id, r.run_id, coalesce(h.version, 0),
-       coalesce(h.hash, %(genesis)b::bytea), r.created_at, h.type
+       coalesce(h.hash, %(genesis)b::bytea), r.created_at, h.type, h.tx_id, h.position
 FROM ledger_runs r
 LEFT JOIN LATERAL (
-    SELECT e.version, e.hash, e.type FROM ledger_events e
+    SELECT e.version, e.hash, e.type, e.tx_id, e.position FROM ledger_events e
     WHERE e.user_id = r.user_id AND e.run_id = r.run_id
     ORDER BY e.version DESC LIMIT 1
 ) h ON true

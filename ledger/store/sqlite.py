@@ -378,7 +378,7 @@ class SQLiteStore(EventStore):
 
     @staticmethod
     def _head(row: Any) -> RunHead:
-        user_id, session_id, run_id, version, head_hash, created_at, type_ = row
+        user_id, session_id, run_id, version, head_hash, created_at, type_, tx_id, position = row
         return RunHead(
             user_id=user_id,
             session_id=session_id,
@@ -387,6 +387,7 @@ class SQLiteStore(EventStore):
             hash=GENESIS if head_hash is None else head_hash,
             created_at=_parse_time(created_at),
             type=type_,
+            cursor=None if tx_id is None else LogCursor(tx_id, position),
         )
 
     def run_head(self, user_id: str | None, run_id: str) -> RunHead | None:

@@ -258,7 +258,7 @@ SELECT_TRACKING = "SELECT position FROM ledger_tracking WHERE name = ?"
 #: A run's registration and head; params (run_id, user_id or NULL).
 _RUN_HEAD_SELECT = """
 SELECT r.user_id, r.session_id, r.run_id, coalesce(e.version, 0), e.hash, r.created_at,
-       e.type
+       e.type, e.tx_id, e.position
 FROM ledger_runs AS r
 LEFT JOIN ledger_events AS e
     ON e.user_id = r.user_id AND e.run_id = r.run_id

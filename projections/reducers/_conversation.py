@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from ledger.events import Event
+from ledger.events import ENDS_A_RUN, Event
 from projections.reducers._base import Reducer, millis, tokens
 
 
@@ -48,7 +48,10 @@ class Conversation(msgspec.Struct):
     total_tokens: int = 0
     tool_calls: int = 0
     retries: int = 0
-    spans: dict[str, Span] = {}  # run_id -> its span; runs of a session interleave
+    spans: dict[str, Span] = {}  # run_id -> its span, while it runs; runs interleave
+    # The summed spans of the session's runs that ended (kept as one number, so a session
+    # of thousands of runs does not carry one entry each).
+    ended_wall_ms: float = 0.0
     # run_id -> call_id -> index in the session's messages of a tool entry still waiting
     # for its result. Keyed by run too: two runs of one session may both have a "call_1".
     open_calls: dict[str, dict[str, int]] = {}
@@ -60,7 +63,7 @@ class Conversation(msgspec.Struct):
     @property
     def wall_time_ms(self) -> float:
         """Summed over the session's runs: each run's last event minus its first."""
-        return sum(millis(s.first, s.last) for s in self.spans.values())
+        return self.ended_wall_ms + sum(millis(s.first, s.last) for s in self.spans.values())
 
     def entry(self, index: int) -> Message:
         """The session's message at ``index`` (held, or in a page handed back)."""
@@ -135,7 +138,11 @@ class ConversationReducer(Reducer[Conversation]):
             state.model = d.get("model") or state.model
         elif kind == "retry_attempted":
             state.retries += 1
-        # steps, memory and the run's end add no message
+        elif kind in ENDS_A_RUN:  # no message; what was kept for the run closes
+            ended = state.spans.pop(event.run_id)
+            state.ended_wall_ms += millis(ended.first, ended.last)
+            state.open_calls.pop(event.run_id, None)
+        # steps and memory add no message
 
     def touched(self, state: Conversation, events: Iterable[Event]) -> set[int]:
         """The tool entries before ``state.offset`` whose results are among ``events``."""
