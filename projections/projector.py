@@ -102,6 +102,15 @@ class _Envelope(msgspec.Struct):
     cursor: LogCursor | None = None
 
 
+class _Written(msgspec.Struct):
+    """An ``_Envelope`` as written (the same JSON): the cursor a plain pair, which a
+    batch builds for every document it writes."""
+
+    applied: dict[str, int]
+    state: msgspec.Raw
+    cursor: tuple[int, int]
+
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(_Envelope).decode
 
@@ -181,20 +190,29 @@ class Projector(Generic[S]):
         items += reducer.items(state)
         return reducer.with_items(state, items, start)
 
-    def hand_back(self, doc: Document[S], events: Sequence[Event], fetch: FetchPages) -> None:
-        """Give ``doc`` (a head) the pages of the items that folding ``events`` changes."""
+    def hand_back(
+        self,
+        doc: Document[S],
+        events: Sequence[Event],
+        fetch: FetchPages,
+        fetched: dict[int, bytes] | None = None,
+    ) -> None:
+        """Give ``doc`` (a head) the pages of the items that folding ``events`` changes
+        (``fetched``: pages fetched before, kept for the next call)."""
         touched = self.reducer.touched(doc.state, events)
         if not touched:
             return
         numbers = sorted({index // self.page_items for index in touched})
-        found = fetch(numbers)
+        found = {} if fetched is None else fetched
+        if wanted := [n for n in numbers if n not in found]:
+            found.update(fetch(wanted))
         earlier = cast(Paged, doc.state).earlier
         for number in numbers:
             if number not in found:
                 raise LookupError(f"read model {self.name!r}: page {number} is not stored")
             earlier[number * self.page_items] = self.reducer.decode_page(found[number])
 
-    def dump(self, doc: Document[S], cursor: LogCursor) -> Dumped:
+    def dump(self, doc: Document[S], cursor: tuple[int, int]) -> Dumped:
         """Encode a document for storage as folded up to ``cursor`` in the log (the
         place of the last event of its key folded into it): its head, and the pages to
         write with it (the pages handed back, and the full ones moved out of the head
@@ -203,17 +221,19 @@ class Projector(Generic[S]):
         if self.paged:
             state, pages = self._page_out(state)
         raw = msgspec.Raw(self.reducer.encode(state))
-        return Dumped(_encode(_Envelope(doc.applied, raw, cursor)), pages)
+        return Dumped(_encode(_Written(doc.applied, raw, cursor)), pages)
 
     def _page_out(self, state: S) -> tuple[S, dict[int, bytes]]:
         reducer, size, paged = self.reducer, self.page_items, cast(Paged, state)
+        items = reducer.items(state)
+        if len(items) < 2 * size and not paged.earlier:  # most documents: nothing to move
+            return state, {}
         if paged.offset % size:
             raise ValueError(
                 f"read model {self.name!r}: a head at item {paged.offset} is not on a page "
                 f"of {size} items (page_items changed: bump the projector's version)"
             )
         pages = {start // size: reducer.encode_page(page) for start, page in paged.earlier.items()}
-        items = reducer.items(state)
         moved = (len(items) // size - 1) * size if len(items) >= 2 * size else 0
         if not moved and not paged.earlier:
             return state, pages
@@ -244,15 +264,15 @@ class Projector(Generic[S]):
         must hold every item the fold changes), or ``fetch`` to get those of its pages
         the fold changes (the projector)."""
         skipped: dict[int, Event] = {}  # by id(): the very events given
-        fetch = None if fetch is None or not self.paged else _memoized(fetch)  # for retries
+        fetched: dict[int, bytes] = {}  # pages fetched, for a retry
         while True:
             doc: Document[S] | None = loaded
             if doc is None and data is not None:
                 doc = self.load(data, pages, first)
             loaded = None
             todo = [e for e in events if id(e) not in skipped] if skipped else events
-            if doc is not None and fetch is not None:
-                self.hand_back(doc, todo, fetch)
+            if doc is not None and fetch is not None and self.paged:
+                self.hand_back(doc, todo, fetch, fetched)
             try:
                 folded = self.fold(doc, todo)
             except Unfoldable as exc:
@@ -285,46 +305,38 @@ class Projector(Generic[S]):
             # change (a document's events come mostly in runs of one run_id): the same
             # check and the same final ``applied`` as looking it up, and setting it, for
             # every event.
-            run_id, last = "", 0  # last: the version of run_id folded in so far
-            ends: dict[str, int] = {}  # run -> the version of its end folded here
-            if event is not None and event.type in ENDS_A_RUN:
-                ends[event.run_id] = event.version
+            # kind: the type of the event at ``last`` when folded here ("" if not): a run
+            # whose last event folded ends it leaves ``applied`` (see _Envelope).
+            run_id, last, kind = "", 0, ""
+            if event is not None:  # the document's first event, folded above
+                run_id, last, kind = event.run_id, event.version, event.type
             for event in pending:
                 if event.run_id != run_id:
                     if last:
-                        applied[run_id] = last
-                    run_id = event.run_id
+                        _settle(applied, run_id, last, kind)
+                    run_id, kind = event.run_id, ""
                     last = applied.get(run_id, 0)
                 version = event.version
                 if version <= last:
                     continue  # already in this document: never apply twice
                 step(state, event)
-                last = version
-                if event.type in ENDS_A_RUN:
-                    ends[run_id] = version
+                last, kind = version, event.type
         except Exception as exc:
             if event is None:  # not the reducer's
                 raise
             raise Unfoldable(event, exc) from exc
         if last:
-            applied[run_id] = last
-        for ended, version in ends.items():
-            if applied.get(ended) == version:  # nothing of the run after its end
-                del applied[ended]
+            _settle(applied, run_id, last, kind)
         return doc
 
 
-def _memoized(fetch: FetchPages) -> FetchPages:
-    """``fetch`` asked once per page."""
-    fetched: dict[int, bytes] = {}
-
-    def memo(numbers: Sequence[int]) -> Mapping[int, bytes]:
-        wanted = [n for n in numbers if n not in fetched]
-        if wanted:
-            fetched.update(fetch(wanted))
-        return fetched
-
-    return memo
+def _settle(applied: dict[str, int], run_id: str, last: int, kind: str) -> None:
+    """Record that ``run_id`` is folded up to ``last`` (of type ``kind``, "" if not
+    known): a run whose end was the last event folded leaves ``applied``."""
+    if kind in ENDS_A_RUN:
+        applied.pop(run_id, None)
+    else:
+        applied[run_id] = last
 
 
 class Unfoldable(Exception):

@@ -234,12 +234,12 @@ class ProjectorRunner:
         else:
             stored = [{} for _ in loads]
         writes = []
-        places: dict[int, dict[int, LogCursor]] = {}  # id(records) -> position -> cursor
+        tx_ids: dict[int, dict[int, int]] = {}  # id(records) -> position -> tx_id
         for (hold, records, by_key, undecoded), found in zip(batches, stored, strict=True):
             projector, held = hold.projector, hold.docs
-            place = places.get(id(records))
-            if place is None:
-                place = places[id(records)] = {r.position: r.cursor for r in records}
+            tx_of = tx_ids.get(id(records))
+            if tx_of is None:
+                tx_of = tx_ids[id(records)] = {r.position: r.tx_id for r in records}
             docs: dict[DocKey, bytes] = {}
             pages: dict[PageKey, bytes] = {}
             skipped = undecoded
@@ -254,7 +254,8 @@ class ProjectorRunner:
                 skipped += unfolded
                 if folded is not None:
                     # Up to its own last event: the same bytes whatever the batches were.
-                    dumped = projector.dump(folded, place[events[-1].position])
+                    at = events[-1].position
+                    dumped = projector.dump(folded, (tx_of[at], at))
                     docs[key] = data = dumped.head
                     pages.update({(*key, n): items for n, items in dumped.pages.items()})
                     hold.keep(key, data)

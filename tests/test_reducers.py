@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 import ledger
 from cli.demo import RECORDED, record_demo_run
 from ledger.events import CATALOG, ENDS_A_RUN, Event, to_data
-from ledger.records import LogCursor
 from projections import reducers as r
 from projections.models import (
     ConversationState,
@@ -558,7 +557,7 @@ def test_folding_in_two_chunks_equals_one_fold(events: list[Event], data: st.Dat
             first = projector.fold(None, evs[:split])
             stored = None
             if first is not None:
-                stored = projector.load(projector.dump(first, LogCursor(split, split)).head)
+                stored = projector.load(projector.dump(first, (split, split)).head)
             # The first chunk again, of the runs the document names (those that ended
             # are left out of it, and a reader does not give them again): skipped.
             named = [] if stored is None else [e for e in evs[:split] if e.run_id in stored.applied]
@@ -593,7 +592,7 @@ def test_paged_documents_folded_batch_by_batch_read_back_as_the_whole_fold(
                 fetch = partial(_stored_pages, pages)
                 doc, skipped = projector.fold_stored(head, evs[done:upto], fetch=fetch)
                 assert doc is not None and skipped == 0
-                head, written = projector.dump(doc, LogCursor(upto, upto))
+                head, written = projector.dump(doc, (upto, upto))
                 assert len(reducer.items(projector.load(head).state)) < 2 * page_items
                 pages.update(written)
                 done = upto
