@@ -93,8 +93,8 @@ class _Envelope(msgspec.Struct):
     A run that ended leaves ``applied`` once its end is folded, so a session (or a
     user) of thousands of runs does not carry an entry for each: ``cursor``, the place
     in the log of the last event of its key folded into it, says what the document
-    holds of the runs it no longer names (every event of its key up to there). Documents from
-    before ``cursor`` existed have none, and name every run.
+    holds of the runs it no longer names (every event of its key up to there).
+    Documents from before ``cursor`` existed have none, and name every run.
     """
 
     applied: dict[str, int]
@@ -144,12 +144,12 @@ class Projector(Generic[S]):
 
     A document is stored as a head (the envelope below) and, for reducers whose states
     page items out (``projections.reducers.Paged``: a conversation's messages, a run's
-    turns, a user's memory history), pages of
-    ``page_items`` items each: page ``n`` holds the items ``n * page_items`` up to the
-    next page. Each dump moves the full pages of the oldest items but one page out of
-    the head (so a head holds fewer than two pages of items), and those pages are not
-    written again unless a later fold changes one of their items. A batch thus reads
-    and writes what is new in it, not a long session's whole history. Readers get the
+    turns, a user's memory history), pages of ``page_items`` items each: page ``n``
+    holds the items ``n * page_items`` up to the next page. Each dump moves the full
+    pages of the oldest items but one page out of the head (so a head holds fewer than
+    two pages of items), and those pages are not written again unless a later fold
+    changes one of their items. A batch thus reads and writes what is new in it, not a
+    long session's whole history. Readers get the
     head and every page in one snapshot and fold from the whole state (``load``).
     """
 
@@ -235,8 +235,6 @@ class Projector(Generic[S]):
             )
         pages = {start // size: reducer.encode_page(page) for start, page in paged.earlier.items()}
         moved = (len(items) // size - 1) * size if len(items) >= 2 * size else 0
-        if not moved and not paged.earlier:
-            return state, pages
         first = paged.offset // size
         for n in range(moved // size):
             pages[first + n] = reducer.encode_page(items[n * size : (n + 1) * size])

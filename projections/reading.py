@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum
+from operator import attrgetter
 from typing import Any, Final, NamedTuple
 
 from ledger.connection import Ledger
-from ledger.records import RunHead
+from ledger.records import Record, RunHead
 from ledger.storable import MARKED
 from ledger.store import EventStore
 from projections.projector import Document, Projector, decode_for_fold
@@ -66,8 +67,35 @@ def current(
     store = store or ledger.store
     if data is UNREAD:
         data = storage_for(store).get(projector.name, user_id, key)
-    doc = None if data is None else projector.load(*data)
-    unseen = []
+    runs = list(runs)  # gone through again if the whole document is read
+    while True:
+        doc = None if data is None else projector.load(*data)
+        unseen = _unseen(store, user_id, runs, doc)
+        if not unseen:  # caught up (the common case): nothing to decode or fold
+            return Current(doc, _sealed(data))
+        # Log order, as the projector folds.
+        unseen.sort(key=attrgetter("tx_id", "position"))
+        key_of = projector.reducer.key
+        decoded, _ = decode_for_fold(unseen, quiet=True)
+        events = [e for e in decoded if key_of(e) == key]
+        if doc is not None and projector.paged and projector.reducer.touched(doc.state, events):
+            # An item before the pages read changes (a tool's result long after its
+            # call): the whole document, in a snapshot of its own, and what it lacks.
+            # (Read again, the document has no offset: this happens once.)
+            data = storage_for(store).get(projector.name, user_id, key)
+            continue
+        head, pages, first = (None, None, 0) if data is None else data
+        folded, _ = projector.fold_stored(
+            head, events, loaded=doc, quiet=True, pages=pages, first=first
+        )
+        return Current(folded, _sealed(data) or any(r.key_id for r in unseen))
+
+
+def _unseen(
+    store: EventStore, user_id: str, runs: Iterable[RunHead], doc: Document[Any] | None
+) -> list[Record]:
+    """The events of ``runs`` that ``doc`` does not include."""
+    unseen: list[Record] = []
     for run in runs:
         seen = 0 if doc is None else doc.folded(run)
         if seen is None:
@@ -79,23 +107,7 @@ def current(
             after = doc.cursor
             missing = [r for r in missing if r.cursor > after]
         unseen.extend(missing)
-    if not unseen:  # caught up (the common case): nothing to decode or fold
-        return Current(doc, _sealed(data))
-    unseen.sort(key=lambda record: record.position)  # log order, as the projector folds
-    key_of = projector.reducer.key
-    decoded, _ = decode_for_fold(unseen, quiet=True)
-    events = [e for e in decoded if key_of(e) == key]
-    if doc is not None and projector.paged and projector.reducer.touched(doc.state, events):
-        # An item before the pages read changes (a tool's result long after its call):
-        # the whole document, in a snapshot of its own (at least as new; the events it
-        # already holds are skipped as folded).
-        data = storage_for(store).get(projector.name, user_id, key)
-        doc = None if data is None else projector.load(*data)
-    head, pages, first = (None, None, 0) if data is None else data
-    folded, _ = projector.fold_stored(
-        head, events, loaded=doc, quiet=True, pages=pages, first=first
-    )
-    return Current(folded, _sealed(data) or any(r.key_id for r in unseen))
+    return unseen
 
 
 def _sealed(data: Stored | None) -> bool:

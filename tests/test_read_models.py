@@ -15,10 +15,12 @@ import ledger.records
 import ledger.tenant
 from ledger import NotFound
 from ledger.chain import Unsealed, seal
+from ledger.personal import reveal
 from ledger.records import RunAppend
 from projections.catalog import CONVERSATION, MEMORY, RUN_METADATA, default_projectors
 from projections.models import ConversationState
 from projections.prices import PriceTable
+from projections.reading import current
 from projections.reducers import ConversationReducer, MemoryReducer, RunMetadataReducer
 from projections.runner import ProjectorRunner
 
@@ -418,6 +420,34 @@ def test_runs_that_ended_leave_the_documents_and_still_read_back(led: ledger.Led
     assert read() == expected()
     runner.rebuild_all()
     assert read() == expected()
+
+
+def test_a_read_of_the_last_pages_that_must_read_all_starts_again_from_the_new_document(
+    led: ledger.Ledger,
+) -> None:
+    """A read of the last pages whose unseen events change an earlier message reads the
+    whole document again, in a new snapshot, which may be newer: there the projector may
+    have folded those events, and the run's end, since. What it lacks is worked out
+    again from it (folding the first snapshot's unseen events onto it would double)."""
+    t, waiting, chat = _a_call_then_a_chat(led)
+    projector = next(p for p in default_projectors() if p.name == CONVERSATION)
+    runner = ProjectorRunner(led, [projector])
+    for n in range(100):
+        with chat.turn():
+            chat.message_received(content=f"q{n}")
+            chat.model_responded(content=f"a{n}")
+    runner.catch_up()
+    stale = runner.storage.get(CONVERSATION, "usr_a", "s", 1)
+    assert stale is not None and stale.first > 0
+    waiting.tool_returned(call_id="slow", name="approve", output="yes", duration_ms=5)
+    waiting.complete()
+    runner.catch_up()  # the whole document now holds both, and names the run no more
+    runs = led.store.list_runs("usr_a", "s")
+    read = current(led, projector, "usr_a", "s", runs, stale)
+    whole = t.conversation("s")
+    assert read.doc is not None
+    assert reveal(ConversationState.from_state(read.doc.state), "usr_a", led.keyring) == whole
+    assert whole.messages[0]["output"] == "yes" and len(whole.messages) == 201
 
 
 # -- the property -----------------------------------------------------------------------
