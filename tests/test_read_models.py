@@ -20,6 +20,7 @@ from ledger.records import RunAppend
 from projections.catalog import CONVERSATION, MEMORY, RUN_METADATA, default_projectors
 from projections.models import ConversationState
 from projections.prices import PriceTable
+from projections.projector import Projector
 from projections.reading import current
 from projections.reducers import ConversationReducer, MemoryReducer, RunMetadataReducer
 from projections.runner import ProjectorRunner
@@ -475,6 +476,18 @@ ACTIONS = st.lists(
     max_size=40,
 )
 
+#: Actions that make long conversations whose tool results come after their calls have
+#: been paged out (with tiny pages), and runs that end.
+PAGING_ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["msg", "msg", "model", "call", "call", "return", "return", "complete"]),
+        st.integers(0, 2),
+        st.integers(0, 3),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
 
 def play(led: ledger.Ledger, actions: list[tuple[str, int, int]]) -> None:
     t = led.tenant("usr_p")
@@ -538,6 +551,52 @@ def test_the_read_model_after_k_events_is_the_fold_of_the_first_k(
             for user, key in keys:
                 expected = reducer.fold([e for e in events if reducer.key(e) == key])
                 assert stored[(user, key)] == expected, (projector.name, key)
+
+
+def _runs_of(led: ledger.Ledger, name: str, key: str) -> list[ledger.records.RunHead]:
+    """The runs whose events a document ``key`` of read model ``name`` folds."""
+    if name == CONVERSATION:
+        return led.store.list_runs("usr_p", key)
+    if name == RUN_METADATA:
+        head = led.store.run_head("usr_p", key)
+        return [] if head is None else [head]
+    return led.store.list_runs("usr_p")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=PAGING_ACTIONS, data=st.data())
+def test_reads_of_paged_documents_behind_the_log_are_the_fold_of_the_whole_log(
+    actions: list[tuple[str, int, int]], data: st.DataObject
+) -> None:
+    """With pages of one or two items (so nearly everything is paged, handed back, and
+    runs leave the documents as they end), a projector stopped anywhere in the log in
+    batches of any size, and the read of a document (whole, or its last page only)
+    folding what the projector has not reached: the fold of the whole log."""
+    with ledger.connect("memory://") as led:
+        play(led, actions)
+        log = led.store.read_log(ledger.records.START, 10_000)
+        size = data.draw(st.integers(1, 2), label="page_items")
+        projectors = [
+            Projector(p.name, p.version, p.reducer, page_items=size) for p in default_projectors()
+        ]
+        batch = data.draw(st.integers(1, 7), label="batch")
+        runner = ProjectorRunner(led, projectors, batch_size=batch)
+        for _ in range(data.draw(st.integers(0, len(log)), label="steps")):
+            runner.step()
+        events = [ledger.tenant.to_event(r) for r in log]
+        for projector in projectors:
+            reducer = projector.reducer
+            for key in {k for e in events if (k := reducer.key(e)) is not None}:
+                expected = reducer.fold([e for e in events if reducer.key(e) == key])
+                runs = _runs_of(led, projector.name, key)
+                whole = runner.storage.get(projector.name, "usr_p", key)
+                read = current(led, projector, "usr_p", key, runs, whole)
+                assert read.doc is not None and read.doc.state == expected, projector.name
+                tail = runner.storage.get(projector.name, "usr_p", key, 1)
+                part = current(led, projector, "usr_p", key, runs, tail)
+                assert part.doc is not None
+                held = reducer.items(part.doc.state)
+                assert held == reducer.items(expected)[len(reducer.items(expected)) - len(held) :]
 
 
 @settings(max_examples=40, deadline=None)
