@@ -123,9 +123,9 @@ class ReadModelStorage(ABC):
     def commit_many(self, owner: str, writes: Sequence[Write], ttl: float) -> list[bool]:
         """Apply ``writes`` in ONE transaction; per write, whether it was applied.
 
-        A write is applied (documents and pages written, cursor moved ``expected -> new``, lease
-        renewed) only if its row still has that generation, cursor and ``owner``;
-        otherwise nothing of it is written. The others are not affected.
+        A write is applied (documents and pages written, cursor moved ``expected ->
+        new``, lease renewed) only if its row still has that generation, cursor and
+        ``owner``; otherwise nothing of it is written. The others are not affected.
         """
 
     def commit(
@@ -217,7 +217,7 @@ class Statements(NamedTuple):
     claim: str  # name, owner + the backend's lease clock
     release: str  # name, owner
     select_doc: str  # name, user_id, key, pages (a limit) -> (page, doc): head (-1), pages
-    scan_docs: str  # name, user_id (NULL: all tenants) -> (user_id, key, page, doc) so
+    scan_docs: str  # name, user_id (NULL: all tenants) -> (user_id, key, page, doc)
     select_pages: str  # name, generation, user_id, key, pages (the backend's list form)
     swap_live: str  # name, version, generation, tx_id, position, build (its skipped)
     delete_row: str  # name
