@@ -252,6 +252,7 @@ class RunMetadata(BaseModel):
         fields = msgspec.structs.asdict(s)
         for nested in ("tools", "turns", "pending", "slowest_tool_call", "completed_steps"):
             del fields[nested]
+        del fields["offset"], fields["earlier"]  # how the stored document pages its turns
         fields["cost_usd"] = _usd(s.cost_usd)
         slow = s.slowest_tool_call
         return cls(
