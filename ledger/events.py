@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import msgspec
 
 from ledger.errors import InvalidEvent
+from ledger.records import ENDING_TYPES
 
 JSON = Any
 
@@ -314,7 +315,7 @@ RECORDED_BY_THE_LEDGER = frozenset({"user_erased"})
 
 #: Types that end a run: once one is stored, the run takes no more events (``RunEnded``);
 #: an agent that goes on starts a new run in the same session.
-ENDS_A_RUN = frozenset({"run_completed", "run_failed"})
+ENDS_A_RUN = ENDING_TYPES
 
 _encoder = msgspec.json.Encoder()
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode

@@ -13,6 +13,10 @@ import msgspec
 #: The ``prev_hash`` of a run's first event.
 GENESIS = bytes(32)
 
+#: Types that end a run: once one is a run's last event, every store refuses to append
+#: to it (``RunEnded``). (The catalog's ``ENDS_A_RUN``; stores know no catalog.)
+ENDING_TYPES = frozenset({"run_completed", "run_failed"})
+
 
 class LogCursor(NamedTuple):
     """A place in the global log: (transaction id, position).

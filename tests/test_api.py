@@ -547,3 +547,28 @@ def test_a_run_head_says_where_its_last_event_is_in_the_log(led: ledger.Ledger) 
     assert bare is not None and (bare.version, bare.cursor) == (0, None)
     listed = {h.run_id: h.cursor for h in led.store.list_runs("usr_a", "s")}
     assert listed[run.run_id] == last.cursor and listed["run_x"] is None
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_every_store_refuses_to_append_to_a_run_that_ended(
+    led: ledger.Ledger, returning: bool
+) -> None:
+    """Not only the API: an append stating the right head of a run that ended (another
+    client of the store, of the ``ledger_append`` function on Postgres) is refused."""
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    run.message_received(content="hi")
+    run.complete()
+    head = led.store.run_head("usr_a", run.run_id)
+    assert head is not None and head.type == "run_completed"
+    now = datetime.now(UTC)
+    late = [Unsealed("message_received", 1, now, b'{"role":"user","content":"late"}')]
+    sealed = seal("usr_a", "s", run.run_id, head.version, head.hash, late)
+    append = RunAppend("usr_a", "s", run.run_id, head.version, head.hash, sealed)
+    with pytest.raises(ledger.RunEnded, match="run_completed at version 3"):
+        led.store.append([append], returning=returning)
+    assert led.store.run_head("usr_a", run.run_id) == head  # nothing written
+    # appending nothing to it is no append at all
+    assert (
+        led.store.append([RunAppend("usr_a", "s", run.run_id, head.version, head.hash, ())]) == []
+    )

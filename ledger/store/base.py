@@ -25,6 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+from ledger.errors import RunEnded
 from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
 
 
@@ -156,6 +157,14 @@ class EventStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_ended(run_id: str, type_: str, version: int) -> RunEnded:
+    """The error of an append to a run whose head (``type_`` at ``version``) ended it."""
+    return RunEnded(
+        f"run {run_id!r} has ended ({type_} at version {version}), so it takes no more "
+        "events; nothing was written (start a new run in its session to go on)"
+    )
 
 
 class RecordConflict(Exception):

@@ -12,9 +12,17 @@ from datetime import UTC, datetime
 
 from ledger.chain import GENESIS
 from ledger.errors import ConcurrencyError, KeyErased, NotFound, RunIdTaken
-from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
+from ledger.records import (
+    ENDING_TYPES,
+    LogCursor,
+    LogLag,
+    Record,
+    RunAppend,
+    RunHead,
+    Tracking,
+)
 from ledger.records import stored as record_of
-from ledger.store.base import EventStore, RecordConflict
+from ledger.store.base import EventStore, RecordConflict, run_ended
 
 
 class MemoryStore(EventStore):
@@ -90,6 +98,8 @@ class MemoryStore(EventStore):
             raise ConcurrencyError(
                 f"run {item.run_id!r} is at version {head_version}, not {item.expected_version}"
             )
+        if item.events and events and events[-1].type in ENDING_TYPES:
+            raise run_ended(item.run_id, events[-1].type, head_version)
         if item.events and item.events[0].version <= head_version:
             raise ConcurrencyError(f"run {item.run_id!r}: version already stored")
 

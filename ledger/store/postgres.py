@@ -52,11 +52,19 @@ from ledger.errors import (
     RunIdTaken,
     StoreUnavailable,
 )
-from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
+from ledger.records import (
+    ENDING_TYPES,
+    LogCursor,
+    LogLag,
+    Record,
+    RunAppend,
+    RunHead,
+    Tracking,
+)
 from ledger.records import stored as record_of
 from ledger.store import pg_append, pg_arrays
 from ledger.store import postgres_sql as q
-from ledger.store.base import EventStore, RecordConflict
+from ledger.store.base import EventStore, RecordConflict, run_ended
 from ledger.store.pg_notify import NoticeThrottle
 from ledger.store.pg_pool import LifoPool
 from ledger.store.postgres_schema import (
@@ -469,6 +477,8 @@ class PostgresStore(EventStore):
             raise ConcurrencyError(
                 f"run {item.run_id!r} is at version {version}, not {item.expected_version}"
             )
+        if item.events and state[3] in ENDING_TYPES:
+            raise run_ended(item.run_id, state[3], version)
 
     def insert_tracking(self, tracking: Tracking) -> None:
         with self._conn() as conn:

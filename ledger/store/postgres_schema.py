@@ -230,6 +230,14 @@ STEPS: tuple[Step, ...] = (
             END $$""",
         ),
     ),
+    Step(
+        11,
+        "append function: a run that ended takes no more events",
+        # The head check also refuses a head that ends the run (RunEnded): the rule
+        # the API kept holds for every client of the function. CREATE OR REPLACE keeps
+        # grants.
+        (APPEND_FUNCTION,),
+    ),
 )
 
 LATEST = STEPS[-1].version

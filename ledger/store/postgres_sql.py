@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from ledger.records import ENDING_TYPES
+
 #: Act as ``role`` for ``user_id`` until the end of the current transaction (row-level
 #: security reads the tenant from the setting; see postgres_schema). A NULL role keeps
 #: the login's own: the store passes one when the login already acts as that role.
@@ -75,14 +77,17 @@ VALUES (%(run_id)s, %(user_id)s, %(session_id)s)
 ON CONFLICT (run_id) DO NOTHING
 """
 
+_ENDING = ", ".join(f"'{t}'" for t in sorted(ENDING_TYPES))
+
 #: Append to a run: inserted only if its head (for this tenant) is exactly the expected
-#: (version, hash); checked before any position is drawn. A head row keyed by the
-#: tenant exists only if the run was registered to that tenant, so no separate check.
+#: (version, hash) and does not end the run; checked before any position is drawn. A
+#: head row keyed by the tenant exists only if the run was registered to that tenant,
+#: so no separate check.
 APPEND_RUN_QUIET = f"""
 {_INSERT_COLUMNS}
 {_SELECT_NEW}
-WHERE ROW(%(expected_version)s::bigint, %(expected_hash)b::bytea) = (
-        SELECT h.version, h.hash FROM ledger_events h
+WHERE ROW(%(expected_version)s::bigint, %(expected_hash)b::bytea, false) = (
+        SELECT h.version, h.hash, h.type IN ({_ENDING}) FROM ledger_events h
         WHERE h.user_id = %(user_id)s AND h.run_id = %(run_id)s
         ORDER BY h.version DESC LIMIT 1)
 {_KEY_IS_LIVE}"""
@@ -152,10 +157,10 @@ NOTIFY = "SELECT pg_notify(%(channel)s, %(schema)s)"
 
 #: Why an append did not happen: the run's owner and head, if it is registered at all.
 RUN_STATE = """
-SELECT r.user_id, h.version, h.hash
+SELECT r.user_id, h.version, h.hash, h.type
 FROM ledger_runs r
 LEFT JOIN LATERAL (
-    SELECT e.version, e.hash FROM ledger_events e
+    SELECT e.version, e.hash, e.type FROM ledger_events e
     WHERE e.user_id = r.user_id AND e.run_id = r.run_id
     ORDER BY e.version DESC LIMIT 1
 ) h ON true

@@ -43,9 +43,17 @@ from ledger.errors import (
     RunIdTaken,
     StoreUnavailable,
 )
-from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
+from ledger.records import (
+    ENDING_TYPES,
+    LogCursor,
+    LogLag,
+    Record,
+    RunAppend,
+    RunHead,
+    Tracking,
+)
 from ledger.store import sqlite_sql as sql
-from ledger.store.base import EventStore, RecordConflict
+from ledger.store.base import EventStore, RecordConflict, run_ended
 
 _Params = tuple[object, ...] | dict[str, object]
 _MAX_IDLE = 8
@@ -355,6 +363,8 @@ class SQLiteStore(EventStore):
             raise ConcurrencyError(
                 f"run {item.run_id!r} is at version {version}, not {item.expected_version}"
             )
+        if item.events and row[4] in ENDING_TYPES:
+            raise run_ended(item.run_id, row[4], version)
         return int(row[3])
 
     def insert_tracking(self, tracking: Tracking) -> None:

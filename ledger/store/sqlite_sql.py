@@ -208,7 +208,7 @@ SELECT_NEXT_POSITION = f"SELECT {_NEXT_POSITION}"
 #: The write path's head check: owner, head version and hash (NULL: genesis), and the
 #: next position, read together to keep the append path short.
 CHECK_HEAD = f"""
-SELECT r.user_id, coalesce(e.version, 0), e.hash, {_NEXT_POSITION}
+SELECT r.user_id, coalesce(e.version, 0), e.hash, {_NEXT_POSITION}, e.type
 FROM ledger_runs AS r
 LEFT JOIN ledger_events AS e
     ON e.user_id = r.user_id AND e.run_id = r.run_id
