@@ -153,7 +153,7 @@ def state(
     if json:
         render.print_json(conversation.model_dump(mode="json"))
     else:
-        render.conversation(conversation)
+        render.conversation(conversation, last)
 
 
 @app.command()

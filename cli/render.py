@@ -159,8 +159,8 @@ def runs_table(runs: Sequence[RunMetadata], *, user: bool = True, session: bool 
     show(table)
 
 
-def conversation(state: ConversationState) -> None:
-    """A session's messages, then its totals."""
+def conversation(state: ConversationState, last: int | None = None) -> None:
+    """A session's messages (its ``last`` ones, if the read was cut), then its totals."""
     for m in state.messages:
         role = m["role"]
         if role == "tool":
@@ -175,8 +175,10 @@ def conversation(state: ConversationState) -> None:
             text = _clip(str(m.get("content") or ""), 100) + (f" → {calls}" if calls else "")
             out.print(f"[bold]{escape(role)}[/bold] {escape(text)}", markup=True)
     meta = state.run_metadata
+    count = len(state.messages)
+    shown = f"{count} messages" if last is None else f"the last {count} messages of the session"
     out.print(
-        f"\n{len(state.messages)} messages · model {meta.model or '-'} · {meta.total_tokens} "
+        f"\n{shown} · model {meta.model or '-'} · {meta.total_tokens} "
         f"tokens · {meta.tool_calls} tool calls · {meta.retries} retries · "
         f"{meta.wall_time_ms / 1000:.2f}s"
     )

@@ -56,6 +56,8 @@ def test_state_and_memory(url: str) -> None:
     assert state["session_id"] == "sess_2" and len(state["messages"]) == 12
     last = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--last", "2", "--json")
     assert json.loads(last.stdout) == {**state, "messages": state["messages"][-2:]}
+    shown = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--last", "2").stdout
+    assert "the last 2 messages of the session" in shown
     refused = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--last", "-1")
     assert refused.returncode == 2 and "--last" in refused.stderr
     assert ledger_cli(url, "state", "sess_2", "--user", "usr_b").returncode == 1
