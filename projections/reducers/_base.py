@@ -66,16 +66,16 @@ class Reducer(Generic[S]):
     #: then groups a batch by document without a call per event (None: it calls ``key``).
     #: A subclass that overrides ``key`` sets this to match, or to None.
     key_field: str | None = None
-    #: The state's list field whose oldest items are paged out (``Paged``), and the type
-    #: of its items; None: states are stored whole.
+    #: The state's list field whose oldest items are paged out (``Paged``); None: states
+    #: are stored whole. A page decodes as that field's type.
     paged_field: str | None = None
-    item_type: Any = None
 
     def __init__(self) -> None:
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(self.state_type)
-        item = Any if self.item_type is None else self.item_type
-        self._page_decoder = msgspec.json.Decoder(list[item])  # type: ignore[valid-type]
+        fields = {f.name: f.type for f in msgspec.structs.fields(self.state_type)}  # type: ignore[arg-type]
+        page_type = list[Any] if self.paged_field is None else fields[self.paged_field]
+        self._page_decoder = msgspec.json.Decoder(page_type)
 
     def key(self, event: Event) -> str | None:
         """The document ``event`` belongs to, or None if this read model ignores it."""

@@ -85,7 +85,6 @@ class ConversationReducer(Reducer[Conversation]):
 
     key_field = "session_id"
     paged_field = "messages"
-    item_type = Message
 
     def key(self, event: Event) -> str | None:
         """The session: every event of a session counts (times, totals, messages)."""

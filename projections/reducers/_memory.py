@@ -56,7 +56,6 @@ class MemoryReducer(Reducer[Memories]):
 
     state_type = Memories
     paged_field = "history"
-    item_type = MemoryChange
 
     key_field = "user_id"
 

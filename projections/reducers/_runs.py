@@ -130,7 +130,6 @@ class RunMetadataReducer(Reducer[RunFold]):
 
     state_type = RunFold
     paged_field = "turns"
-    item_type = Turn
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         super().__init__()
