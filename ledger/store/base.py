@@ -25,8 +25,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from ledger.errors import RunEnded
-from ledger.records import LogCursor, LogLag, Record, RunAppend, RunHead, Tracking
+from ledger.errors import ConcurrencyError, RunEnded
+from ledger.records import (
+    ENDING_TYPES,
+    LogCursor,
+    LogLag,
+    Record,
+    RunAppend,
+    RunHead,
+    Tracking,
+)
 
 
 class EventStore(ABC):
@@ -159,12 +167,21 @@ class EventStore(ABC):
         self.close()
 
 
-def run_ended(run_id: str, type_: str, version: int) -> RunEnded:
-    """The error of an append to a run whose head (``type_`` at ``version``) ended it."""
-    return RunEnded(
-        f"run {run_id!r} has ended ({type_} at version {version}), so it takes no more "
-        "events; nothing was written (start a new run in its session to go on)"
-    )
+def check_head(item: RunAppend, version: int, head_hash: bytes, head_type: str | None) -> None:
+    """Every store's head check of an append to an existing run, given the run's head
+    (version, hash and type of its last event; 0, GENESIS and None if it has none):
+    ConcurrencyError unless the head is the one ``item`` states, RunEnded if that head
+    ends the run and ``item`` brings events."""
+    if (version, head_hash) != (item.expected_version, item.expected_hash):
+        raise ConcurrencyError(
+            f"run {item.run_id!r} is at version {version}, not {item.expected_version}"
+        )
+    if item.events and head_type in ENDING_TYPES:
+        raise RunEnded(
+            f"run {item.run_id!r} has ended ({head_type} at version {version}), so it "
+            "takes no more events; nothing was written (start a new run in its session "
+            "to go on)"
+        )
 
 
 class RecordConflict(Exception):

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from ledger.chain import GENESIS
 from ledger.errors import ConcurrencyError, KeyErased, NotFound, RunIdTaken
 from ledger.records import (
-    ENDING_TYPES,
     LogCursor,
     LogLag,
     Record,
@@ -22,7 +21,7 @@ from ledger.records import (
     Tracking,
 )
 from ledger.records import stored as record_of
-from ledger.store.base import EventStore, RecordConflict, run_ended
+from ledger.store.base import EventStore, RecordConflict, check_head
 
 
 class MemoryStore(EventStore):
@@ -93,13 +92,11 @@ class MemoryStore(EventStore):
             return
         if existing is None or existing.user_id != item.user_id:
             raise NotFound(f"run {item.run_id!r} not found")
-        head_version, head_hash = (events[-1].version, events[-1].hash) if events else (0, GENESIS)
-        if (head_version, head_hash) != (item.expected_version, item.expected_hash):
-            raise ConcurrencyError(
-                f"run {item.run_id!r} is at version {head_version}, not {item.expected_version}"
-            )
-        if item.events and events and events[-1].type in ENDING_TYPES:
-            raise run_ended(item.run_id, events[-1].type, head_version)
+        last = events[-1] if events else None
+        head_version, head_hash, head_type = (
+            (0, GENESIS, None) if last is None else (last.version, last.hash, last.type)
+        )
+        check_head(item, head_version, head_hash, head_type)
         if item.events and item.events[0].version <= head_version:
             raise ConcurrencyError(f"run {item.run_id!r}: version already stored")
 

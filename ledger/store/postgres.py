@@ -53,7 +53,6 @@ from ledger.errors import (
     StoreUnavailable,
 )
 from ledger.records import (
-    ENDING_TYPES,
     LogCursor,
     LogLag,
     Record,
@@ -64,7 +63,7 @@ from ledger.records import (
 from ledger.records import stored as record_of
 from ledger.store import pg_append, pg_arrays
 from ledger.store import postgres_sql as q
-from ledger.store.base import EventStore, RecordConflict, run_ended
+from ledger.store.base import EventStore, RecordConflict, check_head
 from ledger.store.pg_notify import NoticeThrottle
 from ledger.store.pg_pool import LifoPool
 from ledger.store.postgres_schema import (
@@ -473,12 +472,7 @@ class PostgresStore(EventStore):
             raise NotFound(f"run {item.run_id!r} not found")
         version = 0 if state[1] is None else int(state[1])
         head_hash = GENESIS if state[2] is None else bytes(state[2])
-        if (version, head_hash) != (item.expected_version, item.expected_hash):
-            raise ConcurrencyError(
-                f"run {item.run_id!r} is at version {version}, not {item.expected_version}"
-            )
-        if item.events and state[3] in ENDING_TYPES:
-            raise run_ended(item.run_id, state[3], version)
+        check_head(item, version, head_hash, state[3])
 
     def insert_tracking(self, tracking: Tracking) -> None:
         with self._conn() as conn:

@@ -44,7 +44,6 @@ from ledger.errors import (
     StoreUnavailable,
 )
 from ledger.records import (
-    ENDING_TYPES,
     LogCursor,
     LogLag,
     Record,
@@ -53,7 +52,7 @@ from ledger.records import (
     Tracking,
 )
 from ledger.store import sqlite_sql as sql
-from ledger.store.base import EventStore, RecordConflict, run_ended
+from ledger.store.base import EventStore, RecordConflict, check_head
 
 _Params = tuple[object, ...] | dict[str, object]
 _MAX_IDLE = 8
@@ -358,13 +357,7 @@ class SQLiteStore(EventStore):
         row = conn.execute(sql.CHECK_HEAD, (item.run_id,)).fetchone()
         if row is None or row[0] != item.user_id:
             raise NotFound(f"run {item.run_id!r} not found")
-        version, head_hash = row[1], (GENESIS if row[2] is None else row[2])
-        if (version, head_hash) != (item.expected_version, item.expected_hash):
-            raise ConcurrencyError(
-                f"run {item.run_id!r} is at version {version}, not {item.expected_version}"
-            )
-        if item.events and row[4] in ENDING_TYPES:
-            raise run_ended(item.run_id, row[4], version)
+        check_head(item, row[1], GENESIS if row[2] is None else row[2], row[4])
         return int(row[3])
 
     def insert_tracking(self, tracking: Tracking) -> None:
