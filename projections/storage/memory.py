@@ -128,12 +128,12 @@ class MemoryStorage(ReadModelStorage):
             if row is None:
                 return []
             docs = self._docs.get((name, row.generation), {})
-            found = []
-            for u, k in sorted(docs):
-                stored = self._stored(name, row.generation, u, k)
-                if stored is not None and user_id in (None, u):
-                    found.append((u, k, stored))
-            return found
+            return [
+                (u, k, stored)
+                for u, k in sorted(docs)
+                if user_id in (None, u)  # before the pages are gathered
+                and (stored := self._stored(name, row.generation, u, k)) is not None
+            ]
 
     def _stored(
         self, name: str, generation: int, user_id: str, key: str, last_pages: int | None = None
