@@ -152,15 +152,16 @@ class LedgerAggregateRecorder(AggregateRecorder):
         try:
             records = self.store.append(
                 appends,
-                tracking=(
-                    Tracking(tracking.application_name, tracking.notification_id)
-                    if tracking is not None
-                    else None
-                ),
+                tracking=None if tracking is None else self._tracking(tracking),
             )
         except (ConcurrencyError, RunIdTaken, RecordConflict) as exc:
             raise ESIntegrityError(str(exc)) from exc
         return records
+
+    def _tracking(self, tracking: ESTracking) -> Tracking:
+        """The library's tracking object as this tenant's (tenants' applications of the
+        same name follow their upstreams apart)."""
+        return Tracking(self.tenant, tracking.application_name, tracking.notification_id)
 
     @_operational
     def select_events(
@@ -212,13 +213,13 @@ class LedgerRecorder(LedgerAggregateRecorder, ProcessRecorder):
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]:
         records = self.store.read_notifications(
-            start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            self.tenant, start, limit, stop, topics, inclusive_of_start=inclusive_of_start
         )
         return [_notification(r) for r in records]
 
     @_operational
     def max_notification_id(self) -> int | None:
-        return self.store.max_position()
+        return self.store.max_notification_id(self.tenant)
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
@@ -229,15 +230,13 @@ class LedgerRecorder(LedgerAggregateRecorder, ProcessRecorder):
     @_operational
     def insert_tracking(self, tracking: ESTracking) -> None:
         try:
-            self.store.insert_tracking(
-                Tracking(tracking.application_name, tracking.notification_id)
-            )
+            self.store.insert_tracking(self._tracking(tracking))
         except RecordConflict as exc:
             raise ESIntegrityError(str(exc)) from exc
 
     @_operational
     def max_tracking_id(self, application_name: str) -> int | None:
-        return self.store.max_tracking(application_name)
+        return self.store.max_tracking(self.tenant, application_name)
 
 
 def _notification(r: Record) -> Notification:

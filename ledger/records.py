@@ -132,8 +132,10 @@ class RunHead(msgspec.Struct, frozen=True):
 
 
 class Tracking(NamedTuple):
-    """A projector's (or eventsourcing application's) position, committed with its writes."""
+    """An eventsourcing application's position in its upstream's notifications, of one
+    tenant, committed with its writes."""
 
+    user_id: str
     name: str
     position: int
 

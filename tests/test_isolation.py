@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ledger
+from ledger.records import Tracking
 from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, OWNER_ROLE
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
@@ -35,7 +36,10 @@ TENANT_TABLES = (
     "ledger_keys",
     "ledger_read_models",
     "ledger_read_model_pages",
+    "ledger_tracking",
 )
+#: The tables whose rows never change once written (tracking positions move forward).
+APPEND_ONLY_TABLES = tuple(t for t in TENANT_TABLES if t != "ledger_tracking")
 
 
 def _seed(url: str) -> None:
@@ -52,6 +56,8 @@ def _seed(url: str) -> None:
                     run.message_received(content=f"question {n} of {user}")
                     run.model_responded(model="gpt-4o", content=f"answer {n} to {user}")
             run.complete()
+            # An eventsourcing follower's position (ledger.recorder), per tenant.
+            led.store.insert_tracking(Tracking(user, "follower", 1))
         ProjectorRunner(led, default_projectors()).catch_up()
 
 
@@ -128,6 +134,23 @@ def test_the_app_role_cannot_insert_rows_of_another_tenant(
         )
 
 
+def test_the_app_role_moves_only_its_tenants_tracking_positions(
+    app_a: psycopg.Connection[Any],
+) -> None:
+    """Tracking rows move forward (their one UPDATE), each tenant's only: an app login
+    cannot push another tenant's follower past events, nor hand its rows over."""
+    moved = app_a.execute("UPDATE ledger_tracking SET position = position + 1")
+    assert moved.rowcount == 1  # usr_a's row; usr_b's is invisible
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        app_a.execute("UPDATE ledger_tracking SET user_id = 'usr_b'")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        app_a.execute(
+            "INSERT INTO ledger_tracking (user_id, name, position) VALUES ('usr_b', 'f2', 9)"
+        )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app_a.execute("DELETE FROM ledger_tracking")
+
+
 def test_the_append_function_keeps_the_policies_of_its_role(seeded: str) -> None:
     """``ledger_append`` runs as its caller (SECURITY INVOKER) under the role it is
     given: as the app role for tenant A it cannot start a run of tenant B, and a login
@@ -151,7 +174,7 @@ def test_the_append_function_keeps_the_policies_of_its_role(seeded: str) -> None
         ).fetchone() == (0,)
 
 
-@pytest.mark.parametrize("table", TENANT_TABLES)
+@pytest.mark.parametrize("table", APPEND_ONLY_TABLES)
 @pytest.mark.parametrize("statement", ["UPDATE {t} SET user_id = user_id", "DELETE FROM {t}"])
 def test_the_app_role_cannot_alter_any_row(
     app_a: psycopg.Connection[Any], table: str, statement: str
@@ -197,7 +220,9 @@ def test_the_auditor_handle_runs_as_the_auditor_role(seeded: str) -> None:
                 "SELECT set_config('role', %s, true)", (AUDITOR_ROLE,)
             )  # what the auditor's statements run under
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("INSERT INTO ledger_tracking (name, position) VALUES ('x', 1)")
+                conn.execute(
+                    "INSERT INTO ledger_tracking (user_id, name, position) VALUES ('usr_a', 'x', 1)"
+                )
 
 
 def test_another_tenants_ids_are_not_found_like_missing_ones(seeded: str) -> None:

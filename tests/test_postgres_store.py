@@ -241,27 +241,33 @@ def test_many_appends_are_atomic(store: PostgresStore) -> None:
         store.append([start("u1", "rc", b"c1"), dup])
     assert store.run_head("u1", "rc") is None and store.run_head("u1", "rd") is None
     # A tracking conflict rolls back the events.
-    store.insert_tracking(Tracking("proj", 10))
+    store.insert_tracking(Tracking("u1", "proj", 10))
     with pytest.raises(RecordConflict):
-        store.append([follow(a, b"a2")], tracking=Tracking("proj", 10))
-    assert len(store.read_run("u1", "ra")) == 1 and store.max_tracking("proj") == 10
+        store.append([follow(a, b"a2")], tracking=Tracking("u1", "proj", 10))
+    assert len(store.read_run("u1", "ra")) == 1 and store.max_tracking("u1", "proj") == 10
     # And it all works together: a new run and its continuation in one call.
     b = start("u1", "rb", b"b1")
-    stored = store.append([b, follow(b, b"b2"), follow(a, b"a2")], tracking=Tracking("proj", 11))
+    stored = store.append(
+        [b, follow(b, b"b2"), follow(a, b"a2")], tracking=Tracking("u1", "proj", 11)
+    )
     assert [(r.run_id, r.version) for r in stored] == [("rb", 1), ("rb", 2), ("ra", 2)]
     assert len({r.tx_id for r in stored}) == 1
-    assert store.max_tracking("proj") == 11
+    assert store.max_tracking("u1", "proj") == 11
     assert store.read_log(START)[1:] == stored
 
 
 def test_tracking(store: PostgresStore) -> None:
-    assert store.max_tracking("p") is None
-    store.insert_tracking(Tracking("p", 3))
+    assert store.max_tracking("u1", "p") is None
+    store.insert_tracking(Tracking("u1", "p", 3))
     for stale in (3, 2):
         with pytest.raises(RecordConflict):
-            store.insert_tracking(Tracking("p", stale))
-    store.append([], tracking=Tracking("p", 7))
-    assert store.max_tracking("p") == 7
+            store.insert_tracking(Tracking("u1", "p", stale))
+    store.append([], tracking=Tracking("u1", "p", 7))
+    assert store.max_tracking("u1", "p") == 7
+    # Another tenant's application of the same name follows its upstream apart.
+    assert store.max_tracking("u2", "p") is None
+    store.insert_tracking(Tracking("u2", "p", 1))
+    assert (store.max_tracking("u1", "p"), store.max_tracking("u2", "p")) == (7, 1)
 
 
 # -- the global log (invariant 6) ----------------------------------------------------
@@ -287,7 +293,6 @@ def test_read_log_stops_at_the_oldest_open_transaction(
         # Committed c is behind an open transaction: nobody may see it yet.
         assert store.read_log(START) == [a]
         assert store.read_log(a.cursor) == []
-        assert store.read_notifications(None, 10) == [a]
         assert store.max_position() == a.position
         raw_seen = raw.execute(
             "SELECT count(*) FROM ledger_events"
@@ -301,10 +306,44 @@ def test_read_log_stops_at_the_oldest_open_transaction(
     assert store.read_log(log[0].cursor) == [c]
     assert store.read_log(START, limit=2) == [a, log[0]]
     assert store.read_log(START, user_id="u1") == [a, c]
+
+
+def test_notifications_are_a_tenants_aggregate_events_below_the_horizon(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """What the eventsourcing adapter follows: one tenant's rows of no session (agent
+    runs always have one), by position, never past an open transaction."""
+    a = store.append([start("u1", "agg_a", b"a", session="")])[0]
+    store.append([start("u1", "run_x", b"agent", session="s1")])  # an agent run
+    store.append([start("u2", "agg_b", b"other", session="")])  # another tenant's
+    conninfo, schema = split_url(pg_url)
+    with psycopg.connect(conninfo, options=f"-c search_path={schema}") as slow:
+        row = slow.execute(
+            "INSERT INTO ledger_events (user_id, run_id, version, session_id, type, schema,"
+            " occurred_at, payload, prev_hash, hash)"
+            " VALUES ('u1', 'agg_s', 1, '', 't', 0, now(), '\\x00', '\\x00', '\\x00')"
+            " RETURNING position"
+        ).fetchone()
+        assert row is not None
+        slow_pos = int(str(row[0]))
+        c = store.append([start("u1", "agg_c", b"c", session="")])[0]
+        assert store.read_notifications("u1", None, 10) == [a]
+        assert store.max_notification_id("u1") == a.position
+        slow.commit()
+    assert [r.position for r in store.read_notifications("u1", None, 10)] == [
+        a.position,
+        slow_pos,
+        c.position,
+    ]
     assert [
-        r.position for r in store.read_notifications(a.position, 10, inclusive_of_start=False)
+        r.position for r in store.read_notifications("u1", a.position, 10, inclusive_of_start=False)
     ] == [slow_pos, c.position]
-    assert store.read_notifications(None, 10, types=["nope"]) == []
+    assert store.read_notifications("u1", None, 10, types=["nope"]) == []
+    assert store.max_notification_id("u1") == c.position
+    assert [r.run_id for r in store.read_notifications("u2", None, 10)] == ["agg_b"]
+    assert (
+        store.read_notifications("u3", None, 10) == [] and store.max_notification_id("u3") is None
+    )
 
 
 # -- immutability (invariant 1) ------------------------------------------------------
@@ -357,7 +396,7 @@ def test_migrate_is_idempotent(
         "SELECT count(*) FROM pg_indexes WHERE tablename = 'ledger_events'"
         " AND schemaname = current_schema()"
     ).fetchone()
-    assert indexes == (2,)
+    assert indexes == (3,)  # primary key, log order, the adapter's rows (partial)
 
 
 def test_migrate_concurrently_on_a_fresh_schema(pg_url: str) -> None:

@@ -145,3 +145,51 @@ def test_a_system_of_applications_follows_through_the_ledger(url: str) -> None:
         assert runner.get(Tally).recorder.max_tracking_id("Bank") == 4
     finally:
         runner.stop()
+
+
+def test_an_applications_notifications_are_its_tenants_aggregate_events_only(url: str) -> None:
+    """Agents' events and other tenants' aggregates share the log; an Application's
+    notification log holds neither (they would leak, and a follower would stop at a
+    topic it cannot resolve)."""
+    with ledger.connect(url) as led:
+        led.tenant("usr_secret").start_run(session_id="s").message_received(content="my secret")
+    env = {"PERSISTENCE_MODULE": "ledger.recorder", "LEDGER_URL": url}
+    bank_a = Bank(env={**env, "LEDGER_TENANT": "tenant_a"})
+    bank_b = Bank(env={**env, "LEDGER_TENANT": "tenant_b"})
+    try:
+        bank_a.open("ada")
+        bob = bank_b.open("bob")
+        bank_b.deposit(bob, 5)
+        recorder = bank_b.recorder
+        assert recorder.store.settle()  # nothing else on the server holds the horizon
+        seen = recorder.select_notifications(start=None, limit=50)
+        assert [(n.originator_id, n.originator_version) for n in seen] == [(bob, 1), (bob, 2)]
+        assert recorder.max_notification_id() == seen[-1].id
+        assert all(b"secret" not in n.state for n in seen)
+    finally:
+        bank_a.close()
+        bank_b.close()
+
+
+def test_tenants_systems_of_the_same_applications_follow_apart(url: str) -> None:
+    """Each tenant's follower tracks its own leader: same application names, one log
+    that also holds agent runs, and no follower skips or sees the other's events."""
+    with ledger.connect(url) as led:
+        led.tenant("usr_x").start_run(session_id="s").message_received(content="hi")
+    deposits = {}
+    for tenant, amounts in (("tenant_a", (1, 2, 3)), ("tenant_b", (4,))):
+        Tally.deposits = 0
+        env = {"PERSISTENCE_MODULE": "ledger.recorder", "LEDGER_URL": url, "LEDGER_TENANT": tenant}
+        runner = SingleThreadedRunner(System(pipes=[[Bank, Tally]]), env=env)
+        runner.start()
+        try:
+            bank = runner.get(Bank)
+            account_id = bank.open(tenant)
+            for amount in amounts:
+                bank.deposit(account_id, amount)
+            last = bank.recorder.max_notification_id()
+            assert runner.get(Tally).recorder.max_tracking_id("Bank") == last
+            deposits[tenant] = Tally.deposits
+        finally:
+            runner.stop()
+    assert deposits == {"tenant_a": 3, "tenant_b": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import sqlite3
@@ -186,17 +187,17 @@ def test_another_tenants_run_is_taken_and_invisible(store: SQLiteStore) -> None:
 
 
 def test_append_is_atomic_over_runs_and_tracking(store: SQLiteStore) -> None:
-    store.append([start("usr", "old", b"1")], tracking=Tracking("proj", 10))
+    store.append([start("usr", "old", b"1")], tracking=Tracking("usr", "proj", 10))
     stale = RunAppend("usr", "sess", "old", 5, GENESIS, ())
     with pytest.raises(ConcurrencyError):
         store.append([start("usr", "new1", b"a"), start("usr", "new2", b"b"), stale])
     with pytest.raises(RecordConflict):
-        store.append([start("usr", "new1", b"a")], tracking=Tracking("proj", 10))
+        store.append([start("usr", "new1", b"a")], tracking=Tracking("usr", "proj", 10))
     with pytest.raises(ConcurrencyError):  # same run twice in one append
         store.append([start("usr", "new1", b"a"), start("usr", "new1", b"b")])
     assert store.run_head("usr", "new1") is None and store.run_head("usr", "new2") is None
     assert store.max_position() == 1
-    assert store.max_tracking("proj") == 10
+    assert store.max_tracking("usr", "proj") == 10
 
 
 def test_before_commit_hook_runs_inside_the_transaction(store: SQLiteStore, db: Path) -> None:
@@ -215,20 +216,23 @@ def test_before_commit_hook_runs_inside_the_transaction(store: SQLiteStore, db: 
         assert seen == [(0,)] and store.read_run("usr", "run") == stored
         store.before_commit = fail
         with pytest.raises(RuntimeError):
-            store.append([follow(store, "usr", "run", b"c")], tracking=Tracking("p", 1))
-        assert store.read_run("usr", "run") == stored and store.max_tracking("p") is None
+            store.append([follow(store, "usr", "run", b"c")], tracking=Tracking("usr", "p", 1))
+        assert store.read_run("usr", "run") == stored and store.max_tracking("usr", "p") is None
     finally:
         raw.close()
 
 
 def test_tracking_only_moves_up(store: SQLiteStore) -> None:
-    assert store.max_tracking("p") is None
-    store.insert_tracking(Tracking("p", 1))
-    store.insert_tracking(Tracking("p", 3))
+    assert store.max_tracking("a", "p") is None
+    store.insert_tracking(Tracking("a", "p", 1))
+    store.insert_tracking(Tracking("a", "p", 3))
     for position in (3, 2):
         with pytest.raises(RecordConflict):
-            store.insert_tracking(Tracking("p", position))
-    assert store.max_tracking("p") == 3 and store.max_tracking("q") is None
+            store.insert_tracking(Tracking("a", "p", position))
+    assert store.max_tracking("a", "p") == 3 and store.max_tracking("a", "q") is None
+    # Another tenant's application of the same name follows its upstream apart.
+    store.insert_tracking(Tracking("b", "p", 2))
+    assert (store.max_tracking("a", "p"), store.max_tracking("b", "p")) == (3, 2)
 
 
 # -- reads --------------------------------------------------------------------------
@@ -248,13 +252,24 @@ def test_reads(store: SQLiteStore) -> None:
     assert [(h.run_id, h.version) for h in store.list_runs("a", "s1")] == [("r1", 3)]
     empty = store.run_head("a", "r3")
     assert empty is not None and (empty.version, empty.hash) == (0, GENESIS)
-    notifications = store.read_notifications
-    assert [r.position for r in notifications(2, 10, stop=3)] == [2, 3]
-    assert [r.position for r in notifications(2, 10, inclusive_of_start=False)] == [3, 4]
+    assert store.max_position() == 4
+
+
+def test_notifications_are_a_tenants_aggregate_events(store: SQLiteStore) -> None:
+    """What the eventsourcing adapter follows: one tenant's rows of no session (agent
+    runs always have one), by position."""
+    store.append([start("a", "g1", b"1", b"2", session="")])  # positions 1, 2
+    store.append([start("a", "r1", b"agent", session="s1")])  # 3: an agent run
+    store.append([start("b", "g2", b"other", session="")])  # 4: another tenant's
+    store.append([start("a", "g3", b"5", session="")])  # 5
+    notifications = functools.partial(store.read_notifications, "a")
+    assert [r.position for r in notifications(2, 10, stop=5)] == [2, 5]
+    assert [r.position for r in notifications(2, 10, inclusive_of_start=False)] == [5]
     assert [r.position for r in notifications(None, 2)] == [1, 2]
     assert notifications(None, 10, types=["nope"]) == []
-    assert len(notifications(None, 10, types=["nope", "message_received"])) == 4
-    assert store.max_position() == 4
+    assert len(notifications(None, 10, types=["nope", "message_received"])) == 3
+    assert store.max_notification_id("a") == 5 and store.max_notification_id("b") == 4
+    assert store.max_notification_id("c") is None and store.read_notifications("c", None, 9) == []
 
 
 # -- the database refuses changes ---------------------------------------------------

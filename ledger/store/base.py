@@ -95,6 +95,7 @@ class EventStore(ABC):
     @abstractmethod
     def read_notifications(
         self,
+        user_id: str,
         start: int | None,
         limit: int,
         stop: int | None = None,
@@ -102,7 +103,13 @@ class EventStore(ABC):
         *,
         inclusive_of_start: bool = True,
     ) -> list[Record]:
-        """Events by position, for the eventsourcing ``select_notifications`` contract."""
+        """``user_id``'s aggregate events (rows of no session: what the eventsourcing
+        adapter writes) by position, for the library's ``select_notifications``: never
+        another tenant's, never an agent run's."""
+
+    @abstractmethod
+    def max_notification_id(self, user_id: str) -> int | None:
+        """The largest position of ``user_id``'s aggregate events, or None if none."""
 
     @abstractmethod
     def max_position(self) -> int | None:
@@ -113,8 +120,8 @@ class EventStore(ABC):
         """Record a tracking position on its own (raises RecordConflict if not higher)."""
 
     @abstractmethod
-    def max_tracking(self, name: str) -> int | None:
-        """The highest tracking position recorded for ``name``."""
+    def max_tracking(self, user_id: str, name: str) -> int | None:
+        """The highest tracking position recorded for ``name`` of tenant ``user_id``."""
 
     # -- per-user keys (DESIGN.md invariant 7) ----------------------------------------
     # Appends whose ``key_id`` is not a live key of their user raise ``KeyErased``.

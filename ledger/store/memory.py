@@ -7,7 +7,7 @@ equals the position of the first event of each append.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from ledger.chain import GENESIS
@@ -34,7 +34,7 @@ class MemoryStore(EventStore):
         self._log: list[Record] = []
         self._runs: dict[str, RunHead] = {}
         self._events: dict[str, list[Record]] = {}
-        self._tracking: dict[str, int] = {}
+        self._tracking: dict[tuple[str, str], int] = {}
         self._keys: dict[str, dict[str, bytes | None]] = {}
 
     def append(
@@ -49,7 +49,7 @@ class MemoryStore(EventStore):
             for item in appends:
                 self._check(item, new_runs)
             if tracking is not None:
-                last = self._tracking.get(tracking.name)
+                last = self._tracking.get((tracking.user_id, tracking.name))
                 if last is not None and tracking.position <= last:
                     raise RecordConflict(f"tracking {tracking} not above {last}")
             now = datetime.now(UTC)
@@ -67,7 +67,7 @@ class MemoryStore(EventStore):
                 self._events.setdefault(record.run_id, []).append(record)
             self._log.extend(stored)
             if tracking is not None:
-                self._tracking[tracking.name] = tracking.position
+                self._tracking[(tracking.user_id, tracking.name)] = tracking.position
             return stored
 
     def _check(self, item: RunAppend, new_runs: dict[str, RunHead]) -> None:
@@ -171,6 +171,7 @@ class MemoryStore(EventStore):
 
     def read_notifications(
         self,
+        user_id: str,
         start: int | None,
         limit: int,
         stop: int | None = None,
@@ -182,12 +183,19 @@ class MemoryStore(EventStore):
         with self._lock:
             out = [
                 r
-                for r in self._log
+                for r in self._aggregate_events(user_id)
                 if r.position >= low
                 and (stop is None or r.position <= stop)
                 and (not types or r.type in types)
             ]
         return out[:limit]
+
+    def max_notification_id(self, user_id: str) -> int | None:
+        with self._lock:
+            return max((r.position for r in self._aggregate_events(user_id)), default=None)
+
+    def _aggregate_events(self, user_id: str) -> Iterator[Record]:
+        return (r for r in self._log if r.user_id == user_id and not r.session_id)
 
     def max_position(self) -> int | None:
         with self._lock:
@@ -196,9 +204,9 @@ class MemoryStore(EventStore):
     def insert_tracking(self, tracking: Tracking) -> None:
         self.append([], tracking=tracking)
 
-    def max_tracking(self, name: str) -> int | None:
+    def max_tracking(self, user_id: str, name: str) -> int | None:
         with self._lock:
-            return self._tracking.get(name)
+            return self._tracking.get((user_id, name))
 
     def live_key(self, user_id: str) -> tuple[str, bytes] | None:
         with self._lock:

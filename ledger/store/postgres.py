@@ -425,6 +425,7 @@ class PostgresStore(EventStore):
                 cursors.append(cur)
             tracking_cur = conn.cursor()
             if tracking is not None:
+                self._enter_scope(conn, tracking.user_id)
                 tracking_cur.execute(q.UPSERT_TRACKING, tracking._asdict(), prepare=True)
             pipeline.sync()
             stored: list[Record] = []
@@ -440,7 +441,7 @@ class PostgresStore(EventStore):
                 else:
                     self._judge(item, cur.fetchone())
             if tracking is not None and tracking_cur.rowcount != 1:
-                last = self.max_tracking(tracking.name)
+                last = self.max_tracking(tracking.user_id, tracking.name)
                 raise RecordConflict(f"tracking {tracking} not above {last}")
             if self.before_commit is not None:
                 self.before_commit()
@@ -475,12 +476,7 @@ class PostgresStore(EventStore):
         check_head(item, version, head_hash, state[3])
 
     def insert_tracking(self, tracking: Tracking) -> None:
-        with self._conn() as conn:
-            cur = conn.execute(q.UPSERT_TRACKING, tracking._asdict(), prepare=True)
-            if cur.rowcount != 1:
-                raise RecordConflict(
-                    f"tracking {tracking} not above {self.max_tracking(tracking.name)}"
-                )
+        self._append_many([], tracking)
 
     # -- reads -------------------------------------------------------------------
     def _fetch(
@@ -627,6 +623,7 @@ class PostgresStore(EventStore):
 
     def read_notifications(
         self,
+        user_id: str,
         start: int | None,
         limit: int,
         stop: int | None = None,
@@ -637,19 +634,23 @@ class PostgresStore(EventStore):
         low = 0 if start is None else (start if inclusive_of_start else start + 1)
         return self._fetch(
             q.READ_NOTIFICATIONS,
-            {"low": low, "stop": stop, "types": list(types), "limit": limit},
+            {"user_id": user_id, "low": low, "stop": stop, "types": list(types), "limit": limit},
             _record_rows,
+            user_id,
         )
+
+    def max_notification_id(self, user_id: str) -> int | None:
+        rows = self._fetch(q.MAX_NOTIFICATION_ID, {"user_id": user_id}, tuple_row, user_id)
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def max_position(self) -> int | None:
         with self._conn() as conn:
             row = conn.execute(q.MAX_POSITION, prepare=True).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    def max_tracking(self, name: str) -> int | None:
-        with self._conn() as conn:
-            row = conn.execute(q.MAX_TRACKING, {"name": name}, prepare=True).fetchone()
-        return None if row is None else int(row[0])
+    def max_tracking(self, user_id: str, name: str) -> int | None:
+        rows = self._fetch(q.MAX_TRACKING, {"user_id": user_id, "name": name}, tuple_row, user_id)
+        return int(rows[0][0]) if rows else None
 
     # -- keys -----------------------------------------------------------------------
     # Read and created as the user's tenant; destroyed by the login role (the owner).

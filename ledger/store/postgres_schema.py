@@ -238,6 +238,26 @@ STEPS: tuple[Step, ...] = (
         # grants.
         (APPEND_FUNCTION,),
     ),
+    Step(
+        12,
+        "the eventsourcing adapter per tenant: notifications indexed, tracking isolated",
+        # An Application's notifications are its tenant's rows of no session (agent runs
+        # always have one), read by position: without an index that is a scan of the
+        # whole log on every poll of a follower. Partial, so agent appends never touch
+        # it. Tracking rows were one per application name for every tenant, readable
+        # and writable by any app login: one tenant could move another's follower past
+        # events. They now carry the tenant, under row-level security; rows from before
+        # belong to the adapter's default tenant (ledger.recorder.DEFAULT_TENANT).
+        (
+            """CREATE INDEX ledger_events_aggregates ON ledger_events (user_id, position)
+            WHERE session_id = ''""",
+            "ALTER TABLE ledger_tracking ADD COLUMN user_id text NOT NULL DEFAULT '_eventsourcing'",
+            "ALTER TABLE ledger_tracking ALTER COLUMN user_id DROP DEFAULT",
+            "ALTER TABLE ledger_tracking DROP CONSTRAINT ledger_tracking_pkey",
+            "ALTER TABLE ledger_tracking ADD PRIMARY KEY (user_id, name)",
+            *_tenant_policies("ledger_tracking"),
+        ),
+    ),
 )
 
 LATEST = STEPS[-1].version

@@ -226,16 +226,27 @@ READ_LOG_TENANT = (
     f"{_READ_LOG} AND user_id = %(user_id)s ORDER BY tx_id, position LIMIT %(limit)s::bigint"
 )
 
-#: Events by position for eventsourcing's ``select_notifications``, below the horizon.
+#: A tenant's aggregate events: rows of no session, which only the eventsourcing adapter
+#: writes (agent runs always have a session), through the partial index of step 12.
+_AGGREGATE_EVENTS = "user_id = %(user_id)s::text AND session_id = ''"
+
+#: A tenant's aggregate events by position, for eventsourcing's ``select_notifications``,
+#: below the horizon.
 READ_NOTIFICATIONS = f"""
 SELECT {RECORD_COLUMNS} FROM ledger_events
-WHERE position >= %(low)s::bigint
+WHERE {_AGGREGATE_EVENTS}
+  AND position >= %(low)s::bigint
   AND position <= coalesce(%(stop)s::bigint, 9223372036854775807)
   AND (cardinality(%(types)s::text[]) = 0 OR type = ANY(%(types)s::text[]))
   AND {_HORIZON}
 ORDER BY position
 LIMIT %(limit)s::bigint
 """
+
+#: The largest position of a tenant's aggregate events below the horizon.
+MAX_NOTIFICATION_ID = (
+    f"SELECT max(position) FROM ledger_events WHERE {_AGGREGATE_EVENTS} AND {_HORIZON}"
+)
 
 #: How much of the log lies after a cursor, and when the first of it was recorded.
 LAG = f"""
@@ -258,12 +269,15 @@ HORIZON_PASSED = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %(xid)s::xid
 
 #: Move a tracking position forward; affects no row if it is not above the last one.
 UPSERT_TRACKING = """
-INSERT INTO ledger_tracking (name, position) VALUES (%(name)s, %(position)s::bigint)
-ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position
+INSERT INTO ledger_tracking (user_id, name, position)
+VALUES (%(user_id)s, %(name)s, %(position)s::bigint)
+ON CONFLICT (user_id, name) DO UPDATE SET position = EXCLUDED.position
 WHERE ledger_tracking.position < EXCLUDED.position
 """
 
-MAX_TRACKING = "SELECT position FROM ledger_tracking WHERE name = %(name)s"
+MAX_TRACKING = (
+    "SELECT position FROM ledger_tracking WHERE user_id = %(user_id)s AND name = %(name)s"
+)
 
 #: Per-user keys (see ledger.personal): destroyed keys keep their row, without the key.
 LIVE_KEY = "SELECT key_id, key FROM ledger_keys WHERE user_id = %(user_id)s AND key IS NOT NULL"

@@ -303,7 +303,9 @@ class SQLiteStore(EventStore):
         if tracking is not None:
             cursor = conn.execute(sql.UPSERT_TRACKING, tracking)
             if cursor.rowcount != 1:
-                last = conn.execute(sql.SELECT_TRACKING, (tracking.name,)).fetchone()
+                last = conn.execute(
+                    sql.SELECT_TRACKING, (tracking.user_id, tracking.name)
+                ).fetchone()
                 raise RecordConflict(f"tracking {tracking} not above {last[0]}")
         if not any(item.events for item in appends):
             return []
@@ -437,6 +439,7 @@ class SQLiteStore(EventStore):
 
     def read_notifications(
         self,
+        user_id: str,
         start: int | None,
         limit: int,
         stop: int | None = None,
@@ -447,9 +450,14 @@ class SQLiteStore(EventStore):
         low = 0 if start is None else (start if inclusive_of_start else start + 1)
         high = sql.MAX_INT if stop is None else stop
         if not types:
-            return self._records(sql.SELECT_NOTIFICATIONS, (low, high, limit))
+            return self._records(sql.SELECT_NOTIFICATIONS, (user_id, low, high, limit))
         statement = sql.SELECT_NOTIFICATIONS_OF_TYPES.format(types=", ".join("?" * len(types)))
-        return self._records(statement, (low, high, *types, limit))
+        return self._records(statement, (user_id, low, high, *types, limit))
+
+    def max_notification_id(self, user_id: str) -> int | None:
+        with self._conn() as conn:
+            row = conn.execute(sql.SELECT_MAX_NOTIFICATION, (user_id,)).fetchone()
+        return None if row[0] is None else int(row[0])
 
     def lag(self, after: LogCursor) -> LogLag:
         with self._conn() as conn:
@@ -466,9 +474,9 @@ class SQLiteStore(EventStore):
             row = conn.execute(sql.SELECT_MAX_POSITION).fetchone()
         return None if row[0] is None else int(row[0])
 
-    def max_tracking(self, name: str) -> int | None:
+    def max_tracking(self, user_id: str, name: str) -> int | None:
         with self._conn() as conn:
-            row = conn.execute(sql.SELECT_TRACKING, (name,)).fetchone()
+            row = conn.execute(sql.SELECT_TRACKING, (user_id, name)).fetchone()
         return None if row is None else int(row[0])
 
     # -- keys -----------------------------------------------------------------------

@@ -126,6 +126,29 @@ STEPS: tuple[Step, ...] = (
         """,
         ),
     ),
+    Step(
+        3,
+        "tracking positions per tenant",
+        # Two tenants' eventsourcing applications of the same name shared one tracking
+        # row: one's position made the other's follower skip events. Rows from before
+        # belong to the adapter's default tenant (ledger.recorder.DEFAULT_TENANT).
+        (
+            """
+        CREATE TABLE ledger_tracking_by_tenant (
+            user_id     TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            position    INTEGER NOT NULL,
+            PRIMARY KEY (user_id, name)
+        )
+        """,
+            """
+        INSERT INTO ledger_tracking_by_tenant (user_id, name, position)
+        SELECT '_eventsourcing', name, position FROM ledger_tracking
+        """,
+            "DROP TABLE ledger_tracking",
+            "ALTER TABLE ledger_tracking_by_tenant RENAME TO ledger_tracking",
+        ),
+    ),
 )
 
 #: Per-user keys (see ledger.personal).
@@ -246,12 +269,12 @@ def insert_events(count: int) -> str:
 
 #: Raises nothing and changes no row when ``position`` is not above the stored one.
 UPSERT_TRACKING = """
-INSERT INTO ledger_tracking (name, position) VALUES (?, ?)
-ON CONFLICT (name) DO UPDATE SET position = excluded.position
+INSERT INTO ledger_tracking (user_id, name, position) VALUES (?, ?, ?)
+ON CONFLICT (user_id, name) DO UPDATE SET position = excluded.position
 WHERE ledger_tracking.position < excluded.position
 """
 
-SELECT_TRACKING = "SELECT position FROM ledger_tracking WHERE name = ?"
+SELECT_TRACKING = "SELECT position FROM ledger_tracking WHERE user_id = ? AND name = ?"
 
 # -- read path ----------------------------------------------------------------------
 
@@ -315,17 +338,25 @@ SELECT {_EVENT_COLUMNS} FROM ledger_events
 WHERE user_id = ? AND position > ? ORDER BY position LIMIT ?
 """
 
+#: A tenant's aggregate events (rows of no session: the eventsourcing adapter's) by
+#: position, through the (user_id, position) index.
+_AGGREGATE_EVENTS = "user_id = ? AND session_id = '' AND position >= ? AND position <= ?"
+
 SELECT_NOTIFICATIONS = f"""
 SELECT {_EVENT_COLUMNS} FROM ledger_events
-WHERE position >= ? AND position <= ? ORDER BY position LIMIT ?
+WHERE {_AGGREGATE_EVENTS} ORDER BY position LIMIT ?
 """
 
 #: ``{types}`` is replaced by one ``?`` per type asked for.
 SELECT_NOTIFICATIONS_OF_TYPES = f"""
 SELECT {_EVENT_COLUMNS} FROM ledger_events
-WHERE position >= ? AND position <= ? AND type IN ({{types}})
+WHERE {_AGGREGATE_EVENTS} AND type IN ({{types}})
 ORDER BY position LIMIT ?
 """
+
+SELECT_MAX_NOTIFICATION = (
+    "SELECT max(position) FROM ledger_events WHERE user_id = ? AND session_id = ''"
+)
 
 SELECT_MAX_POSITION = "SELECT max(position) FROM ledger_events"
 
