@@ -26,7 +26,9 @@ from ledger.errors import (
     RunIdTaken,
     StoreUnavailable,
 )
+from ledger.recorder import DEFAULT_TENANT
 from ledger.records import START, Record, RunAppend, Tracking
+from ledger.store import postgres_schema
 from ledger.store.base import RecordConflict
 from ledger.store.postgres import PostgresStore, migrate, split_url
 from ledger.store.postgres_schema import LATEST, STEPS
@@ -678,3 +680,26 @@ def test_a_forked_child_gets_connections_of_its_own(pg_url: str) -> None:
         parent.message_received(content="after the children closed theirs")
         report = led.auditor().verify()
         assert (report.ok, report.runs, report.events) == (True, 4, 2 + 20 + 1 + 3 * 21)
+
+
+def test_tracking_positions_from_before_tenants_are_the_default_tenants(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema of migration 11 (tracking rows by name only) upgrades in place: its
+    positions are the eventsourcing adapter's default tenant's, not lost."""
+    conninfo, schema = split_url(pg_url)
+    assert schema is not None
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        with monkeypatch.context() as old:
+            old.setattr(postgres_schema, "STEPS", STEPS[:11])
+            old.setattr(postgres_schema, "LATEST", 11)
+            migrate_conn(conn, schema)
+        conn.execute(
+            sql.SQL("INSERT INTO {}.ledger_tracking (name, position) VALUES ('Bank', 7)").format(
+                sql.Identifier(schema)
+            )
+        )
+        assert migrate_conn(conn, schema) == len(STEPS) - 11
+    with PostgresStore.from_url(pg_url) as store:
+        assert store.max_tracking(DEFAULT_TENANT, "Bank") == 7
+        assert store.max_tracking("usr_other", "Bank") is None

@@ -23,6 +23,7 @@ from ledger.errors import (
     RunIdTaken,
     StoreUnavailable,
 )
+from ledger.recorder import DEFAULT_TENANT
 from ledger.records import START, LogCursor, Record, RunAppend, Tracking
 from ledger.store import open_store
 from ledger.store import sqlite_sql as sql
@@ -474,3 +475,24 @@ def test_processes_opening_a_new_file_at_once(db: Path) -> None:
         assert {"ledger_runs", "ledger_events", "ledger_tracking"} <= set(names)
     finally:
         raw.close()
+
+
+def test_tracking_positions_from_before_tenants_are_the_default_tenants(tmp_path: Path) -> None:
+    """A file of schema 2 (tracking rows by name only) upgrades in place: its positions
+    are the eventsourcing adapter's default tenant's, not lost."""
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        for step in sql.STEPS[:2]:
+            for statement in step.statements:
+                raw.execute(statement)
+        raw.execute("PRAGMA user_version = 2")
+        raw.execute("INSERT INTO ledger_tracking (name, position) VALUES ('Bank', 7)")
+    finally:
+        raw.close()
+    store = SQLiteStore(path)
+    try:
+        assert store.max_tracking(DEFAULT_TENANT, "Bank") == 7
+        assert store.max_tracking("usr_other", "Bank") is None
+    finally:
+        store.close()
