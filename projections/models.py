@@ -366,9 +366,14 @@ class RunState(BaseModel):
         messages: Iterable[r.Message],
         at: datetime,
         position: int | None = None,
+        resume: r.RunFold | None = None,
     ) -> RunState:
-        """The run state from a run's folds: its RunFold and its own conversation messages
-        (the conversation reducer folded over that run's events only)."""
+        """The run state from a run's folds: its RunFold and its conversation messages.
+
+        ``resume``: the fold whose pending tool calls and completed steps the run goes on
+        from, when they are not ``run``'s own (a fork's whole lineage; ``run`` then folds
+        the fork's own events, which its accounting counts)."""
+        resume = run if resume is None else resume
         return cls(
             run_id=run.run_id,
             user_id=run.user_id,
@@ -388,8 +393,8 @@ class RunState(BaseModel):
                 wall_time_ms=_ms(run.wall_time_ms),
                 cost_usd=_usd(run.cost_usd),
             ),
-            pending_tool_calls=_pending(run),
-            completed_steps=_steps(run),
+            pending_tool_calls=_pending(resume),
+            completed_steps=_steps(resume),
         )
 
     @classmethod

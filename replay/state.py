@@ -28,7 +28,7 @@ from ledger.records import Record
 from ledger.store.base import EventStore
 from ledger.tenant import readable_event, to_event
 from projections.models import RunState
-from projections.reducers import ConversationReducer, RunMetadataReducer
+from projections.reducers import ConversationReducer, RunFold, RunMetadataReducer
 
 Point = int | datetime | None
 
@@ -143,9 +143,12 @@ def fold_state(events: Iterable[Event], run_id: str) -> RunState:
     """RunState after ``events`` (a lineage prefix, non-empty), seen as run ``run_id``.
 
     A fork's lineage starts with its ancestors' events, so the fold is re-labelled with
-    the replayed run's id, its own version and where it was forked from. One pass: each
-    event goes through both reducers (``initial`` then ``step``, as ``Reducer.fold``),
-    so ``events`` may be a generator that decodes as it goes.
+    the replayed run's id, its own version and where it was forked from. A fork goes on
+    from its lineage (messages, pending tool calls, completed steps) but accounts for
+    its own events only (tokens, cost, tool calls, retries, wall time, model, status),
+    as its run-metadata read model does: its parent's spending is its parent's. One
+    pass: each event goes through the reducers (``initial`` then ``step``, as
+    ``Reducer.fold``), so ``events`` may be a generator that decodes as it goes.
     """
     runs, conversations = RunMetadataReducer(), ConversationReducer()
     it = iter(events)
@@ -153,15 +156,27 @@ def fold_state(events: Iterable[Event], run_id: str) -> RunState:
     if first is None:
         raise ValueError("a run state needs at least one event")
     meta, conversation = runs.initial(first), conversations.initial(first)
+    forked = first.run_id != run_id
+    own: RunFold | None = None  # a fork's own events' fold (None: not a fork, or none yet)
     started: Event | None = None
     last = first
     for event in chain((first,), it):
         runs.step(meta, event)
         conversations.step(conversation, event)
+        if forked and event.run_id == run_id:
+            if own is None:
+                own = runs.initial(event)
+            runs.step(own, event)
         if started is None and event.type == "run_started" and event.run_id == run_id:
             started = event
         last = event
-    state = RunState.from_states(meta, conversation.messages, last.recorded_at, last.position)
+    state = RunState.from_states(
+        meta if own is None else own,
+        conversation.messages,
+        last.recorded_at,
+        last.position,
+        resume=meta,
+    )
     return state.model_copy(
         update={
             "run_id": run_id,

@@ -105,6 +105,45 @@ def test_a_fork_replays_the_parent_up_to_n_then_its_own(led: ledger.Ledger) -> N
         t.fork(parent.run_id, at=99)
 
 
+def test_a_fork_accounts_for_its_own_events_and_resumes_its_lineage(
+    led: ledger.Ledger,
+) -> None:
+    """Replayed or read from its read model, a fork's tokens, cost, tool calls and
+    wall time are its own (its parent's spending is its parent's), while its replay
+    goes on from the lineage: the parent's messages and the tool call left open."""
+    t = led.tenant("usr_a")
+    parent = t.start_run(session_id="s", model="gpt-4o")
+    with parent.turn():
+        parent.message_received(content="q1")
+        parent.model_responded(content="a1", usage={"input_tokens": 100, "output_tokens": 10})
+    with parent.turn():
+        parent.model_responded(
+            tool_calls=[{"id": "c1", "name": "search", "arguments": {}}],
+            usage={"input_tokens": 200, "output_tokens": 20},
+        )
+        parent.tool_called(call_id="c1", name="search", input={})
+    child = t.fork(parent.run_id, at=5)  # c1 called, not yet returned
+    with child.turn():
+        child.tool_returned(call_id="c1", name="search", output="found", duration_ms=5)
+        child.model_responded(content="a2", usage={"input_tokens": 300, "output_tokens": 30})
+    for version in range(1, child.version + 1):
+        replayed = t.replay(child.run_id, at=version)
+        own = t.events(child.run_id)[:version]
+        folded = RunMetadata.from_state(RunMetadataReducer().fold(own))
+        assert replayed.run_metadata.total_tokens == folded.total_tokens, version
+        assert replayed.run_metadata.tool_calls == folded.tool_calls, version
+        assert replayed.run_metadata.wall_time_ms == folded.wall_time_ms, version
+        assert replayed.run_metadata.cost_usd == folded.cost_usd, version
+    state = t.replay(child.run_id)
+    meta = t.run_metadata(child.run_id)
+    assert state.run_metadata.total_tokens == meta.total_tokens == 330
+    assert state.run_metadata.cost_usd == meta.cost_usd
+    assert [m["content"] for m in state.messages if m["role"] != "tool"][:2] == ["q1", "a1"]
+    at_fork = t.replay(child.run_id, at=1)
+    assert [p.call_id for p in at_fork.pending_tool_calls] == ["c1"]  # the fork resumes it
+    assert at_fork.run_metadata.total_tokens == 0 and state.pending_tool_calls == []
+
+
 def test_a_fork_goes_on_from_before_its_parents_end(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     parent = t.start_run(session_id="s", model="gpt-4o")
