@@ -179,11 +179,13 @@ class Tenant:
         at most ``limit`` of them (only those are turned into RunMetadata: a top ten
         of a million runs costs a scan, not a million models)."""
         check_listing(order_by, limit)
+        if session_id is not None:
+            check_id("session_id", session_id)
         return self._ledger.read_side.runs(self, session_id, order_by, limit)
 
     def run_metadata(self, run_id: str) -> Any:
         """Tokens, cost, tool calls, retries, wall time and status of one run, per turn."""
-        return self._ledger.read_side.run_metadata(self, run_id)
+        return self._ledger.read_side.run_metadata(self, check_id("run_id", run_id))
 
     def conversation(self, session_id: str, *, last: int | None = None) -> Any:
         """The ConversationState agents read on every LLM call (includes the latest turn).
@@ -192,10 +194,12 @@ class Tenant:
         whole session); read from the stored pages that hold them, so its cost does not
         grow with the session."""
         check_count("last", last)
-        return self._ledger.read_side.conversation(self, session_id, last)
+        return self._ledger.read_side.conversation(self, check_id("session_id", session_id), last)
 
     def memories(self, namespace: str | None = None) -> list[Any]:
         """This user's current long-term memories, with the run that wrote each."""
+        if namespace is not None and not isinstance(namespace, str):
+            raise InvalidEvent(f"namespace must be a string, got {type(namespace).__name__}")
         return self._ledger.read_side.memories(self, namespace)
 
     def replay(self, run_id: str, at: int | datetime | None = None) -> Any:
@@ -211,6 +215,8 @@ class Tenant:
 
     def summaries(self, session_id: str | None = None) -> list[RunSummary]:
         """This tenant's registered runs and their heads (no read model needed)."""
+        if session_id is not None:
+            check_id("session_id", session_id)
         return [to_summary(h) for h in self._ledger.store.list_runs(self.user_id, session_id)]
 
     def _head(self, run_id: str) -> RunHead:

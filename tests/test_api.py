@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -572,3 +573,24 @@ def test_every_store_refuses_to_append_to_a_run_that_ended(
     assert (
         led.store.append([RunAppend("usr_a", "s", run.run_id, head.version, head.hash, ())]) == []
     )
+
+
+@pytest.mark.parametrize(
+    ("read", "field"),
+    [
+        (lambda t: t.conversation(123), "session_id"),
+        (lambda t: t.conversation(None), "session_id"),
+        (lambda t: t.run_metadata(5), "run_id"),
+        (lambda t: t.runs(5), "session_id"),
+        (lambda t: t.summaries(b"s"), "session_id"),
+        (lambda t: t.memories(7), "namespace"),
+        (lambda t: t.events(5), "run_id"),
+    ],
+)
+def test_reads_name_an_id_of_the_wrong_type(store_url: str, read: Any, field: str) -> None:
+    """Not a database error on Postgres, nor a match of every run on SQLite."""
+    with ledger.connect(store_url) as led:
+        t = led.tenant("usr_a")
+        t.start_run(session_id="s").message_received(content="hi")
+        with pytest.raises(ledger.InvalidEvent, match=field):
+            read(t)
