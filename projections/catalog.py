@@ -23,7 +23,8 @@ def default_projectors(prices: PriceTable | None = None) -> list[Projector[Any]]
     """Conversation per session, run metadata per run, memory per user."""
     return [
         Projector(CONVERSATION, 2, ConversationReducer()),
-        Projector(RUN_METADATA, 2, RunMetadataReducer(prices)),
+        # 3: costs of models that only start like a known one are None, not its price.
+        Projector(RUN_METADATA, 3, RunMetadataReducer(prices)),
         Projector(MEMORY, 1, MemoryReducer()),
     ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,17 @@ import msgspec
 from ledger.errors import InvalidSetting
 
 USD = Annotated[float, msgspec.Meta(ge=0)]
+
+#: What may follow a known model's name in a release of that same model: a date or
+#: snapshot number (gpt-4o-2024-08-06, claude-3-5-sonnet-20241022, gpt-3.5-turbo-0125,
+#: gemini-1.5-pro-002, Vertex's @20240620), "-latest", a preview or experimental tag
+#: (gemini-2.5-flash-preview-05-20). Nothing else: o1-pro, gpt-5-pro or
+#: gpt-4o-realtime-preview are other products at other prices, so they are unknown
+#: (their cost None) until the table lists them.
+_RELEASE = re.compile(
+    r"(?:-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{3,4}|@\d{8}|-latest)?"
+    r"(?:-(?:preview|exp)(?:-\d{2}-\d{2}|-\d{4})?)?"
+)
 
 
 class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -30,7 +42,7 @@ class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class PriceTable:
-    """Prices by model name; a dated or suffixed name matches its longest known prefix."""
+    """Prices by model name; a dated release of a known model costs what it does."""
 
     def __init__(self, prices: dict[str, Price]) -> None:
         self._prices = dict(prices)
@@ -75,14 +87,15 @@ class PriceTable:
         return isinstance(model, str) and self.price(model) is not None
 
     def price(self, model: str | None) -> Price | None:
-        """The price of ``model``: exact name, else the longest known prefix, else None."""
+        """The price of ``model``: its exact name's, else that of the longest known name
+        it is a release of (``_RELEASE``), else None."""
         if not model:
             return None
         found = self._prices.get(model)
         if found is not None:
             return found
         for name in self._by_length:
-            if model.startswith(name):
+            if model.startswith(name) and _RELEASE.fullmatch(model, len(name)):
                 return self._prices[name]
         return None
 

@@ -380,13 +380,25 @@ def test_datetimes_are_utc_with_z_whatever_the_agent_clock_zone(led: ledger.Ledg
     assert public["messages"][0]["timestamp"] == "2025-07-01T11:00:01Z"
 
 
-def test_prices_match_by_name_then_longest_prefix_and_can_be_overridden(
+def test_prices_match_by_name_or_dated_release_and_can_be_overridden(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert PRICES.price("gpt-4o-2024-08-06") == PRICES.price("gpt-4o")
     assert PRICES.price("gpt-4o-mini-2024-07-18") == PRICES.price("gpt-4o-mini")
     assert PRICES.price("gpt-4o-mini") != PRICES.price("gpt-4o")
     assert PRICES.price("claude-3-5-sonnet-20241022") == PRICES.price("claude-3-5-sonnet")
+    for release, model in [
+        ("claude-3-5-sonnet-latest", "claude-3-5-sonnet"),
+        ("claude-3-5-sonnet@20240620", "claude-3-5-sonnet"),
+        ("gpt-3.5-turbo-0125", "gpt-3.5-turbo"),
+        ("gemini-1.5-pro-002", "gemini-1.5-pro"),
+        ("gemini-2.5-flash-preview-05-20", "gemini-2.5-flash"),
+        ("claude-opus-4-5-20251101", "claude-opus-4-5"),
+    ]:
+        assert PRICES.price(release) == PRICES.price(model) is not None, release
+    # Other products that merely start like a known name are unknown, not mispriced.
+    for other in ("o1-pro", "gpt-5-pro", "gpt-4o-realtime-preview", "o1xyz", "gpt-50"):
+        assert PRICES.price(other) is None, other
     assert PRICES.price("llama-3.1-8b") is None and PRICES.price(None) is None
     # cache_read tokens are part of input_tokens and cost the cache_read price
     assert PRICES.cost("gpt-4o", 1_000_000, 0, cache_read=400_000) == pytest.approx(
@@ -394,7 +406,8 @@ def test_prices_match_by_name_then_longest_prefix_and_can_be_overridden(
     )
     custom = tmp_path / "prices.json"
     custom.write_text(json.dumps({"house-model": {"input": 1.0, "output": 2.0}}))
-    assert PriceTable.load(custom).cost("house-model-v2", 1_000_000, 500_000) == 2.0
+    assert PriceTable.load(custom).cost("house-model-2025-01-01", 1_000_000, 500_000) == 2.0
+    assert PriceTable.load(custom).cost("house-model-v2", 1_000_000, 500_000) is None
     monkeypatch.setenv("LEDGER_PRICES", str(custom))
     assert PriceTable.default().price("gpt-4o") is None
     for body, message in [
