@@ -25,7 +25,8 @@ def default_projectors(prices: PriceTable | None = None) -> list[Projector[Any]]
         Projector(CONVERSATION, 2, ConversationReducer()),
         # 3: costs of models that only start like a known one are None, not its price.
         Projector(RUN_METADATA, 3, RunMetadataReducer(prices)),
-        Projector(MEMORY, 1, MemoryReducer()),
+        # 2: memory slots no longer collide when a namespace or key holds the separator.
+        Projector(MEMORY, 2, MemoryReducer()),
     ]
 
 

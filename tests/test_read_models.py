@@ -203,7 +203,9 @@ def test_prices_can_be_overridden_by_a_file(tmp_path: Any) -> None:
     table = tmp_path / "prices.json"
     table.write_text('{"in-house": {"input": 1.0, "output": 2.0}}')
     prices = PriceTable.load(table)
-    assert prices.cost("in-house-v2", 1_000_000, 500_000) == pytest.approx(2.0)
+    assert prices.cost("in-house", 1_000_000, 500_000) == pytest.approx(2.0)
+    assert prices.cost("in-house-2026-01-31", 1_000_000, 500_000) == pytest.approx(2.0)
+    assert prices.cost("in-house-v2", 1, 1) is None  # another model until listed
     assert prices.cost("gpt-4o", 1, 1) is None
 
 
@@ -222,6 +224,21 @@ def test_memory_keeps_current_values_and_history(led: ledger.Ledger) -> None:
         ("write", "units"),
         ("forget", "units"),
     ]
+
+
+def test_memories_of_different_namespaces_and_keys_never_share_a_slot(
+    led: ledger.Ledger,
+) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    run.memory_written(namespace="a\x1fb", key="c", value="one")
+    run.memory_written(namespace="a", key="b\x1fc", value="two")
+    assert sorted((m.namespace, m.key, m.value) for m in t.memories()) == [
+        ("a", "b\x1fc", "two"),
+        ("a\x1fb", "c", "one"),
+    ]
+    run.memory_forgotten(namespace="a", key="b\x1fc")
+    assert [(m.namespace, m.key) for m in t.memories()] == [("a\x1fb", "c")]
 
 
 def test_pending_tool_calls_and_a_running_status(led: ledger.Ledger) -> None:

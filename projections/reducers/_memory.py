@@ -47,8 +47,9 @@ class Memories(msgspec.Struct):
 
 
 def memory_slot(namespace: str, key: str) -> str:
-    """Where a (namespace, key) lives in ``Memories.current``."""
-    return f"{namespace}\x1f{key}"
+    """Where a (namespace, key) lives in ``Memories.current``: one slot per pair, whatever
+    characters either holds (the namespace's length marks where it ends)."""
+    return f"{len(namespace)}:{namespace}\x1f{key}"
 
 
 class MemoryReducer(Reducer[Memories]):
