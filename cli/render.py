@@ -215,6 +215,8 @@ def projector_table(rows: Sequence[ProjectorStatus]) -> None:
             if r.needs_rebuild
             else (["never ran"] if r.generation is None else [])
         )
+        if r.owner is not None and not r.leased:
+            notes.append("no live runner (its lease expired)")
         if r.skipped:
             notes.append(
                 f"skipped {r.skipped} unfoldable event{'s' if r.skipped != 1 else ''} (see its log)"

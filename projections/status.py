@@ -26,8 +26,9 @@ class ProjectorStatus(BaseModel):
     head_position: int | None  # the last committed event of the log
     lag_events: int
     lag_seconds: float | None  # age of the oldest event not applied yet
-    owner: str | None
+    owner: str | None  # the runner that holds or last held its lease
     lease_until: datetime | None
+    leased: bool = False  # a runner holds its lease now (False: none, or it expired)
     updated_at: datetime | None
     needs_rebuild: bool
     skipped: int = 0  # stored events it could not fold since it was built (in the log)
@@ -60,6 +61,10 @@ def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[Project
                 ),
                 owner=None if row is None else row.owner,
                 lease_until=None if row is None else row.lease_until,
+                leased=row is not None
+                and row.owner is not None
+                and row.lease_until is not None
+                and row.lease_until > now,
                 updated_at=None if row is None else row.updated_at,
                 needs_rebuild=row is not None and row.version != projector.version,
                 skipped=0 if row is None else row.skipped,

@@ -131,13 +131,28 @@ def test_status_shows_position_head_and_lag(led: ledger.Ledger) -> None:
     runner = ProjectorRunner(led, [TALLY], batch_size=5)
     runner.step()
     (partway,) = status(led, [TALLY])
-    assert partway.lag_events == 7 and partway.owner == runner.owner
+    assert partway.lag_events == 7 and partway.owner == runner.owner and partway.leased
     runner.catch_up()
     (after,) = status(led, [TALLY])
     assert (after.lag_events, after.lag_seconds) == (0, None)
     assert after.position == after.head_position
     (bumped,) = status(led, [Projector("tally", 2, TallyReducer())])
     assert bumped.needs_rebuild
+    runner.storage.release(TALLY.name, runner.owner)  # as a runner that stopped cleanly
+    (released,) = status(led, [TALLY])
+    assert not released.leased
+
+
+def test_status_says_when_a_runners_lease_ran_out(led: ledger.Ledger) -> None:
+    """A runner that died keeps its name on the row; status says nobody projects."""
+    from projections.status import status
+
+    write_sessions(led, sessions=1, turns=1)
+    runner = ProjectorRunner(led, [TALLY], lease_seconds=0.05)
+    runner.step()  # holds the lease, then "dies": never renews nor releases it
+    time.sleep(0.1)
+    (row,) = status(led, [TALLY])
+    assert row.owner == runner.owner and not row.leased
 
 
 def test_reads_include_what_the_projector_has_not_reached(led: ledger.Ledger) -> None:
