@@ -176,7 +176,8 @@ def conversation(state: ConversationState, last: int | None = None) -> None:
             out.print(f"[bold]{escape(role)}[/bold] {escape(text)}", markup=True)
     meta = state.run_metadata
     count = len(state.messages)
-    shown = f"{count} messages" if last is None else f"the last {count} messages of the session"
+    noun = "message" if count == 1 else "messages"
+    shown = f"{count} {noun}" if last is None else f"the last {count} {noun} of the session"
     out.print(
         f"\n{shown} · model {meta.model or '-'} · {meta.total_tokens} "
         f"tokens · {meta.tool_calls} tool calls · {meta.retries} retries · "

@@ -58,6 +58,8 @@ def test_state_and_memory(url: str) -> None:
     assert json.loads(last.stdout) == {**state, "messages": state["messages"][-2:]}
     shown = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--last", "2").stdout
     assert "the last 2 messages of the session" in shown
+    one = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--last", "1").stdout
+    assert "the last 1 message of the session" in one
     refused = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--last", "-1")
     assert refused.returncode == 2 and "--last" in refused.stderr
     assert ledger_cli(url, "state", "sess_2", "--user", "usr_b").returncode == 1
