@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -264,9 +265,17 @@ def exit_code(exc: ledger.LedgerError) -> int:
     return 2 if isinstance(exc, ledger.InvalidEvent | ledger.InvalidSetting) else 1
 
 
+def _quiet_pipeline_aftermath(record: logging.LogRecord) -> bool:
+    """Drop psycopg's warning that a pipeline could not be closed cleanly: it follows an
+    error inside the pipeline, which the command already reports as its one line."""
+    return not str(record.msg).startswith("error ignored terminating")
+
+
 def main() -> None:
     """Entry point of the ``ledger`` console script: one clear line per error, no traceback."""
     debug = "--debug" in sys.argv
+    if not debug:
+        logging.getLogger("psycopg").addFilter(_quiet_pipeline_aftermath)
     try:
         app()  # standalone: usage errors print help and exit 2
     except ledger.LedgerError as exc:

@@ -292,3 +292,17 @@ def test_line_output_is_not_wrapped_when_piped(sqlite_url: str) -> None:
     assert forked.returncode == 0, forked.stderr
     assert len(forked.stdout.strip().splitlines()) == 1
     assert forked.stdout.startswith(f"forked {run.run_id} at version 2 into run_")
+
+
+def test_psycopg_warning_after_an_aborted_pipeline_is_not_a_second_error_line() -> None:
+    """psycopg warns when it cannot close a pipeline an error aborted (seen once after
+    a refused SET ROLE, timing-dependent): the CLI's one error line already says it all."""
+    import logging
+
+    from cli.app import _quiet_pipeline_aftermath
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("psycopg", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not _quiet_pipeline_aftermath(record("error ignored terminating %r: %s"))
+    assert _quiet_pipeline_aftermath(record("error connecting in %r: %s"))

@@ -366,6 +366,16 @@ def test_a_plain_app_login_works_for_its_tenants_and_is_refused_the_rest(
             led.forget("usr_b")
         with pytest.raises(ledger.AccessDenied, match="ledger_auditor"):
             status(led, default_projectors())  # not "head 0, lag 0": it sees no tenant
+    refused = subprocess.run(
+        [sys.executable, "-m", "cli", "verify", "--digest"],
+        env={**os.environ, "LEDGER_URL": agent_login},
+        capture_output=True,
+        text=True,
+    )
+    # one line naming the role to use; not a digest of the nothing it may see
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert "ledger_auditor" in refused.stderr
     with raw_connection(agent_login, autocommit=True) as conn:
         # raw SQL from this login, no tenant set: nothing at all
         assert conn.execute("SELECT count(*) FROM ledger_events").fetchone() == (0,)
