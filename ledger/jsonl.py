@@ -32,7 +32,7 @@ from ledger.ids import check_id
 from ledger.personal import Draft, Keyring, protect
 from ledger.records import RunAppend
 from ledger.settle import append_settled
-from ledger.storable import check_plain, unencodable_path
+from ledger.storable import check_plain, check_size, unencodable_path
 from ledger.store.base import EventStore
 
 
@@ -89,6 +89,7 @@ class _RunPlan:
         self.expected_version = event.expected_version
         self.starts_run = event.type == "run_started"
         self.events: list[Draft] = []
+        self.lines: list[int] = []  # the input line of each event
         self.ended_on: int | None = None  # the line of the event that ends the run
 
 
@@ -136,7 +137,7 @@ def _parse_json(number: int, text: str) -> Any:
         raise InvalidEvent(f"line {number}: nested too deeply to read as JSON") from None
 
 
-def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEvent, Draft]:
+def _parse_line(number: int, text: str) -> tuple[JsonlEvent, Draft]:
     raw = _parse_json(number, text)
     if not isinstance(raw, dict):
         raise InvalidEvent(f"line {number}: expected a JSON object, got {type(raw).__name__}")
@@ -165,12 +166,6 @@ def _parse_line(number: int, text: str, max_event_bytes: int) -> tuple[JsonlEven
         check_plain(event.type, payload, encoded)
     except InvalidEvent as exc:
         raise InvalidEvent(f"line {number}: {exc}") from None
-    size = len(encoded)
-    if size > max_event_bytes:
-        raise InvalidEvent(
-            f"line {number}: {event.type} payload is {size:,} bytes, over the limit "
-            f"of {max_event_bytes:,} (set $LEDGER_MAX_EVENT_BYTES to raise it)"
-        )
     occurred: datetime = event.occurred_at.astimezone(UTC)
     return event, Draft(event.type, occurred, payload)
 
@@ -188,7 +183,7 @@ def plan_appends(
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        event, draft = _parse_line(number, text, max_event_bytes)
+        event, draft = _parse_line(number, text)
         plan = plans.get(event.run_id)
         if plan is None:
             plan = plans[event.run_id] = _RunPlan(number, event)
@@ -213,14 +208,17 @@ def plan_appends(
                 "these events a new run_id"
             )
         plan.events.append(draft)
+        plan.lines.append(number)
         if event.type in ENDS_A_RUN:
             plan.ended_on = number
     if not plans:
         raise InvalidEvent("no events in the input")
-    return [_seal_plan(store, plan, keyring) for plan in plans.values()]
+    return [_seal_plan(store, plan, keyring, max_event_bytes) for plan in plans.values()]
 
 
-def _seal_plan(store: EventStore, plan: _RunPlan, keyring: Keyring | None) -> RunAppend:
+def _seal_plan(
+    store: EventStore, plan: _RunPlan, keyring: Keyring | None, max_event_bytes: int
+) -> RunAppend:
     head = store.run_head(plan.user_id, plan.run_id)
     where = f"line {plan.line}"
     if head is None:
@@ -266,6 +264,11 @@ def _seal_plan(store: EventStore, plan: _RunPlan, keyring: Keyring | None) -> Ru
         except (NotFound, InvalidEvent) as exc:
             raise type(exc)(f"{where}: {exc}") from None
     events = protect(plan.user_id, plan.events, keyring)
+    for number, event in zip(plan.lines, events, strict=True):
+        try:  # the size stored, as the API checks it (sealed tokens are larger)
+            check_size(event.type, event.payload, max_event_bytes)
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"line {number}: {exc}") from None
     sealed = seal(plan.user_id, plan.session_id, plan.run_id, version, head_hash, events)
     return RunAppend(
         user_id=plan.user_id,

@@ -13,6 +13,7 @@ from ledger.events import CATALOG, ENDS_A_RUN
 from ledger.personal import Draft, Sealer, protect, protect_one
 from ledger.records import NewEvent, RunAppend, RunHead
 from ledger.settle import append_settled
+from ledger.storable import check_size
 
 if TYPE_CHECKING:
     from ledger.tenant import Tenant
@@ -133,13 +134,7 @@ class Run:
                 self._sealer = sealer
         # Sealed now, so the size checked is the size stored (tokens are larger).
         event = protect_one(draft, sealer)
-        limit = ledger.settings.max_event_bytes
-        if len(event.payload) > limit:
-            raise InvalidEvent(
-                f"{type_}: payload is {len(event.payload):,} bytes, over the limit of {limit:,} "
-                "(raise it with connect(max_event_bytes=...) or $LEDGER_MAX_EVENT_BYTES, "
-                "or store large content elsewhere and record a reference)"
-            )
+        check_size(type_, event.payload, ledger.settings.max_event_bytes)
         if self._turn is not None:
             self._turn.append((draft, event))
         else:

@@ -118,6 +118,19 @@ def check_plain(type_: str, payload: Payload, encoded: bytes) -> None:
     check_exact(type_, payload, encoded)
 
 
+def check_size(type_: str, stored: bytes, limit: int) -> None:
+    """InvalidEvent if ``stored``, a payload as it is stored (sealed, when encrypting:
+    tokens are larger than what they hide), is over ``limit`` bytes. The one size check
+    of the API and of ``ledger append``."""
+    if len(stored) > limit:
+        raise InvalidEvent(
+            f"{type_}: payload is {len(stored):,} bytes as stored, over the limit of "
+            f"{limit:,} (raise it with $LEDGER_MAX_EVENT_BYTES or "
+            "connect(max_event_bytes=...), or store large content elsewhere and record a "
+            "reference)"
+        )
+
+
 #: What msgspec raises for a value it cannot write as JSON: an object of no JSON type, a
 #: lone surrogate, an integer of more digits than Python converts (4,300 by default).
 UNENCODABLE = (TypeError, UnicodeEncodeError, ValueError)

@@ -266,3 +266,23 @@ def test_unicode_and_nul_characters_round_trip(led: ledger.Ledger) -> None:
 def test_empty_input_is_an_error(led: ledger.Ledger) -> None:
     with pytest.raises(InvalidEvent, match="no events"):
         append(led, ["", "  "])
+
+
+def test_the_size_limit_is_the_api_s_on_the_sealed_payload(store_url: str) -> None:
+    """Sealing makes a payload larger: ``ledger append`` checks what is stored, as the
+    API does, and says so in the API's words (after the line)."""
+    content = "z" * 900  # ~900 bytes plain; sealed (base64, nonce, tag) ~1,300
+    with ledger.connect(store_url, max_event_bytes=1_100, encrypt=True) as led:
+        run = led.tenant("usr_a").start_run(session_id="sess_1", run_id="run_api")
+        with pytest.raises(InvalidEvent) as by_api:
+            run.message_received(content=content)
+        with pytest.raises(InvalidEvent) as by_jsonl:
+            append_jsonl(
+                led.store,
+                [line("run_ok"), line(data={"role": "user", "content": content})],
+                led.settings.max_event_bytes,
+                led.keyring,
+            )
+        assert str(by_jsonl.value) == f"line 2: {by_api.value}"
+        assert "over the limit of 1,100" in str(by_api.value)
+        assert [r.run_id for r in led.auditor().runs()] == ["run_api"]
