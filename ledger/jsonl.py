@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -32,7 +31,7 @@ from ledger.ids import check_id
 from ledger.personal import Draft, Keyring, protect
 from ledger.records import RunAppend
 from ledger.settle import append_settled
-from ledger.storable import check_plain, check_size, unencodable_path
+from ledger.storable import check_plain, check_size, stored_time, unencodable_path
 from ledger.store.base import EventStore
 
 
@@ -164,9 +163,9 @@ def _parse_line(number: int, text: str) -> tuple[JsonlEvent, Draft]:
                 "surrogate escape such as \\ud800); escape whole characters only"
             ) from None
         check_plain(event.type, payload, encoded)
+        occurred = stored_time(event.type, event.occurred_at)
     except InvalidEvent as exc:
         raise InvalidEvent(f"line {number}: {exc}") from None
-    occurred: datetime = event.occurred_at.astimezone(UTC)
     return event, Draft(event.type, occurred, payload)
 
 

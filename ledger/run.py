@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ledger.chain import Unsealed, seal
-from ledger.errors import ConcurrencyError, InvalidEvent, KeyErased, LedgerError, RunEnded
+from ledger.errors import ConcurrencyError, KeyErased, LedgerError, RunEnded
 from ledger.events import CATALOG, ENDS_A_RUN
 from ledger.personal import Draft, Sealer, protect, protect_one
 from ledger.records import NewEvent, RunAppend, RunHead
 from ledger.settle import append_settled
-from ledger.storable import check_size
+from ledger.storable import check_size, stored_time
 
 if TYPE_CHECKING:
     from ledger.tenant import Tenant
@@ -119,12 +119,7 @@ class Run:
         if turn and turn[-1][0].type in ENDS_A_RUN:
             raise self._ended_error(type_, f"{turn[-1][0].type} earlier in this turn")
         payload = CATALOG.validate(type_, fields)
-        if occurred_at is None:
-            when = datetime.now(UTC)
-        elif occurred_at.tzinfo is None:
-            raise InvalidEvent(f"{type_}: occurred_at must be timezone-aware")
-        else:
-            when = occurred_at.astimezone(UTC)
+        when = datetime.now(UTC) if occurred_at is None else stored_time(type_, occurred_at)
         draft = Draft(type_, when, payload)
         ledger = self._tenant._ledger
         sealer = None

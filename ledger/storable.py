@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -116,6 +117,26 @@ def check_plain(type_: str, payload: Payload, encoded: bytes) -> None:
         refuse_marked(type_, payload)
     check_depth(type_, encoded, payload)
     check_exact(type_, payload, encoded)
+
+
+def stored_time(type_: str, occurred_at: object) -> datetime:
+    """``occurred_at`` in UTC, as it is stored; InvalidEvent naming the field if it is not
+    a timezone-aware datetime, or if it has no UTC equivalent a datetime can hold (year 1
+    at +14:00 is still the year 0 in UTC; 9999-12-31 at -14:00, already 10000)."""
+    if not isinstance(occurred_at, datetime):
+        raise InvalidEvent(
+            f"{type_}.occurred_at: must be a timezone-aware datetime, got "
+            f"{type(occurred_at).__name__}"
+        )
+    if occurred_at.utcoffset() is None:
+        raise InvalidEvent(f"{type_}.occurred_at: must be timezone-aware")
+    try:
+        return occurred_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(
+            f"{type_}.occurred_at: {occurred_at.isoformat()} falls outside the years "
+            "0001..9999 in UTC; give a time within them"
+        ) from None
 
 
 def check_size(type_: str, stored: bytes, limit: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -19,6 +19,9 @@ from ledger.records import START, RunAppend
 from ledger.storable import MAX_DEPTH
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
+
+#: The farthest time zones there are: +14:00 (Kiribati) and -14:00.
+EAST, WEST = timezone(timedelta(hours=14)), timezone(timedelta(hours=-14))
 
 
 @pytest.fixture
@@ -325,6 +328,23 @@ def _nested(depth: int) -> list[object]:
             lambda r: r.step_completed(step="s", index=1, occurred_at=datetime(2025, 1, 1)),
             "timezone",
         ),
+        # A time with no UTC equivalent a datetime can hold (one day past either end).
+        (
+            lambda r: r.step_completed(
+                step="s", index=1, occurred_at=datetime(1, 1, 1, tzinfo=EAST)
+            ),
+            r"step_completed\.occurred_at: 0001-01-01T00:00:00\+14:00 falls outside",
+        ),
+        (
+            lambda r: r.message_received(
+                content="x", occurred_at=datetime(9999, 12, 31, 23, tzinfo=WEST)
+            ),
+            r"message_received\.occurred_at: 9999-12-31T23:00:00-14:00 falls outside",
+        ),
+        (
+            lambda r: r.complete(occurred_at="2025-01-01T00:00:00Z"),  # type: ignore[arg-type]
+            r"run_completed\.occurred_at: must be a timezone-aware datetime, got str",
+        ),
         # Not storable as JSON: named, with what to send instead (not a raw encoder error).
         (lambda r: r.message_received(content="bad \ud800"), r"content: .*lone surrogates"),
         (
@@ -455,6 +475,21 @@ def test_bad_identifiers_are_refused(led: ledger.Ledger, bad: str) -> None:
         led.tenant(bad)
     with pytest.raises(InvalidEvent):
         led.tenant("usr_a").start_run(session_id=bad)
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(1, 1, 1, 14, tzinfo=EAST),  # 0001-01-01T00:00:00Z, the first there is
+        datetime(9999, 12, 31, 9, 59, 59, 999999, tzinfo=WEST),  # the last
+    ],
+)
+def test_the_ends_of_time_are_stored_as_given(led: ledger.Ledger, when: datetime) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s", occurred_at=when)
+    run.message_received(content="x", occurred_at=when)
+    assert [e.occurred_at for e in t.events(run.run_id)] == [when, when]
+    assert t.replay(run.run_id).version == 2
 
 
 def test_occurred_at_is_kept_to_the_microsecond(led: ledger.Ledger) -> None:

@@ -108,6 +108,14 @@ def test_appending_to_an_existing_run_continues_its_chain(led: ledger.Ledger) ->
         (line(run_id="bad\x00id"), "line 2: run_id must not contain control characters"),
         (line().replace("2025-03-15T10:22:31Z", "2025-03-15T10:22:31"), "timezone"),
         (line().replace("2025-03-15T10:22:31Z", "yesterday"), "line 2: occurred_at"),
+        (
+            line().replace("2025-03-15T10:22:31Z", "0001-01-01T00:00:00+14:00"),
+            r"line 2: message_received\.occurred_at: 0001-01-01T00:00:00\+14:00 falls outside",
+        ),
+        (
+            line().replace("2025-03-15T10:22:31Z", "9999-12-31T23:59:59-14:00"),
+            r"line 2: message_received\.occurred_at: 9999-12-31T23:59:59-14:00 falls outside",
+        ),
         (line(expected_version="three"), "line 2: expected_version"),
         (line(expected_version="1"), "line 2: expected_version: Input should be a valid int"),
         (line(expected_version=-1), "line 2: expected_version: .* greater than or equal to 0"),
