@@ -95,7 +95,6 @@ def export_command(
         typer.Option(
             "--out",
             help="A new or empty directory for events.jsonl and manifest.json.",
-            file_okay=False,
         ),
     ],
     json: JsonFlag = False,

@@ -225,13 +225,42 @@ def _readable(auditor: Auditor, record: Record) -> dict[str, Any] | None:
 
 
 def _check_target(target: Path) -> None:
-    if target.exists() and not target.is_dir():
-        raise ExportTargetError(f"{target} is not a directory; nothing was written")
-    if target.is_dir() and any(target.iterdir()):
+    """ExportTargetError, naming ``target`` and what to do instead, unless an export can
+    go there: a new directory under one that can be written, or an empty one."""
+    done = "nothing was written"
+    if target.is_dir():
+        if (target / MANIFEST_FILE).exists():
+            raise ExportTargetError(
+                f"{target} already holds an export, which is never overwritten: give a "
+                f"new or empty directory, or remove the old export first; {done}"
+            )
+        if any(target.iterdir()):
+            raise ExportTargetError(
+                f"{target} is not empty: an export goes into a new or empty directory; {done}"
+            )
+    elif target.exists():
         raise ExportTargetError(
-            f"{target} is not empty: an export goes into a new or empty directory; "
-            "nothing was written"
+            f"{target} is a file, not a directory: give a new or empty directory; {done}"
         )
+    else:
+        nearest = next(p for p in target.absolute().parents if p.exists())
+        if not nearest.is_dir():
+            raise ExportTargetError(
+                f"{target}: cannot create it there: {nearest} is a file, not a directory; "
+                f"give a path under a directory; {done}"
+            )
+        if not os.access(nearest, os.W_OK | os.X_OK):
+            raise _unwritable(target, f"permission denied to create it in {nearest}")
+        return
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise _unwritable(target, "permission denied")
+
+
+def _unwritable(target: Path, why: str) -> ExportTargetError:
+    return ExportTargetError(
+        f"cannot write an export to {target}: {why}; give a directory you can write to; "
+        "nothing was written"
+    )
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -267,7 +296,10 @@ def export_user(
     if not runs:
         raise NotFound(f"user {user_id!r} not found")
     created = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(target, exc.strerror or str(exc)) from None
     events_tmp = target / f".{EVENTS_FILE}.partial"
     manifest_tmp = target / f".{MANIFEST_FILE}.partial"
     written: list[Path] = []  # only what this call created is removed on failure

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -275,6 +276,68 @@ def test_a_non_empty_directory_is_refused_and_nothing_is_written(url: str, tmp_p
     assert "not empty" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def _a_file(out: Path) -> Path:
+    out.write_text("mine")
+    return out
+
+
+def _under_a_file(out: Path) -> Path:
+    _a_file(out)
+    return out / "export"
+
+
+def _a_previous_export(out: Path) -> Path:
+    out.mkdir()
+    (out / MANIFEST_FILE).write_text("{}")
+    (out / EVENTS_FILE).write_text("")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (_a_file, "is a file, not a directory"),
+        (_under_a_file, "cannot create it there: .* is a file"),
+        (_a_previous_export, "already holds an export"),
+    ],
+)
+def test_a_bad_out_path_is_one_line_naming_it_and_nothing_is_written(
+    make: Any, says: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    record_runs(sqlite_url, "usr_a", runs=1)
+    area = tmp_path / "area"
+    area.mkdir()
+    out = make(area / "out")
+    before = sorted(str(p) for p in area.rglob("*"))
+    result = ledger_cli(sqlite_url, "audit", "export", "--user", "usr_a", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    [message] = result.stderr.strip().splitlines()
+    assert str(out) in message and re.search(says, message)
+    assert "nothing was written" in message
+    assert sorted(str(p) for p in area.rglob("*")) == before
+
+
+def test_a_directory_that_cannot_be_written_is_named(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Permissions cannot be tested as root, which the suite may run as: the refusal
+    of the file system is simulated.)"""
+    record_runs(sqlite_url, "usr_a", runs=1)
+    out = tmp_path / "export"
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with ledger.connect(sqlite_url) as led, pytest.raises(ExportTargetError) as refused:
+        export_user(led, "usr_a", out)
+    assert str(refused.value) == (
+        f"cannot write an export to {out}: Permission denied; give a directory you can "
+        "write to; nothing was written"
+    )
+    assert not out.exists()
 
 
 def test_an_empty_directory_is_used(sqlite_url: str, tmp_path: Path) -> None:
