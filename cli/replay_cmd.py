@@ -44,8 +44,10 @@ def replay_command(
             "--at-time", help="Stop at the last event recorded at or before this ISO time."
         ),
     ] = None,
-    from_: Annotated[int | None, typer.Option("--from", help="Diff: from this version.")] = None,
-    to: Annotated[int | None, typer.Option("--to", help="Diff: to this version.")] = None,
+    from_: Annotated[
+        int | None, typer.Option("--from", min=1, help="Diff: from this version.")
+    ] = None,
+    to: Annotated[int | None, typer.Option("--to", min=1, help="Diff: to this version.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Show whole contents.")] = False,
     json: JsonFlag = False,
 ) -> None:

@@ -126,11 +126,11 @@ def resolve(events: Sequence[Placed], run_id: str, at: Point) -> int:
     if isinstance(at, datetime):
         moment = at if at.tzinfo else at.replace(tzinfo=UTC)
         chosen = [i for i in range(len(events)) if events[i].recorded_at <= moment]
-        if not chosen:
-            first = events[0].recorded_at.isoformat()
+        if not chosen or chosen[-1] < own[0]:  # (a fork's lineage starts before it did)
+            first = events[own[0]].recorded_at.isoformat()
             raise InvalidEvent(
-                f"--at-time {moment.isoformat()} is before run {run_id!r} "
-                f"began (first event recorded at {first})"
+                f"time {moment.isoformat()} is before run {run_id!r} began (its first "
+                f"event was recorded at {first}): there is no state of it to show"
             )
         return chosen[-1] + 1
     head = events[own[-1]].version

@@ -199,6 +199,28 @@ def test_a_point_is_a_version_or_a_time(led: ledger.Ledger) -> None:
             led.tenant("usr_a").replay(run.run_id, at=bad)  # type: ignore[arg-type]
 
 
+def test_a_fork_point_is_a_version(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    for bad in (True, "1", 1.5, "2025-03-15T10:22:31Z", None):
+        with pytest.raises(InvalidEvent, match=r"^at must be a version \(int\), got "):
+            t.fork(run.run_id, at=bad)  # type: ignore[arg-type]
+    assert [r.run_id for r in t.runs()] == [run.run_id]
+
+
+def test_a_time_before_a_fork_began_is_refused_as_for_any_run(led: ledger.Ledger) -> None:
+    """The fork's lineage holds its parent's earlier events, but the fork did not exist
+    then: as before any run's first event, there is no state to show (docs/replay.md)."""
+    t = led.tenant("usr_a")
+    parent = t.start_run(session_id="s")
+    turn(parent, 1)
+    child = t.fork(parent.run_id, at=3)
+    began = t.events(child.run_id)[0].recorded_at
+    with pytest.raises(InvalidEvent, match=rf"is before run '{child.run_id}' began"):
+        t.replay(child.run_id, at=began - timedelta(microseconds=1))
+    assert t.replay(child.run_id, at=began).version == 1
+
+
 def test_unknown_other_tenants_and_out_of_range(led: ledger.Ledger) -> None:
     a, b = led.tenant("usr_a"), led.tenant("usr_b")
     run = a.start_run(session_id="s")
@@ -276,3 +298,15 @@ def test_a_diff_goes_forward_and_is_not_mixed_with_a_point(sqlite_url: str) -> N
     )
     mixed = ledger_cli(sqlite_url, "replay", run.run_id, "--at", "3", "--to", "4")
     assert mixed.returncode == 2 and "not both" in mixed.stderr
+
+
+@pytest.mark.parametrize(("option", "value"), [("--from", "0"), ("--from", "-1"), ("--to", "0")])
+def test_a_diff_from_or_to_no_version_is_a_usage_error(
+    sqlite_url: str, option: str, value: str
+) -> None:
+    with ledger.connect(sqlite_url) as led:
+        run = led.tenant("usr_a").start_run(session_id="s")
+        turn(run, 1)
+    result = ledger_cli(sqlite_url, "replay", run.run_id, option, value)
+    assert (result.returncode, "Traceback" in result.stderr) == (2, False)
+    assert option in result.stderr and result.stdout == ""
