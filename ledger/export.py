@@ -212,6 +212,14 @@ class _ExportedLog:
         return self._links[start : start + limit]
 
 
+class _Gap(NamedTuple):
+    """Where a run's chain broke on a version gap, in an export being verified."""
+
+    problem: Problem  # as noted, naming the line of the gap
+    version: int  # the version expected there
+    line: int | None = None  # the line that holds that version, once read
+
+
 def _digest_of(links: list[_Link]) -> log_digest.Digest:
     return log_digest.take(cast("EventStore", _ExportedLog(links)))
 
@@ -427,6 +435,7 @@ def verify_export(
     sha = hashlib.sha256()
     links: list[_Link] = []
     checks: dict[str, ChainCheck] = {}
+    gaps: dict[str, _Gap] = {}  # runs whose chain broke on a version gap
     current: str | None = None
     check = ChainCheck()
     for number, record in _lines(root / EVENTS_FILE, sha):
@@ -439,9 +448,18 @@ def verify_export(
             current = record.run_id
         else:
             moved = False
+        first = check.problem is None
+        expected = check.head_version + 1
         problem = check.add(record)
-        if problem is not None:
+        if problem is not None and first:
+            problem = msgspec.structs.replace(problem, reason=f"line {number}: {problem.reason}")
             note(problem)
+            if record.version != expected:
+                gaps[record.run_id] = _Gap(problem, expected)
+        elif problem is not None:
+            gap = gaps.get(record.run_id)
+            if gap is not None and gap.line is None and record.version == gap.version:
+                gaps[record.run_id] = gap._replace(line=number)
         elif moved:
             note(_problem(record, f"line {number}: the run's events are not together (moved)"))
         if record.user_id != manifest.user_id:
@@ -451,6 +469,13 @@ def verify_export(
                     f"line {number}: an event of user {record.user_id!r} in an export of "
                     f"{manifest.user_id!r}",
                 )
+            )
+    for run_id, gap in gaps.items():
+        if gap.line is not None and found[run_id] is gap.problem:
+            found[run_id] = msgspec.structs.replace(
+                gap.problem,
+                reason=f"{gap.problem.reason}; version {gap.version} is on line {gap.line} "
+                "(the lines are out of order)",
             )
     report.events = len(links)
     if progress is not None:

@@ -187,6 +187,20 @@ def test_removed_reordered_and_added_lines_are_found(edit: Any, url: str, tmp_pa
     assert any("sha256" in issue for issue in json.loads(result.stdout)["issues"])
 
 
+def test_swapped_lines_are_named_by_their_line_numbers(sqlite_url: str, tmp_path: Path) -> None:
+    runs = record_runs(sqlite_url, "usr_a")
+    out = tmp_path / "export"
+    export(sqlite_url, "usr_a", out)
+    swap_two_lines_of_a_run(out, runs)  # lines 3 and 4: versions 3 and 4 of the first run
+    result = offline_verify(out)
+    assert result.returncode == 1
+    broken = [line for line in result.stderr.splitlines() if runs[0] in line]
+    assert len(broken) == 1 and "line 3: " in broken[0] and "on line 4" in broken[0], broken
+    [problem] = verify_export(out).problems
+    assert problem.reason.startswith("line 3: version gap: expected version 3, found 4")
+    assert problem.reason.endswith("version 3 is on line 4 (the lines are out of order)")
+
+
 def manifest_edits() -> dict[str, Any]:
     def events(m: dict[str, Any]) -> None:
         m["counts"]["events"] -= 1
