@@ -188,7 +188,6 @@ def verify(
         typer.Option(
             "--export",
             help="Check an export of 'ledger audit export' offline instead (no database).",
-            file_okay=False,
         ),
     ] = None,
     json: JsonFlag = False,
@@ -283,3 +282,8 @@ def main() -> None:
             raise
         render.err.print(f"error: {exc}", markup=False)
         sys.exit(exit_code(exc))
+    except OSError as exc:  # the disk, not the ledger: full, read-only, gone
+        if debug:
+            raise
+        render.err.print(f"error: {exc}", markup=False)
+        sys.exit(1)

@@ -192,6 +192,8 @@ def test_a_bad_setting_in_the_environment_exits_2_with_one_line(
         ("sqlite:///x.db?timeout=soon", "bad timeout 'soon'"),
         ("postgresql://127.0.0.1/postgres?schema=my-ledger", "invalid schema name 'my-ledger'"),
         ("postgresql://127.0.0.1/postgres?pool_timeout=-1", "bad pool_timeout '-1'"),
+        ("postgresql://root@[bad/postgres", "malformed Postgres URL"),
+        ("postgresql://root@127.0.0.1:notaport/postgres", "malformed Postgres URL"),
     ],
 )
 def test_a_malformed_url_is_bad_usage(bad_url: str, message: str, tmp_path: Path) -> None:
@@ -210,6 +212,98 @@ def test_a_malformed_url_is_bad_usage(bad_url: str, message: str, tmp_path: Path
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.startswith(f"error: {message}")
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+#: Bad input to every command (``{run}``: usr_a's run, ``{file}``: a regular file,
+#: ``{new}``: a path nothing is at): (arguments, the exit code).
+BAD_INPUT = {
+    "events of no run": (["events", "run_nope"], 1),
+    "events of another tenant's run": (["events", "{run}", "--user", "usr_b"], 1),
+    "replay of no run": (["replay", "run_nope"], 1),
+    "replay of another tenant's run": (["replay", "{run}", "--user", "usr_b"], 1),
+    "replay at no time": (["replay", "{run}", "--at-time", "yesterday"], 2),
+    "replay at a time past the end of time": (
+        ["replay", "{run}", "--at-time", "0001-01-01T00:00:00+14:00"],
+        2,
+    ),
+    "fork of another tenant's run": (["fork", "{run}", "--at", "1", "--user", "usr_b"], 1),
+    "fork past the run": (["fork", "{run}", "--at", "99", "--user", "usr_a"], 2),
+    "verify of no run": (["verify", "--run", "run_nope"], 1),
+    "verify of a file as an export": (["verify", "--export", "{file}"], 2),
+    "verify of no export": (["verify", "--export", "{new}"], 2),
+    "state of no session": (["state", "sess_nope", "--user", "usr_a"], 1),
+    "memory of a blank user": (["memory", "--user", " "], 2),
+    "export of nobody": (["audit", "export", "--user", "usr_nobody", "--out", "{new}"], 1),
+    "export into a file": (["audit", "export", "--user", "usr_a", "--out", "{file}"], 2),
+    "forget nobody": (["forget", "--user", "usr_nobody"], 1),
+    "rebuild of no read model": (["projections", "rebuild", "nope"], 2),
+    "append of another tenant's run": (["append", "{file}"], 2),
+    "a directory that is not there": (["--url", "sqlite:///{new}/ledger.db", "runs"], 1),
+    "a malformed Postgres URL": (["--url", "postgresql://x@[::1/db", "init"], 2),
+}
+
+
+@pytest.mark.parametrize(("args", "code"), BAD_INPUT.values(), ids=list(BAD_INPUT))
+def test_bad_input_is_one_line_and_a_non_zero_exit(
+    args: list[str], code: int, sqlite_url: str, tmp_path: Path
+) -> None:
+    with ledger.connect(sqlite_url) as led:
+        run = led.tenant("usr_a").start_run(session_id="sess_1").run_id
+    file = tmp_path / "input.jsonl"
+    file.write_text(event_line(run, user="usr_b") + "\n")
+    values = {"run": run, "file": str(file), "new": str(tmp_path / "new")}
+    result = ledger_cli(sqlite_url, *(a.format(**values) for a in args))
+    assert "Traceback" not in result.stderr
+    assert (result.returncode, result.stdout) == (code, ""), result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_file_system_error_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """What the disk refuses (full, read-only, gone) mid-command: the one line of any
+    error, exit 1. (Simulated in the command's own process: as root, nothing refuses.)"""
+    script = (
+        "import sys, ledger\n"
+        "from cli.app import main\n"
+        "def refused(*args, **kwargs):\n"
+        "    raise OSError(28, 'No space left on device')\n"
+        "ledger.connect = refused\n"
+        "sys.argv = ['ledger', 'runs']\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "error: [Errno 28] No space left on device\n"
+
+
+def test_a_login_that_may_create_nothing_is_told_so_at_init(pg_url: str) -> None:
+    """A role without CREATE (on the database, or the schema): one line, exit 1."""
+    import uuid
+
+    from tests.pg import raw_connection
+
+    role = f"ledger_test_nocreate_{uuid.uuid4().hex[:8]}"
+    with raw_connection(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    base, _, query = pg_url.partition("?")
+    scheme, _, rest = base.partition("://")
+    login = f"{scheme}://{role}@{rest.partition('@')[2]}?{query}"
+    try:
+        for command in ("init", "runs"):
+            result = ledger_cli(login, command)
+            assert result.returncode == 1 and "Traceback" not in result.stderr
+            [line] = result.stderr.strip().splitlines()
+            assert line.startswith("error: Postgres refused: permission denied")
+    finally:
+        with raw_connection(pg_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            conn.execute(f"DROP ROLE {role}")
 
 
 def test_a_missing_file_and_bad_usage_exit_2(url: str) -> None:

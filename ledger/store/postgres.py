@@ -708,8 +708,15 @@ _OWN_PARAMS = frozenset({"schema", "pool_timeout"})
 
 def _own_params(url: str) -> tuple[str, dict[str, list[str]]]:
     """``url`` without the ledger's own query parameters (what libpq may be given), and
-    their values by name, in order."""
-    parts = urlsplit(url)
+    their values by name, in order; InvalidSetting if it is not a URL at all (said
+    without the URL, which may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (read to check it: it is parsed on access)
+    except ValueError as exc:
+        raise InvalidSetting(
+            f"malformed Postgres URL ({exc}): use postgresql://user@host:port/dbname"
+        ) from None
     own: dict[str, list[str]] = {}
     rest = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
