@@ -122,7 +122,7 @@ def check_plain(type_: str, payload: Payload, encoded: bytes) -> None:
 def stored_time(type_: str, occurred_at: object) -> datetime:
     """``occurred_at`` in UTC, as it is stored; InvalidEvent naming the field if it is not
     a timezone-aware datetime, or if it has no UTC equivalent a datetime can hold (year 1
-    at +14:00 is still the year 0 in UTC; 9999-12-31 at -14:00, already 10000)."""
+    at +14:00 is still in year 0 in UTC; 9999-12-31 at -14:00, already in 10000)."""
     if not isinstance(occurred_at, datetime):
         raise InvalidEvent(
             f"{type_}.occurred_at: must be a timezone-aware datetime, got "
