@@ -53,6 +53,14 @@ class Settings(BaseModel):
             raise InvalidSetting(f"max_event_bytes must be > 0, got {max_event_bytes}")
         if encrypt is None:
             encrypt = _env_bool("LEDGER_ENCRYPT")
+        if url is not None and not url.strip():
+            # An empty variable given as the URL: never read as "the default", which
+            # would quietly write to ./ledger.db instead of the store meant.
+            raise InvalidSetting(
+                "the ledger URL is empty (an unset variable?): give postgresql://..., "
+                "sqlite:///path.db or memory://, or none at all for $LEDGER_URL, else "
+                "sqlite:///ledger.db"
+            )
         return cls(
             url=url or os.environ.get("LEDGER_URL") or DEFAULT_URL,
             max_event_bytes=max_event_bytes,

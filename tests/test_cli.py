@@ -214,6 +214,23 @@ def test_a_malformed_url_is_bad_usage(bad_url: str, message: str, tmp_path: Path
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_an_empty_url_is_bad_usage_not_the_default_file(tmp_path: Path) -> None:
+    """``--url "$UNSET"`` must not quietly write to ./ledger.db instead of the store
+    meant (an empty $LEDGER_URL is unset, as for any variable: the default applies)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "--url", "", "init"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: the ledger URL is empty")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ledger.InvalidSetting, match="URL is empty"):
+        ledger.connect("  ")
+
+
 #: Bad input to every command (``{run}``: usr_a's run, ``{file}``: a regular file,
 #: ``{new}``: a path nothing is at): (arguments, the exit code).
 BAD_INPUT = {
