@@ -7,12 +7,12 @@ from the store and ``ledger verify --export`` from an export file, line by line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
 from ledger.chain import GENESIS, recompute
-from ledger.records import Record
+from ledger.records import AuditRow, Record
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -107,4 +107,85 @@ def first_problem(records: Iterable[Record]) -> Problem | None:
     for record in records:
         if check.add(record) is not None:
             return check.problem
+    return None
+
+
+def verify_rows(
+    rows: Iterable[AuditRow], progress: Callable[[int], None] | None = None
+) -> VerifyReport:
+    """Check the rows of ``EventStore.audit_scan``: each run's events against the runs
+    registry, then its chain; one problem per bad run. ``progress(events_checked)`` is
+    called after each run."""
+    report = VerifyReport()
+    run: RunCheck | None = None
+    for row in rows:
+        if run is None or (row.user_id, row.run_id) != (run.user_id, run.run_id):
+            if run is not None:
+                run.close(report, progress)
+            run = RunCheck(row)
+        run.add(row)
+    if run is not None:
+        run.close(report, progress)
+    return report
+
+
+class RunCheck:
+    """One run's rows of an audit scan: registered as stored, then chained."""
+
+    __slots__ = ("chain", "events", "problem", "run_id", "user_id")
+
+    def __init__(self, first: AuditRow) -> None:
+        self.user_id, self.run_id = first.user_id, first.run_id
+        self.chain = ChainCheck()
+        self.events = 0
+        self.problem: Problem | None = None
+
+    def add(self, row: AuditRow) -> None:
+        """Check the run's next row (a record, or its registration with no events)."""
+        record = row.record
+        if record is None:
+            self.problem = Problem(
+                row.user_id,
+                row.run_id,
+                1,
+                reason="version gap: the run is registered but holds no events (all were deleted)",
+            )
+            return
+        self.events += 1
+        if self.problem is None:
+            self.problem = _unregistered(row, record) or self.chain.add(record)
+
+    def close(self, report: VerifyReport, progress: Callable[[int], None] | None) -> None:
+        """Count the run into ``report``, with its problem if it has one."""
+        report.runs += 1
+        report.events += self.events
+        if self.problem is not None:
+            report.problems.append(self.problem)
+        if progress is not None:
+            progress(report.events)
+
+
+def _unregistered(row: AuditRow, record: Record) -> Problem | None:
+    """Whether the runs registry disagrees with a stored event of the run: no entry, an
+    entry of another user, or of another session. The ledger registers a run together
+    with its first events, so any of these means rows changed behind its back."""
+    where = (row.user_id, row.run_id, record.version)
+    if row.registered_user is None:
+        return Problem(
+            *where,
+            reason="events stored for a run that is not in the runs registry (rows "
+            "inserted, or the run's registration deleted, behind the ledger's back)",
+        )
+    if row.registered_user != row.user_id:
+        return Problem(
+            *where,
+            reason=f"events stored under user {row.user_id!r} for a run registered to "
+            "another user (rows inserted behind the ledger's back)",
+        )
+    if row.registered_session != record.session_id:
+        return Problem(
+            *where,
+            reason=f"the runs registry says session {row.registered_session!r}, the "
+            f"stored event says {record.session_id!r} (one of them was changed)",
+        )
     return None

@@ -131,6 +131,22 @@ class RunHead(msgspec.Struct, frozen=True):
     cursor: LogCursor | None = None
 
 
+class AuditRow(NamedTuple):
+    """One row of ``EventStore.audit_scan``: a stored event beside its run's registration,
+    or a registration with no events at all.
+
+    ``registered_user``/``registered_session`` are the runs registry's entry for
+    ``run_id`` (None: the registry has none); ``record`` is None for a registered run of
+    ``user_id`` that holds no events.
+    """
+
+    user_id: str
+    run_id: str
+    registered_user: str | None
+    registered_session: str | None
+    record: Record | None
+
+
 class Tracking(NamedTuple):
     """An eventsourcing application's position in its upstream's notifications, of one
     tenant, committed with its writes."""

@@ -139,3 +139,68 @@ def test_a_row_whose_payload_type_was_changed_is_reported_not_crashed_on(sqlite_
     result = verify_cli(sqlite_url)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"run {bad_run}" in result.stderr and "at version 2" in result.stderr
+
+
+# -- the stored rows against the runs registry ---------------------------------------
+
+UNREGISTER_A_RUN = {  # the registry forgets the run; its events stay
+    "postgres": "DELETE FROM ledger_runs WHERE run_id = %s",
+    "sqlite": "DELETE FROM ledger_runs WHERE run_id = ?",
+}
+_ORPHAN_COLUMNS = "session_id, version, type, schema, occurred_at, recorded_at, payload, key_id"
+INSERT_AN_UNREGISTERED_RUN = {  # a copy of the run's events under a run_id nobody registered
+    "postgres": f"INSERT INTO ledger_events (user_id, run_id, {_ORPHAN_COLUMNS}, tx_id, prev_hash,"
+    f" hash) SELECT user_id, run_id || '_forged', {_ORPHAN_COLUMNS}, tx_id, prev_hash, hash"
+    " FROM ledger_events WHERE run_id = %s",
+    "sqlite": f"INSERT INTO ledger_events (user_id, run_id, {_ORPHAN_COLUMNS}, position, tx_id,"
+    f" prev_hash, hash) SELECT user_id, run_id || '_forged', {_ORPHAN_COLUMNS}, position + 10000,"
+    " tx_id, prev_hash, hash FROM ledger_events WHERE run_id = ?",
+}
+INSERT_UNDER_ANOTHER_USER = {  # the registered run_id, but rows of a user it is not registered to
+    "postgres": f"INSERT INTO ledger_events (user_id, run_id, {_ORPHAN_COLUMNS}, tx_id, prev_hash,"
+    f" hash) SELECT 'usr_forger', run_id, {_ORPHAN_COLUMNS}, tx_id, prev_hash, hash"
+    " FROM ledger_events WHERE run_id = %s",
+    "sqlite": f"INSERT INTO ledger_events (user_id, run_id, {_ORPHAN_COLUMNS}, position, tx_id,"
+    f" prev_hash, hash) SELECT 'usr_forger', run_id, {_ORPHAN_COLUMNS}, position + 10000,"
+    " tx_id, prev_hash, hash FROM ledger_events WHERE run_id = ?",
+}
+MOVE_A_RUN_TO_ANOTHER_SESSION = {  # in the registry only
+    "postgres": "UPDATE ledger_runs SET session_id = 'sess_elsewhere' WHERE run_id = %s",
+    "sqlite": "UPDATE ledger_runs SET session_id = 'sess_elsewhere' WHERE run_id = ?",
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    ("statements", "suffix", "user", "reason"),
+    [
+        (UNREGISTER_A_RUN, "", "usr_a", "not in the runs registry"),
+        (INSERT_AN_UNREGISTERED_RUN, "_forged", "usr_a", "not in the runs registry"),
+        (INSERT_UNDER_ANOTHER_USER, "", "usr_forger", "registered to another user"),
+        (MOVE_A_RUN_TO_ANOTHER_SESSION, "", "usr_a", "registry says session"),
+    ],
+    ids=["unregistered", "forged-run", "other-user", "other-session"],
+)
+def test_rows_that_disagree_with_the_runs_registry_are_reported(
+    request: pytest.FixtureRequest,
+    backend: str,
+    statements: dict[str, str],
+    suffix: str,
+    user: str,
+    reason: str,
+) -> None:
+    url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    bad_run, good_run = two_runs(url)
+    (tamper_sqlite if backend == "sqlite" else tamper_postgres)(url, statements[backend], bad_run)
+
+    result = verify_cli(url, "--json")
+    assert result.returncode == 1, result.stdout
+    report = json.loads(result.stdout)
+    assert [(p["run_id"], p["user_id"], p["version"]) for p in report["problems"]] == [
+        (bad_run + suffix, user, 1)
+    ]
+    assert reason in report["problems"][0]["reason"]
+    scoped = verify_cli(url, "--user", user)
+    assert scoped.returncode == 1 and f"run {bad_run + suffix}" in scoped.stderr
+    assert "Traceback" not in scoped.stderr
+    assert verify_cli(url, "--run", good_run).returncode == 0

@@ -23,11 +23,12 @@ Contract every implementation keeps (the backend test suite in tests/ checks it)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ledger.errors import ConcurrencyError, RunEnded
 from ledger.records import (
     ENDING_TYPES,
+    AuditRow,
     LogCursor,
     LogLag,
     Record,
@@ -91,6 +92,18 @@ class EventStore(ABC):
     @abstractmethod
     def list_runs(self, user_id: str | None = None, session_id: str | None = None) -> list[RunHead]:
         """Registered runs, oldest first, optionally narrowed to a tenant and session."""
+
+    @abstractmethod
+    def audit_scan(
+        self, user_id: str | None = None, run_id: str | None = None
+    ) -> Iterator[AuditRow]:
+        """Every stored event in scope beside its run's registration, by (user, run,
+        version), then every registered run in scope that holds no events: what
+        ``ledger verify`` checks, streamed (never the whole store in memory).
+
+        Rows are matched to the registry by ``run_id`` alone, so an event row of a run
+        nobody registered, or registered to another user, is yielded too (with what the
+        registry says), never skipped: that is what a verifier must see."""
 
     @abstractmethod
     def read_notifications(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from ledger.chain import GENESIS
 from ledger.errors import ConcurrencyError, KeyErased, NotFound, RunIdTaken
 from ledger.records import (
+    AuditRow,
     LogCursor,
     LogLag,
     Record,
@@ -168,6 +169,33 @@ class MemoryStore(EventStore):
                 if user_id in (None, run.user_id) and session_id in (None, run.session_id)
             ]
         return [h for h in heads if h is not None]
+
+    def audit_scan(
+        self, user_id: str | None = None, run_id: str | None = None
+    ) -> Iterator[AuditRow]:
+        with self._lock:  # a snapshot: the scan must not see appends made while it runs
+            runs = dict(self._runs)
+            log = [
+                r for r in self._log if user_id in (None, r.user_id) and run_id in (None, r.run_id)
+            ]
+        log.sort(key=lambda r: (r.user_id, r.run_id, r.version))
+        for record in log:
+            run = runs.get(record.run_id)
+            yield AuditRow(
+                record.user_id,
+                record.run_id,
+                None if run is None else run.user_id,
+                None if run is None else run.session_id,
+                record,
+            )
+        holding = {(r.user_id, r.run_id) for r in log}
+        for run in sorted(runs.values(), key=lambda r: (r.user_id, r.run_id)):
+            if (
+                user_id in (None, run.user_id)
+                and run_id in (None, run.run_id)
+                and (run.user_id, run.run_id) not in holding
+            ):
+                yield AuditRow(run.user_id, run.run_id, run.user_id, run.session_id, None)
 
     def read_notifications(
         self,

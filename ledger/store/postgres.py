@@ -53,6 +53,7 @@ from ledger.errors import (
     StoreUnavailable,
 )
 from ledger.records import (
+    AuditRow,
     LogCursor,
     LogLag,
     Record,
@@ -77,6 +78,8 @@ from ledger.store.postgres_schema import migrate as migrate_schema
 
 _XID8_OID = 5069
 _MAX_BIGINT = 2**63 - 1
+#: Rows a batch of the audit scan's server-side cursor brings.
+_AUDIT_BATCH = 10_000
 
 
 class _Xid8Loader(Loader):
@@ -99,6 +102,10 @@ pg_arrays.register(_ADAPTERS)
 
 def _record_rows(cursor: Any) -> RowMaker[Record]:
     return lambda values: Record(*values)
+
+
+def _audit_rows(cursor: Any) -> RowMaker[AuditRow]:
+    return lambda v: AuditRow(v[0], v[2], v[14], v[15], Record(*v[:14]))
 
 
 def _head_rows(cursor: Any) -> RowMaker[RunHead]:
@@ -620,6 +627,23 @@ class PostgresStore(EventStore):
             [(q.LIST_RUNS, runs, _head_rows), (statement, params, tuple_row)], user_id
         )
         return heads, rows
+
+    def audit_scan(
+        self, user_id: str | None = None, run_id: str | None = None
+    ) -> Iterator[AuditRow]:
+        params = {"user_id": user_id, "run_id": run_id}
+        with self._conn() as conn, conn.transaction():
+            conn.execute(q.AUDIT_SNAPSHOT)  # both statements below see the same rows
+            self._enter_scope(conn, user_id)
+            # A server-side cursor: the rows arrive in batches, never the whole store.
+            with conn.cursor("ledger_audit_scan", binary=True, row_factory=_audit_rows) as cur:
+                cur.itersize = _AUDIT_BATCH
+                cur.execute(q.AUDIT_EVENTS, params)
+                yield from cur
+            with conn.cursor(binary=True) as empty:
+                empty.execute(q.AUDIT_EMPTY_RUNS, params)
+                for owner, run, session in empty:
+                    yield AuditRow(owner, run, owner, session, None)
 
     def read_notifications(
         self,

@@ -292,3 +292,31 @@ UPDATE ledger_keys SET key = NULL, destroyed_at = now()
 WHERE user_id = %(user_id)s AND key IS NOT NULL RETURNING key_id
 """
 KEY_STATE = "SELECT key IS NOT NULL FROM ledger_keys WHERE key_id = %(key_id)s"
+
+# -- audit ---------------------------------------------------------------------------
+
+_AUDIT_SCOPE = (
+    "(%(user_id)s::text IS NULL OR {t}.user_id = %(user_id)s)"
+    " AND (%(run_id)s::text IS NULL OR {t}.run_id = %(run_id)s)"
+)
+
+#: The audit scan's transaction: one snapshot for its statements, and nothing written.
+AUDIT_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+#: Every stored event in scope beside the registry's entry for its run_id (NULLs: none),
+#: in (user, run, version) order: the primary key's, so the rows stream off the index.
+AUDIT_EVENTS = f"""
+SELECT {", ".join("e." + c.strip() for c in RECORD_COLUMNS.split(","))}, r.user_id, r.session_id
+FROM ledger_events e
+LEFT JOIN ledger_runs r ON r.run_id = e.run_id
+WHERE {_AUDIT_SCOPE.format(t="e")}
+ORDER BY e.user_id, e.run_id, e.version
+"""
+
+#: Registered runs in scope that hold no events of their owner.
+AUDIT_EMPTY_RUNS = f"""
+SELECT r.user_id, r.run_id, r.session_id FROM ledger_runs r
+WHERE {_AUDIT_SCOPE.format(t="r")} AND NOT EXISTS (
+    SELECT 1 FROM ledger_events e WHERE e.user_id = r.user_id AND e.run_id = r.run_id)
+ORDER BY r.user_id, r.run_id
+"""

@@ -44,6 +44,7 @@ from ledger.errors import (
     StoreUnavailable,
 )
 from ledger.records import (
+    AuditRow,
     LogCursor,
     LogLag,
     Record,
@@ -56,6 +57,7 @@ from ledger.store.base import EventStore, RecordConflict, check_head
 
 _Params = tuple[object, ...] | dict[str, object]
 _MAX_IDLE = 8
+_AUDIT_BATCH = 2000
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 _write_locks: dict[str, threading.Lock] = {}
@@ -371,15 +373,26 @@ class SQLiteStore(EventStore):
         with self._conn() as conn:
             rows = conn.execute(statement, params).fetchall()
         recorded_times: dict[str, datetime] = {}  # one per append: parse each once
-        out: list[Record] = []
-        for row in rows:
-            fields = list(row)  # Record's field order, timestamps still text
-            recorded = recorded_times.get(fields[9])
-            if recorded is None:
-                recorded = recorded_times[fields[9]] = _parse_time(fields[9])
-            fields[8], fields[9] = _parse_time(fields[8]), recorded
-            out.append(Record(*fields))
-        return out
+        return [_record(row, recorded_times) for row in rows]
+
+    def audit_scan(
+        self, user_id: str | None = None, run_id: str | None = None
+    ) -> Iterator[AuditRow]:
+        scope = {"user_id": user_id, "run_id": run_id}
+        with self._conn() as conn:
+            # One read transaction: both statements see the same snapshot of the file
+            # (ended by giving the connection back, which rolls back whatever is open).
+            conn.execute(sql.BEGIN_READ)
+            recorded_times: dict[str, datetime] = {}
+            rows = conn.execute(sql.AUDIT_EVENTS, scope)
+            while batch := rows.fetchmany(_AUDIT_BATCH):
+                if len(recorded_times) > _AUDIT_BATCH:
+                    recorded_times.clear()  # a cache of the latest appends, not the store
+                for row in batch:
+                    record = _record(row[:-2], recorded_times)
+                    yield AuditRow(record.user_id, record.run_id, row[-2], row[-1], record)
+            for owner, run, session in conn.execute(sql.AUDIT_EMPTY_RUNS, scope).fetchall():
+                yield AuditRow(owner, run, owner, session, None)
 
     @staticmethod
     def _head(row: Any) -> RunHead:
@@ -516,3 +529,14 @@ class SQLiteStore(EventStore):
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+def _record(row: Sequence[Any], recorded_times: dict[str, datetime]) -> Record:
+    """A Record from a row of _EVENT_COLUMNS (timestamps as text); ``recorded_times``
+    caches parsed ``recorded_at`` texts (one per append, shared by its events)."""
+    fields = list(row)
+    recorded = recorded_times.get(fields[9])
+    if recorded is None:
+        recorded = recorded_times[fields[9]] = _parse_time(fields[9])
+    fields[8], fields[9] = _parse_time(fields[8]), recorded
+    return Record(*fields)

@@ -208,6 +208,7 @@ SET_SYNCHRONOUS = "PRAGMA synchronous = NORMAL"
 # -- write path ---------------------------------------------------------------------
 
 BEGIN_WRITE = "BEGIN IMMEDIATE"
+BEGIN_READ = "BEGIN"
 COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
 
@@ -365,3 +366,27 @@ SELECT_LAG = "SELECT count(*), min(recorded_at) FROM ledger_events WHERE positio
 
 #: The last event of the log.
 SELECT_LOG_HEAD = "SELECT tx_id, position FROM ledger_events ORDER BY position DESC LIMIT 1"
+
+# -- audit ----------------------------------------------------------------------------
+
+_AUDIT_SCOPE = (
+    "(:user_id IS NULL OR {t}.user_id = :user_id) AND (:run_id IS NULL OR {t}.run_id = :run_id)"
+)
+
+#: Every stored event in scope beside the registry's entry for its run_id (NULLs: none),
+#: in (user, run, version) order, the order of the (user_id, run_id, version) index.
+AUDIT_EVENTS = f"""
+SELECT {", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))}, r.user_id, r.session_id
+FROM ledger_events AS e
+LEFT JOIN ledger_runs AS r ON r.run_id = e.run_id
+WHERE {_AUDIT_SCOPE.format(t="e")}
+ORDER BY e.user_id, e.run_id, e.version
+"""
+
+#: Registered runs in scope that hold no events of their owner.
+AUDIT_EMPTY_RUNS = f"""
+SELECT r.user_id, r.run_id, r.session_id FROM ledger_runs AS r
+WHERE {_AUDIT_SCOPE.format(t="r")} AND NOT EXISTS (
+    SELECT 1 FROM ledger_events AS e WHERE e.user_id = r.user_id AND e.run_id = r.run_id)
+ORDER BY r.user_id, r.run_id
+"""
