@@ -4,7 +4,9 @@ A digest covers the global log up to a horizon: the number of events and a root 
 chained over their stored hashes in log order. Later, ``check`` proves that every event
 the digest covered is unchanged, even against someone able to rewrite a whole run's
 hash chain consistently (which the per-run check alone cannot see): such a rewrite
-changes the stored hashes, so the root no longer matches. Events appended after the
+changes the stored hashes, so the root no longer matches; and ``check`` recomputes
+each covered hash from the stored bytes, so a payload changed under its old hash fails
+it too, whatever the per-run check was narrowed to. Events appended after the
 digest lie beyond its horizon (the log never puts a new event behind a cursor already
 read, invariant 6) and do not affect it.
 """
@@ -17,8 +19,9 @@ from collections.abc import Callable
 
 import msgspec
 
+from ledger.chain import recompute
 from ledger.errors import InvalidEvent
-from ledger.records import START, LogCursor
+from ledger.records import START, LogCursor, Record
 from ledger.store.base import EventStore
 
 _PREFIX = "ledger-digest-v1"
@@ -54,25 +57,38 @@ class Digest(msgspec.Struct, frozen=True):
 def take(store: EventStore, progress: Callable[[int], None] | None = None) -> Digest:
     """The digest of everything committed before the call (see ``EventStore.settle``)."""
     store.settle()
-    return _chain(store, None, progress)
+    return _chain(store, None, progress)[0]
 
 
 def check(store: EventStore, digest: Digest, progress: Callable[[int], None] | None = None) -> bool:
-    """True if the log up to the digest's horizon is exactly what the digest covered."""
-    return _chain(store, digest.horizon, progress) == digest
+    """True if the log up to the digest's horizon is exactly what the digest covered.
+
+    Every covered event's hash is recomputed from its stored bytes (envelope, payload
+    and ``prev_hash``), not read from its hash column on trust: a payload changed under
+    its old hash, a hash column changed alone, or both changed together, each fails."""
+    covered, proven = _chain(store, digest.horizon, progress, proving=True)
+    return proven and covered == digest
 
 
 def _chain(
-    store: EventStore, upto: LogCursor | None, progress: Callable[[int], None] | None
-) -> Digest:
+    store: EventStore,
+    upto: LogCursor | None,
+    progress: Callable[[int], None] | None,
+    *,
+    proving: bool = False,
+) -> tuple[Digest, bool]:
+    """The digest of the log (up to ``upto``) and, when ``proving``, whether every
+    event's stored hash is the one its stored bytes give (True when not proving)."""
     root = hashlib.sha256(_PREFIX.encode())
-    cursor, count = START, 0
+    cursor, count, proven = START, 0, True
     while True:
         batch = store.read_log(cursor, _BATCH)
         if upto is not None:
             batch = [r for r in batch if r.cursor <= upto]
         for record in batch:
             root.update(record.hash)
+            if proving and proven:
+                proven = _hash_is_its_bytes(record)
         if not batch:
             break
         count += len(batch)
@@ -81,4 +97,14 @@ def _chain(
             progress(len(batch))
         if upto is not None and cursor >= upto:
             break
-    return Digest(cursor if upto is None else upto, count, root.digest())
+    return Digest(cursor if upto is None else upto, count, root.digest()), proven
+
+
+def _hash_is_its_bytes(record: Record) -> bool:
+    """Whether ``record``'s hash column is the hash of its stored envelope, payload and
+    ``prev_hash``. With the root over the hash columns, this binds the digest to the
+    bytes: changing them without changing the hash would need a sha256 preimage."""
+    try:
+        return recompute(record, record.prev_hash) == record.hash
+    except (TypeError, ValueError):  # a row too malformed to hash was altered
+        return False

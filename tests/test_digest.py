@@ -132,3 +132,43 @@ def test_digest_is_printed_for_keeping(url: str) -> None:
     assert result.returncode == 0
     line = result.stdout.strip().splitlines()[-1]
     assert Digest.parse(line).events == 6
+
+
+def _covered_then_changed(url: str, change: str) -> tuple[Digest, list[str]]:
+    """Take a digest, then change usr_1's run at version 3 as a superuser: its payload
+    under the stored hash ("payload"), its payload with the hash column recomputed to
+    match ("payload+hash"), or the stored hash column alone ("hash")."""
+    with ledger.connect(url) as led:
+        runs = some_runs(led)
+        digest = take(led.store)
+        stored = led.store.read_run(None, runs[1])[2]
+    payload = stored.payload[:-1] + b" }"  # still valid JSON
+    new_hash = recompute(msgspec.structs.replace(stored, payload=payload), stored.prev_hash)
+    sets = {
+        "payload": ("payload = %s", payload),
+        "payload+hash": ("payload = %s, hash = %s", payload, new_hash),
+        "hash": ("hash = %s", bytes(reversed(stored.hash))),
+    }
+    assignment, *values = sets[change]
+    tamper(
+        url,
+        f"UPDATE ledger_events SET {assignment} WHERE run_id = %s AND version = 3",
+        *values,
+        runs[1],
+    )
+    return digest, runs
+
+
+@pytest.mark.parametrize("change", ["payload", "payload+hash", "hash"])
+def test_against_recomputes_covered_hashes_from_the_stored_bytes(url: str, change: str) -> None:
+    """--against proves the covered events by their bytes, whatever the hash columns say,
+    also when the chain check is narrowed to another user and cannot see the change."""
+    digest, _ = _covered_then_changed(url, change)
+    with ledger.connect(url) as led:
+        assert not check(led.store, digest)
+    result = verify_cli(url, "--user", "usr_0", "--against", str(digest), "--json")
+    assert result.returncode == 1, result.stdout
+    report = json.loads(result.stdout)
+    assert report["problems"] == [] and report["digest_matches"] is False
+    readable = verify_cli(url, "--user", "usr_0", "--against", str(digest))
+    assert readable.returncode == 1 and "DIGEST MISMATCH" in readable.stderr
