@@ -119,41 +119,37 @@ def verify_rows(
     report = VerifyReport()
     run: RunCheck | None = None
     for row in rows:
-        if run is None or (row.user_id, row.run_id) != (run.user_id, run.run_id):
+        if run is None or row.run_id != run.run_id or row.user_id != run.user_id:
             if run is not None:
                 run.close(report, progress)
             run = RunCheck(row)
-        run.add(row)
+        record = row.record
+        if record is None:
+            run.problem = _emptied(row)
+            continue
+        run.events += 1
+        if run.problem is None:  # the hot path: one comparison and the chain, per event
+            if record.session_id != run.session_id:
+                run.problem = _moved(row, record)
+            else:
+                run.problem = run.chain.add(record)
     if run is not None:
         run.close(report, progress)
     return report
 
 
 class RunCheck:
-    """One run's rows of an audit scan: registered as stored, then chained."""
+    """One run's rows of an audit scan: its registration, checked at its first row, and
+    its chain."""
 
-    __slots__ = ("chain", "events", "problem", "run_id", "user_id")
+    __slots__ = ("chain", "events", "problem", "run_id", "session_id", "user_id")
 
     def __init__(self, first: AuditRow) -> None:
         self.user_id, self.run_id = first.user_id, first.run_id
+        self.session_id = first.registered_session
         self.chain = ChainCheck()
         self.events = 0
-        self.problem: Problem | None = None
-
-    def add(self, row: AuditRow) -> None:
-        """Check the run's next row (a record, or its registration with no events)."""
-        record = row.record
-        if record is None:
-            self.problem = Problem(
-                row.user_id,
-                row.run_id,
-                1,
-                reason="version gap: the run is registered but holds no events (all were deleted)",
-            )
-            return
-        self.events += 1
-        if self.problem is None:
-            self.problem = _unregistered(row, record) or self.chain.add(record)
+        self.problem = None if first.record is None else _unregistered(first, first.record)
 
     def close(self, report: VerifyReport, progress: Callable[[int], None] | None) -> None:
         """Count the run into ``report``, with its problem if it has one."""
@@ -166,9 +162,9 @@ class RunCheck:
 
 
 def _unregistered(row: AuditRow, record: Record) -> Problem | None:
-    """Whether the runs registry disagrees with a stored event of the run: no entry, an
-    entry of another user, or of another session. The ledger registers a run together
-    with its first events, so any of these means rows changed behind its back."""
+    """Whether the runs registry has no entry for the run of a stored event, or one of
+    another user. The ledger registers a run together with its first events (and never
+    removes it), so either means rows changed behind its back."""
     where = (row.user_id, row.run_id, record.version)
     if row.registered_user is None:
         return Problem(
@@ -182,10 +178,26 @@ def _unregistered(row: AuditRow, record: Record) -> Problem | None:
             reason=f"events stored under user {row.user_id!r} for a run registered to "
             "another user (rows inserted behind the ledger's back)",
         )
-    if row.registered_session != record.session_id:
-        return Problem(
-            *where,
-            reason=f"the runs registry says session {row.registered_session!r}, the "
-            f"stored event says {record.session_id!r} (one of them was changed)",
-        )
     return None
+
+
+def _moved(row: AuditRow, record: Record) -> Problem:
+    """A stored event whose session is not the one the runs registry has for its run."""
+    return Problem(
+        row.user_id,
+        row.run_id,
+        record.version,
+        reason=f"the runs registry says session {row.registered_session!r}, the stored "
+        f"event says {record.session_id!r} (one of them was changed)",
+    )
+
+
+def _emptied(row: AuditRow) -> Problem:
+    """A registered run with no events: the ledger registers a run only together with
+    its first events, so they were deleted behind the database's back."""
+    return Problem(
+        row.user_id,
+        row.run_id,
+        1,
+        reason="version gap: the run is registered but holds no events (all were deleted)",
+    )

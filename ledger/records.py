@@ -131,7 +131,7 @@ class RunHead(msgspec.Struct, frozen=True):
     cursor: LogCursor | None = None
 
 
-class AuditRow(NamedTuple):
+class AuditRow(msgspec.Struct, frozen=True, gc=False):
     """One row of ``EventStore.audit_scan``: a stored event beside its run's registration,
     or a registration with no events at all.
 

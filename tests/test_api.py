@@ -519,6 +519,27 @@ def test_verify_passes_on_an_untouched_store(led: ledger.Ledger) -> None:
         led.auditor().verify(user_id="usr_typo")  # not "0 runs: ok", a clean audit of nothing
 
 
+def test_audit_scan_streams_every_row_by_user_run_and_version(led: ledger.Ledger) -> None:
+    """What verify reads: every event beside its run's registration, in check order."""
+    runs = {}
+    for user in ("usr_b", "usr_a"):
+        runs[user] = led.tenant(user).start_run(session_id=f"sess_{user}")
+        record_turn(runs[user])
+    rows = list(led.store.audit_scan())
+    assert [(r.user_id, r.run_id, r.record.version) for r in rows if r.record] == [
+        (user, runs[user].run_id, v) for user in ("usr_a", "usr_b") for v in range(1, 7)
+    ]
+    assert {(r.registered_user, r.registered_session) for r in rows if r.user_id == "usr_a"} == {
+        ("usr_a", "sess_usr_a")
+    }
+    only = list(led.store.audit_scan("usr_b", runs["usr_b"].run_id))
+    assert len(only) == 6 and {r.run_id for r in only} == {runs["usr_b"].run_id}
+    assert list(led.store.audit_scan(run_id="run_nobody")) == []
+    seen: list[tuple[int, int]] = []
+    assert led.auditor().verify(progress=lambda done, total: seen.append((done, total))).ok
+    assert seen == [(6, 12), (12, 12)]
+
+
 def test_recorded_at_comes_from_the_store(led: ledger.Ledger) -> None:
     before = datetime.now(UTC) - timedelta(seconds=5)
     run = led.tenant("usr_a").start_run(

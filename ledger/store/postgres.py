@@ -637,9 +637,10 @@ class PostgresStore(EventStore):
             self._enter_scope(conn, user_id)
             # A server-side cursor: the rows arrive in batches, never the whole store.
             with conn.cursor("ledger_audit_scan", binary=True, row_factory=_audit_rows) as cur:
-                cur.itersize = _AUDIT_BATCH
                 cur.execute(q.AUDIT_EVENTS, params)
-                yield from cur
+                # fetchmany, not iteration: iterating costs a Python call per row.
+                while batch := cur.fetchmany(_AUDIT_BATCH):
+                    yield from batch
             with conn.cursor(binary=True) as empty:
                 empty.execute(q.AUDIT_EMPTY_RUNS, params)
                 for owner, run, session in empty:
