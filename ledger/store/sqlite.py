@@ -385,12 +385,17 @@ class SQLiteStore(EventStore):
             conn.execute(sql.BEGIN_READ)
             recorded_times: dict[str, datetime] = {}
             rows = conn.execute(sql.AUDIT_EVENTS, scope)
+            user = run = owner = session = None
             while batch := rows.fetchmany(_AUDIT_BATCH):
                 if len(recorded_times) > _AUDIT_BATCH:
                     recorded_times.clear()  # a cache of the latest appends, not the store
                 for row in batch:
-                    record = _record(row[:-2], recorded_times)
-                    yield AuditRow(record.user_id, record.run_id, row[-2], row[-1], record)
+                    record = _record(row, recorded_times)
+                    if record.run_id != run or record.user_id != user:
+                        user, run = record.user_id, record.run_id
+                        entry = conn.execute(sql.REGISTRATION, (run,)).fetchone()
+                        owner, session = (None, None) if entry is None else entry
+                    yield AuditRow(record.user_id, record.run_id, owner, session, record)
             for owner, run, session in conn.execute(sql.AUDIT_EMPTY_RUNS, scope).fetchall():
                 yield AuditRow(owner, run, owner, session, None)
 
