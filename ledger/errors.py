@@ -61,3 +61,14 @@ class RunIdTaken(InvalidEvent):
 class RunEnded(InvalidEvent):
     """An event for a run that has ended (``run_completed`` or ``run_failed`` is its last
     event): a run records nothing after it ends; nothing was written."""
+
+
+class RebuildInProgress(LedgerError):
+    """Another live runner holds the lease on this read model's rebuild (or took it
+    over from this one): nothing was changed. Wait for it to finish, or for its lease to
+    run out if it was killed."""
+
+
+class ReadModelCorrupt(LedgerError):
+    """A stored read-model document (or one of its pages) does not decode: names the
+    read model and the document, and the command that rebuilds it from the log."""

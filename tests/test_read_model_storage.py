@@ -137,6 +137,51 @@ def test_drop_forgets_an_abandoned_build(storage: ReadModelStorage) -> None:
     assert storage.load(build, 1, [("u", "k")]) == {}
 
 
+def test_a_killed_builds_generation_is_never_handed_out_again(storage: ReadModelStorage) -> None:
+    """A build killed half-way leaves its row and documents; neither a first live row
+    nor the next build may take its generation (and so its half-written documents)."""
+    build = "p" + BUILD_SUFFIX
+    killed = storage.claim(build, 1, "killed", 0.2)
+    assert killed is not None
+    half = {("u", "k"): b"half"}
+    assert storage.commit(build, killed.generation, "killed", START, C1, half, 0.2)
+    live = storage.claim("p", 1, "live", 30)
+    assert live is not None and live.generation != killed.generation
+    assert storage.get("p", "u", "k") is None  # not the killed build's document
+    assert storage.begin_build(build, 1, "next", 30) is None  # its lease still runs
+    time.sleep(0.4)  # ... until it runs out
+    again = storage.begin_build(build, 1, "next", 30)
+    assert again is not None and again.owner == "next" and again.cursor == START
+    assert again.generation > max(killed.generation, live.generation)
+    assert storage.load(build, killed.generation, [("u", "k")]) == {}  # discarded
+    assert not storage.renew(build, "killed", killed.generation, 30)
+    with pytest.raises(ledger.RebuildInProgress, match="taken over"):
+        storage.swap("p", 1, killed.generation, C1, build, "killed")
+    assert storage.projector("p") == live
+
+
+def test_a_build_in_progress_is_renewed_and_not_begun_again(storage: ReadModelStorage) -> None:
+    build = "p" + BUILD_SUFFIX
+    row = storage.begin_build(build, 1, "a", 0.3)
+    assert row is not None
+    time.sleep(0.2)
+    assert storage.renew(build, "a", row.generation, 30)  # the heartbeat
+    time.sleep(0.2)
+    assert storage.begin_build(build, 1, "b", 30) is None  # renewed: still held
+    assert not storage.renew(build, "b", row.generation, 30)
+    assert storage.commit(build, row.generation, "a", START, C1, {("u", "k"): b"new"}, 30)
+    storage.swap("p", 1, row.generation, C1, build, "a")
+    assert storage.get("p", "u", "k") == Stored(b"new")
+    assert storage.projector(build) is None
+    storage.release("p", "nobody")
+    # a build given up cleanly (released) is begun again at once, afresh
+    given_up = storage.begin_build(build, 1, "c", 30)
+    assert given_up is not None
+    storage.release(build, "c")
+    fresh = storage.begin_build(build, 1, "d", 30)
+    assert fresh is not None and fresh.generation > given_up.generation
+
+
 def test_skipped_events_add_up_with_each_commit_and_a_swap_takes_the_builds(
     storage: ReadModelStorage,
 ) -> None:

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
+from ledger.errors import RebuildInProgress
 from ledger.records import LogCursor, RunHead
 from ledger.store.base import EventStore
 
@@ -106,6 +107,21 @@ class ReadModelStorage(ABC):
         """Give the lease up (clean shutdown), if ``owner`` still holds it."""
 
     @abstractmethod
+    def begin_build(self, name: str, version: int, owner: str, ttl: float) -> ProjectorRow | None:
+        """Claim build row ``name`` (``NAME~rebuild``) for a build from the start.
+
+        None while another live runner holds it. Otherwise the row as claimed, afresh:
+        a generation never handed out before, at the start of the log, with what an
+        earlier build of it left (a killed one's half-written documents and pages)
+        deleted, all in one transaction.
+        """
+
+    @abstractmethod
+    def renew(self, name: str, owner: str, generation: int, ttl: float) -> bool:
+        """Extend ``owner``'s lease on ``name`` (a build's heartbeat); False if the row
+        is gone, has another owner, or another generation (it was taken over)."""
+
+    @abstractmethod
     def load_many(self, loads: Sequence[Load]) -> list[dict[DocKey, bytes]]:
         """The stored documents of each of ``loads`` (one round trip where possible)."""
 
@@ -171,12 +187,22 @@ class ReadModelStorage(ABC):
         or all, by user and key."""
 
     @abstractmethod
-    def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
+    def swap(
+        self,
+        name: str,
+        version: int,
+        generation: int,
+        cursor: LogCursor,
+        build: str,
+        owner: str | None = None,
+    ) -> None:
         """Make ``generation`` (built by projector row ``build``) the one readers see.
 
         One transaction: the live row takes the new version, generation and cursor (its
         lease is kept) and the build row goes. The older generations' documents and
-        pages, which no reader can see any more, are deleted after it.
+        pages, which no reader can see any more, are deleted after it. With ``owner``,
+        fenced: ``RebuildInProgress`` (and nothing changed) if the build row is no
+        longer ``owner``'s at ``generation``.
         """
 
     @abstractmethod
@@ -202,6 +228,16 @@ def projection_of(row_name: str) -> str:
     return row_name.removesuffix(BUILD_SUFFIX)
 
 
+def lost_build(build: str) -> RebuildInProgress:
+    """The error of a build whose row another runner took over (its lease ran out)."""
+    name = projection_of(build)
+    return RebuildInProgress(
+        f"the rebuild of read model {name!r} was taken over by another runner (this one's "
+        f"lease on {build!r} ran out); nothing was swapped in: ledger projections rebuild "
+        f"{name} once it is done, if needed"
+    )
+
+
 # -- the SQL backends' shared body ---------------------------------------------------------
 
 
@@ -213,8 +249,10 @@ class Statements(NamedTuple):
 
     select_row: str  # name
     select_rows: str
-    create_row: str  # name, version, live (the live projector's name)
+    next_generation: str  # projection, build -> a generation never handed out before
+    create_row: str  # name, version, generation
     claim: str  # name, owner + the backend's lease clock
+    renew: str  # name, owner, generation + the backend's lease clock
     release: str  # name, owner
     select_doc: str  # name, user_id, key, pages (a limit) -> (page, doc): head (-1), pages
     scan_docs: str  # name, user_id (NULL: all tenants) -> (user_id, key, page, doc)
@@ -281,14 +319,53 @@ class SQLStorage(ReadModelStorage):
             return [self._row(r) for r in self._run(conn, self.statements.select_rows).fetchall()]
 
     def claim(self, name: str, version: int, owner: str, ttl: float) -> ProjectorRow | None:
-        live = projection_of(name)
         with self._store.transaction() as conn:
-            self._run(
-                conn, self.statements.create_row, {"name": name, "version": version, "live": live}
-            )
-            params = {"name": name, "owner": owner, **self._lease(ttl)}
-            row = self._run(conn, self.statements.claim, params).fetchone()
-        return None if row is None else self._row(row)
+            return self._claimed(conn, name, version, owner, ttl)[0]
+
+    def _claimed(
+        self, conn: Any, name: str, version: int, owner: str, ttl: float
+    ) -> tuple[ProjectorRow | None, bool]:
+        """``claim`` inside ``conn``'s transaction; and whether it created the row."""
+        params = {"name": name, "owner": owner, **self._lease(ttl)}
+        row = self._run(conn, self.statements.claim, params).fetchone()
+        if row is not None or self._run(conn, self.statements.select_row, params).fetchone():
+            return (None if row is None else self._row(row)), False
+        self._create(conn, name, version)
+        row = self._run(conn, self.statements.claim, params).fetchone()  # None: a race lost
+        return (None if row is None else self._row(row)), row is not None
+
+    def _create(self, conn: Any, name: str, version: int) -> None:
+        """Insert row ``name`` at the start of the log, with a generation of its own (a
+        counter per read model: never one a killed build left documents under)."""
+        live = projection_of(name)
+        counted = {"projection": live, "build": live + BUILD_SUFFIX}
+        (generation,) = self._run(conn, self.statements.next_generation, counted).fetchone()
+        params = {"name": name, "version": version, "generation": generation}
+        self._run(conn, self.statements.create_row, params)
+
+    def begin_build(self, name: str, version: int, owner: str, ttl: float) -> ProjectorRow | None:
+        with self._store.transaction() as conn:
+            row, created = self._claimed(conn, name, version, owner, ttl)
+            if row is None or created:
+                return row
+            self._delete_build(conn, row)  # a killed build's, or one given up: start over
+            self._create(conn, name, version)
+            return self._claimed(conn, name, version, owner, ttl)[0]
+
+    def _delete_build(self, conn: Any, row: ProjectorRow) -> None:
+        """Delete build row ``row``, its documents and pages, in ``conn``'s transaction."""
+        params = {"projection": projection_of(row.name), "generation": row.generation}
+        self._run(conn, self.statements.delete_generation, params)
+        self._run(conn, self.statements.delete_generation_pages, params)
+        self._run(conn, self.statements.delete_row, {"name": row.name})
+
+    def renew(self, name: str, owner: str, generation: int, ttl: float) -> bool:
+        with self._store.transaction() as conn:
+            return self._renewed(conn, name, owner, generation, ttl)
+
+    def _renewed(self, conn: Any, name: str, owner: str, generation: int, ttl: float) -> bool:
+        params = {"name": name, "owner": owner, "generation": generation, **self._lease(ttl)}
+        return self._run(conn, self.statements.renew, params).fetchone() is not None
 
     def release(self, name: str, owner: str) -> None:
         with self._store.transaction() as conn:
@@ -325,7 +402,15 @@ class SQLStorage(ReadModelStorage):
             rows = self._run(conn, self.statements.select_pages, params).fetchall()
         return {n: bytes(data) for n, data in rows}
 
-    def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
+    def swap(
+        self,
+        name: str,
+        version: int,
+        generation: int,
+        cursor: LogCursor,
+        build: str,
+        owner: str | None = None,
+    ) -> None:
         params = {
             "name": name,
             "version": version,
@@ -336,6 +421,8 @@ class SQLStorage(ReadModelStorage):
             **self._swap_time(),
         }
         with self._store.transaction() as conn:
+            if owner is not None and not self._renewed(conn, build, owner, generation, 0):
+                raise lost_build(build)
             self._run(conn, self.statements.swap_live, params)
             self._run(conn, self.statements.delete_row, {"name": build})
         # Invisible since the swap (readers join on the live generation): deleted in a
@@ -349,8 +436,4 @@ class SQLStorage(ReadModelStorage):
         with self._store.transaction() as conn:
             found = self._run(conn, self.statements.select_row, {"name": name}).fetchone()
             if found is not None:
-                generation = self._row(found).generation
-                params = {"projection": projection_of(name), "generation": generation}
-                self._run(conn, self.statements.delete_generation, params)
-                self._run(conn, self.statements.delete_generation_pages, params)
-                self._run(conn, self.statements.delete_row, {"name": name})
+                self._delete_build(conn, self._row(found))

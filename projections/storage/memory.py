@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -11,12 +11,14 @@ import msgspec
 from ledger.records import START, LogCursor
 from ledger.store import EventStore
 from projections.storage.base import (
+    BUILD_SUFFIX,
     DocKey,
     Load,
     ProjectorRow,
     ReadModelStorage,
     Stored,
     Write,
+    lost_build,
     projection_of,
 )
 
@@ -29,6 +31,7 @@ class MemoryStorage(ReadModelStorage):
         self._rows: dict[str, ProjectorRow] = {}
         self._docs: dict[tuple[str, int], dict[DocKey, bytes]] = {}
         self._pages: dict[tuple[str, int], dict[DocKey, dict[int, bytes]]] = {}
+        self._generations: dict[str, int] = {}  # the last handed out, per read model
 
     @classmethod
     def attached_to(cls, store: EventStore) -> MemoryStorage:
@@ -53,16 +56,48 @@ class MemoryStorage(ReadModelStorage):
         with self._lock:
             row = self._rows.get(name)
             if row is None:
-                row = ProjectorRow(
-                    name, version, _first_generation(self._rows, name), START, None, None, None
-                )
-            elif row.owner not in (None, owner) and row.lease_until and row.lease_until > now:
+                row = self._new_row(name, version)
+            elif _held_by_another(row, owner, now):
                 return None
             row = msgspec.structs.replace(
                 row, owner=owner, lease_until=now + timedelta(seconds=ttl)
             )
             self._rows[name] = row
             return row
+
+    def _new_row(self, name: str, version: int) -> ProjectorRow:
+        """A row at the start of the log, with a generation never handed out before."""
+        live = projection_of(name)
+        used = [r.generation for n in (live, live + BUILD_SUFFIX) if (r := self._rows.get(n))]
+        generation = max([self._generations.get(live, 0), *used]) + 1
+        self._generations[live] = generation
+        return ProjectorRow(name, version, generation, START, None, None, None)
+
+    def begin_build(self, name: str, version: int, owner: str, ttl: float) -> ProjectorRow | None:
+        with self._lock:
+            row = self._rows.get(name)
+            now = datetime.now(UTC)
+            if row is not None and _held_by_another(row, owner, now):
+                return None
+            if row is not None:  # a killed build's, or one given up: start over
+                self._discard(row)
+            row = msgspec.structs.replace(
+                self._new_row(name, version), owner=owner, lease_until=now + timedelta(seconds=ttl)
+            )
+            self._rows[name] = row
+            return row
+
+    def renew(self, name: str, owner: str, generation: int, ttl: float) -> bool:
+        with self._lock:
+            return self._renewed(name, owner, generation, ttl)
+
+    def _renewed(self, name: str, owner: str, generation: int, ttl: float) -> bool:
+        row = self._rows.get(name)
+        if row is None or (row.owner, row.generation) != (owner, generation):
+            return False
+        until = datetime.now(UTC) + timedelta(seconds=ttl)
+        self._rows[name] = msgspec.structs.replace(row, lease_until=until)
+        return True
 
     def release(self, name: str, owner: str) -> None:
         with self._lock:
@@ -147,9 +182,19 @@ class MemoryStorage(ReadModelStorage):
             numbers = numbers[len(numbers) - min(last_pages, len(numbers)) :]
         return Stored(head, tuple(pages[n] for n in numbers), numbers[0] if numbers else 0)
 
-    def swap(self, name: str, version: int, generation: int, cursor: LogCursor, build: str) -> None:
+    def swap(
+        self,
+        name: str,
+        version: int,
+        generation: int,
+        cursor: LogCursor,
+        build: str,
+        owner: str | None = None,
+    ) -> None:
         now = datetime.now(UTC)
         with self._lock:
+            if owner is not None and not self._renewed(build, owner, generation, 0):
+                raise lost_build(build)
             live = self._rows.get(name) or ProjectorRow(
                 name, version, generation, cursor, None, None, None
             )
@@ -168,13 +213,17 @@ class MemoryStorage(ReadModelStorage):
 
     def drop(self, name: str) -> None:
         with self._lock:
-            row = self._rows.pop(name, None)
+            row = self._rows.get(name)
             if row is not None:
-                self._docs.pop((projection_of(name), row.generation), None)
-                self._pages.pop((projection_of(name), row.generation), None)
+                self._discard(row)
+
+    def _discard(self, row: ProjectorRow) -> None:
+        """Forget ``row``, its documents and pages (the lock held)."""
+        del self._rows[row.name]
+        self._docs.pop((projection_of(row.name), row.generation), None)
+        self._pages.pop((projection_of(row.name), row.generation), None)
 
 
-def _first_generation(rows: Mapping[str, ProjectorRow], name: str) -> int:
-    """A new row's generation: 1 for a live projector; above the live one for a build."""
-    live = rows.get(projection_of(name))
-    return 1 if live is None or live.name == name else live.generation + 1
+def _held_by_another(row: ProjectorRow, owner: str, now: datetime) -> bool:
+    """Whether a live runner other than ``owner`` holds ``row``'s lease."""
+    return row.owner not in (None, owner) and bool(row.lease_until and row.lease_until > now)

@@ -14,6 +14,7 @@ SELECT to_regclass('ledger_projectors') IS NOT NULL
                AND table_name = 'ledger_projectors' AND column_name = 'skipped')
    AND (SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()
         AND tablename = 'ledger_read_model_pages') >= 2
+   AND to_regclass('ledger_generations') IS NOT NULL
 """
 
 
@@ -80,6 +81,13 @@ SCHEMA = (
     )
     """,
     *_tenant_reads("ledger_read_model_pages"),
+    # Added after pages: the last generation handed out per read model (NEXT_GENERATION).
+    """
+    CREATE TABLE IF NOT EXISTS ledger_generations (
+        projection text PRIMARY KEY,
+        last_generation integer NOT NULL
+    )
+    """,
     f"""GRANT SELECT ON ledger_read_models, ledger_read_model_pages, ledger_projectors
         TO {APP_ROLE}, {AUDITOR_ROLE}""",
 )
@@ -89,11 +97,21 @@ ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, u
 SELECT_ROW = f"SELECT {ROW_COLUMNS} FROM ledger_projectors WHERE name = %(name)s"
 SELECT_ROWS = f"SELECT {ROW_COLUMNS} FROM ledger_projectors ORDER BY name"
 
+#: The next generation of a read model: one above any it ever had, live or built (a
+#: counter, seeded from the rows of tables made before it existed), so a build killed
+#: half-way never shares its generation with a later one, nor with a first live row.
+NEXT_GENERATION = """
+INSERT INTO ledger_generations AS g (projection, last_generation)
+SELECT %(projection)s, coalesce(max(generation), 0) + 1 FROM ledger_projectors
+WHERE name IN (%(projection)s, %(build)s)
+ON CONFLICT (projection) DO UPDATE
+    SET last_generation = greatest(g.last_generation + 1, excluded.last_generation)
+RETURNING last_generation
+"""
+
 CREATE_ROW = """
 INSERT INTO ledger_projectors (name, version, generation, tx_id, position)
-VALUES (%(name)s, %(version)s, coalesce(
-    (SELECT generation + 1 FROM ledger_projectors WHERE name = %(live)s AND %(live)s <> %(name)s),
-    1), 0, 0)
+VALUES (%(name)s, %(version)s, %(generation)s, 0, 0)
 ON CONFLICT (name) DO NOTHING
 """
 
@@ -103,6 +121,12 @@ SET owner = %(owner)s, lease_until = clock_timestamp() + %(ttl)s * interval '1 s
 WHERE name = %(name)s
   AND (owner IS NULL OR owner = %(owner)s OR lease_until < clock_timestamp())
 RETURNING {ROW_COLUMNS}
+"""
+
+RENEW = """
+UPDATE ledger_projectors SET lease_until = clock_timestamp() + %(ttl)s * interval '1 second'
+WHERE name = %(name)s AND owner = %(owner)s AND generation = %(generation)s
+RETURNING name
 """
 
 RELEASE = """
@@ -235,8 +259,10 @@ WHERE projection = %(projection)s AND generation = %(generation)s
 STATEMENTS = Statements(
     select_row=SELECT_ROW,
     select_rows=SELECT_ROWS,
+    next_generation=NEXT_GENERATION,
     create_row=CREATE_ROW,
     claim=CLAIM,
+    renew=RENEW,
     release=RELEASE,
     select_doc=SELECT_DOC,
     scan_docs=SCAN_DOCS,

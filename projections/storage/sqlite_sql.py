@@ -39,6 +39,13 @@ SCHEMA = (
         PRIMARY KEY (user_id, projection, generation, key, page)
     ) WITHOUT ROWID
     """,
+    # The last generation handed out per read model (NEXT_GENERATION).
+    """
+    CREATE TABLE IF NOT EXISTS ledger_generations (
+        projection TEXT PRIMARY KEY,
+        last_generation INTEGER NOT NULL
+    )
+    """,
 )
 
 ROW_COLUMNS = "name, version, generation, tx_id, position, owner, lease_until, updated_at, skipped"
@@ -51,11 +58,21 @@ ADD_SKIPPED = "ALTER TABLE ledger_projectors ADD COLUMN skipped INTEGER NOT NULL
 SELECT_ROW = f"SELECT {ROW_COLUMNS} FROM ledger_projectors WHERE name = :name"
 SELECT_ROWS = f"SELECT {ROW_COLUMNS} FROM ledger_projectors ORDER BY name"
 
+#: The next generation of a read model: one above any it ever had, live or built (a
+#: counter, seeded from the rows of tables made before it existed), so a build killed
+#: half-way never shares its generation with a later one, nor with a first live row.
+NEXT_GENERATION = """
+INSERT INTO ledger_generations AS g (projection, last_generation)
+SELECT :projection, coalesce(max(generation), 0) + 1 FROM ledger_projectors
+WHERE name IN (:projection, :build)
+ON CONFLICT (projection) DO UPDATE
+    SET last_generation = max(g.last_generation + 1, excluded.last_generation)
+RETURNING last_generation
+"""
+
 CREATE_ROW = """
 INSERT INTO ledger_projectors (name, version, generation, tx_id, position)
-VALUES (:name, :version, coalesce(
-    (SELECT generation + 1 FROM ledger_projectors WHERE name = :live AND :live <> :name),
-    1), 0, 0)
+VALUES (:name, :version, :generation, 0, 0)
 ON CONFLICT (name) DO NOTHING
 """
 
@@ -63,6 +80,12 @@ CLAIM = f"""
 UPDATE ledger_projectors SET owner = :owner, lease_until = :until
 WHERE name = :name AND (owner IS NULL OR owner = :owner OR lease_until < :now)
 RETURNING {ROW_COLUMNS}
+"""
+
+RENEW = """
+UPDATE ledger_projectors SET lease_until = :until
+WHERE name = :name AND owner = :owner AND generation = :generation
+RETURNING name
 """
 
 RELEASE = """
@@ -162,8 +185,10 @@ DELETE FROM ledger_read_model_pages WHERE projection = :projection AND generatio
 STATEMENTS = Statements(
     select_row=SELECT_ROW,
     select_rows=SELECT_ROWS,
+    next_generation=NEXT_GENERATION,
     create_row=CREATE_ROW,
     claim=CLAIM,
+    renew=RENEW,
     release=RELEASE,
     select_doc=SELECT_DOC,
     scan_docs=SCAN_DOCS,
