@@ -40,13 +40,13 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from ledger.connection import Ledger
-from ledger.errors import StoreUnavailable
+from ledger.errors import RebuildInProgress, StoreUnavailable
 from ledger.events import Event
 from ledger.records import LogCursor, Record
 from ledger.retry import Backoff
 from projections.projector import Projector, decode_for_fold
 from projections.storage import DocKey, ProjectorRow, ReadModelStorage, storage_for
-from projections.storage.base import BUILD_SUFFIX, Load, PageKey, Write
+from projections.storage.base import BUILD_SUFFIX, Load, PageKey, Write, lost_build
 
 Progress = Callable[[int], None]
 
@@ -141,7 +141,10 @@ class ProjectorRunner:
             else:
                 holds.append(hold)
         if stale:
-            self.rebuild_all(stale)
+            try:
+                self.rebuild_all(stale)
+            except RebuildInProgress as exc:  # another runner swaps the new version in
+                log.info("%s", exc)
         _, applied, failed = self._advance(holds, self.batch_size)
         for hold in failed:
             self._holds.pop(hold.row.name, None)
@@ -304,19 +307,15 @@ class ProjectorRunner:
         committed batch. Returns the number of log events read.
         """
         chosen = list(self.projectors if projectors is None else projectors)
-        builds = []
-        for projector in chosen:
-            builder = Projector(projector.name + BUILD_SUFFIX, projector.version, projector.reducer)
-            self.storage.drop(builder.name)
-            hold = self._claim(builder, None)
-            if hold is None:
-                raise RuntimeError(f"another runner is rebuilding {projector.name}")
-            hold.evicted = set()  # a new generation: nothing is stored but what we write
-            builds.append(hold)
+        builds = self._begin_builds(chosen)
         # The collector stays off for the whole pass, not only while a batch folds: the
         # reader thread reads the next page meanwhile, and the collections its rows set
         # off walked the pages and documents in memory (10-60 ms of a 50,000-event pass).
-        with _collector_paused(), _Committer(self, progress) as committer:
+        with (
+            _Heartbeat(self, builds),
+            _collector_paused(),
+            _Committer(self, progress) as committer,
+        ):
             for records in self._pages(builds[0].row.cursor, self.rebuild_batch_size):
                 # Loads must see every batch committed: wait for the one in flight.
                 writes = self._fold(_batches(builds, records), committer.settle)
@@ -327,10 +326,39 @@ class ProjectorRunner:
         for projector, hold in zip(chosen, builds, strict=True):
             built = hold.row
             self.storage.swap(
-                projector.name, projector.version, built.generation, built.cursor, built.name
+                projector.name,
+                projector.version,
+                built.generation,
+                built.cursor,
+                built.name,
+                self.owner,
             )
             self._holds.pop(projector.name, None)  # its generation changed: claim again
         return committer.committed
+
+    def _begin_builds(self, chosen: Sequence[Projector[Any]]) -> list[_Hold]:
+        """Claim a fresh build row for each of ``chosen`` (``begin_build``: a killed
+        build's leftovers are deleted); ``RebuildInProgress``, holding none of them, if
+        another live runner is building one."""
+        builds: list[_Hold] = []
+        for projector in chosen:
+            name = projector.name + BUILD_SUFFIX
+            asked = time.monotonic()
+            row = self.storage.begin_build(name, projector.version, self.owner, self.lease_seconds)
+            if row is None:
+                for hold in builds:
+                    self.storage.release(hold.row.name, self.owner)
+                raise RebuildInProgress(
+                    f"read model {projector.name!r} is being rebuilt by another runner "
+                    f"(it holds the lease on {name!r}); wait for it to finish, or, if it "
+                    f"was killed, for its lease to run out (at most {self.lease_seconds:g} s "
+                    f"after it stopped), then: ledger projections rebuild {projector.name}"
+                )
+            builder = Projector(name, projector.version, projector.reducer)
+            hold = _Hold(builder, row, asked + self.lease_seconds / 3)
+            hold.evicted = set()  # a new generation: nothing is stored but what we write
+            builds.append(hold)
+        return builds
 
     def _pages(self, cursor: LogCursor, limit: int) -> Iterator[list[Record]]:
         """The log after ``cursor`` in pages of ``limit``, the next one read ahead."""
@@ -451,14 +479,14 @@ class _Committer:
         self._pending = (future, writes, events)
 
     def settle(self) -> None:
-        """Wait for the commit in flight; RuntimeError if a build lost its lease."""
+        """Wait for the commit in flight; ``RebuildInProgress`` if a build lost its lease."""
         if self._pending is None:
             return
         future, writes, events = self._pending
         self._pending = None
         lost = [w.name for w, ok in zip(writes, future.result(), strict=True) if not ok]
         if lost:
-            raise RuntimeError(f"lost the lease on {', '.join(lost)} (another runner has it)")
+            raise lost_build(lost[0])
         self.committed += events
         if self._progress is not None:
             self._progress(events)
@@ -472,6 +500,41 @@ class _Committer:
                 self.settle()
         finally:
             self._pool.shutdown(wait=True)
+
+
+class _Heartbeat:
+    """Renews a rebuild's leases every third of ``lease_seconds`` from a thread of its
+    own while the rebuild runs, so a long pass (a big batch to fold, a slow commit) keeps
+    its build rows: a second rebuild fails fast, and only a killed one's are taken over."""
+
+    def __init__(self, runner: ProjectorRunner, builds: Sequence[_Hold]) -> None:
+        self._runner = runner
+        self._builds = builds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ledger-rebuild-lease")
+
+    def _beat(self) -> None:
+        runner = self._runner
+        while not self._stop.wait(runner.lease_seconds / 3):
+            for hold in self._builds:
+                row = hold.row
+                try:
+                    kept = runner.storage.renew(
+                        row.name, runner.owner, row.generation, runner.lease_seconds
+                    )
+                except StoreUnavailable as exc:  # the next commit says whether it lasted
+                    log.warning("could not renew the lease on %s: %s", row.name, exc)
+                    continue
+                if not kept:  # the next commit, fenced, fails and says so
+                    log.warning("lost the lease on %s to another runner", row.name)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 _USER_ID = attrgetter("user_id")

@@ -35,3 +35,14 @@ def run_live_for(url: str, seconds: float, lease_seconds: float) -> None:
         stop = threading.Event()
         threading.Timer(seconds, stop.set).start()
         runner.run(stop, poll_seconds=0.05)
+
+
+def rebuild_until_killed(url: str, lease_seconds: float) -> None:
+    """Rebuild every read model in small, slow batches, over and over (the test kills
+    this process mid-way)."""
+    with ledger.connect(url) as led:
+        runner = ProjectorRunner(
+            led, projectors(), rebuild_batch_size=20, lease_seconds=lease_seconds
+        )
+        while True:
+            runner.rebuild_all(progress=lambda events: time.sleep(0.02))

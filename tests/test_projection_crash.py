@@ -18,7 +18,8 @@ import pytest
 
 import ledger
 from projections.runner import ProjectorRunner
-from tests.runners import catch_up_until_killed, projectors, run_live_for
+from projections.storage.base import BUILD_SUFFIX, projection_of
+from tests.runners import catch_up_until_killed, projectors, rebuild_until_killed, run_live_for
 from tests.tally import TALLY, Tally, tally
 from tests.writers import append_turns, turn
 
@@ -95,6 +96,38 @@ def test_runner_processes_and_writer_processes_at_once(url: str) -> None:
         time.sleep(0.6)
         runner.catch_up()
         assert len(stored_tallies(runner)) == 4
+        assert_exactly_once(led, runner)
+
+
+def test_kill_9_during_a_rebuild_then_the_next_rebuild_starts_afresh(url: str) -> None:
+    """A killed rebuild leaves its build rows and half-written documents behind: once
+    its lease runs out, the next rebuild takes them over under a new generation, deletes
+    what the killed one wrote, and ends with what a rebuild from scratch gives."""
+    with ledger.connect(url) as led:
+        many_turns(led, sessions=6, turns=10)
+        runner = ProjectorRunner(led, projectors())
+        runner.catch_up()
+        child = CTX.Process(target=rebuild_until_killed, args=(url, 0.5))
+        child.start()
+        try:
+            build = "tally" + BUILD_SUFFIX
+            while (row := runner.storage.projector(build)) is None or not row.cursor.position:
+                assert child.is_alive(), "the rebuild process died on its own"
+                time.sleep(0.01)
+        finally:
+            os.kill(child.pid or 0, signal.SIGKILL)
+            child.join(30)
+        killed = runner.storage.projectors()
+        builds = {r.name: r.generation for r in killed if r.name.endswith(BUILD_SUFFIX)}
+        assert build in builds
+        time.sleep(0.8)  # the killed rebuild's lease runs out
+        runner.rebuild_all()
+        for name, generation in builds.items():
+            live = runner.storage.projector(projection_of(name))
+            assert live is not None and live.generation > generation, name
+            keys = [(u, k) for u, k, _ in runner.storage.scan(live.name, None)]
+            assert runner.storage.load(name, generation, keys) == {}, name  # deleted
+        assert not [r for r in runner.storage.projectors() if r.name.endswith(BUILD_SUFFIX)]
         assert_exactly_once(led, runner)
 
 

@@ -121,6 +121,47 @@ def test_rebuild_reports_progress_and_keeps_counts(led: ledger.Ledger) -> None:
     assert tally(runner, "usr_b", "sess_2").events == expected_count()  # type: ignore[union-attr]
 
 
+def test_a_second_rebuild_while_one_runs_fails_fast_and_leaves_it_alone(
+    led: ledger.Ledger,
+) -> None:
+    write_sessions(led)
+    runner = ProjectorRunner(led, [TALLY], rebuild_batch_size=5)
+    runner.catch_up()
+    other = ProjectorRunner(led, [TALLY])
+    refused: list[Exception] = []
+
+    def rebuild_meanwhile(events: int) -> None:
+        if not refused:
+            with pytest.raises(ledger.RebuildInProgress, match="ledger projections rebuild") as e:
+                other.rebuild(TALLY)
+            refused.append(e.value)
+
+    assert runner.rebuild(TALLY, progress=rebuild_meanwhile) == 6 * expected_count()
+    assert refused, "the second rebuild was never tried"
+    assert tally(runner, "usr_b", "sess_2").events == expected_count()  # type: ignore[union-attr]
+    assert runner.storage.projector("tally~rebuild") is None
+    assert other.rebuild(TALLY) == 6 * expected_count()  # once it is done: free again
+
+
+def test_a_long_rebuild_keeps_its_lease_between_commits(led: ledger.Ledger) -> None:
+    """A batch that takes longer than the lease to fold must not let a second rebuild
+    take the first one's build over: the heartbeat renews it meanwhile."""
+    write_sessions(led, sessions=1)
+    runner = ProjectorRunner(led, [TALLY], rebuild_batch_size=5, lease_seconds=0.6)
+    refused: list[bool] = []
+
+    def slow_batch(events: int) -> None:
+        if not refused:
+            time.sleep(1.5)  # past the lease: only a heartbeat keeps it
+            with pytest.raises(ledger.RebuildInProgress):
+                ProjectorRunner(led, [TALLY]).rebuild(TALLY)
+            refused.append(True)
+
+    assert runner.rebuild(TALLY, progress=slow_batch) == 2 * expected_count()
+    assert refused
+    assert tally(runner, "usr_a", "sess_0").events == expected_count()  # type: ignore[union-attr]
+
+
 def test_status_shows_position_head_and_lag(led: ledger.Ledger) -> None:
     from projections.status import status
 
