@@ -9,7 +9,7 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeRemainingColumn
 
 from cli import render
 from cli.context import JsonFlag, connect
@@ -73,13 +73,24 @@ def rebuild(
             TimeRemainingColumn(),
         )
         names = ", ".join(p.name for p in chosen)
-        with Progress(*columns, console=render.err, transient=False) as bar:
-            task = bar.add_task(f"rebuild {names}", total=total)
-            # One pass over the log for all of them (not one per read model).
-            read = runner.rebuild_all(chosen, progress=partial(bar.advance, task))
+        bar = Progress(*columns, console=render.err, transient=False)
+        task = bar.add_task(f"rebuild {names}", total=total)
+        try:
+            # One pass over the log for all of them (not one per read model). The bar
+            # shows once the builds are ours: a refusal (RebuildInProgress) is one line.
+            read = runner.rebuild_all(chosen, progress=partial(_advance, bar, task))
             bar.update(task, completed=read, total=max(read, 1))
+        finally:
+            bar.stop()
         for projector in chosen:
             render.out.print(f"{projector.name}: rebuilt from {read} events and swapped in")
+
+
+def _advance(bar: Progress, task: TaskID, events: int) -> None:
+    """Show ``bar`` (from the rebuild's first report on) and count ``events`` in it."""
+    if not bar.live.is_started:
+        bar.start()
+    bar.advance(task, events)
 
 
 @app.command()

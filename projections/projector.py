@@ -18,11 +18,12 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 import msgspec
 
-from ledger.errors import InvalidEvent
+from ledger.errors import InvalidEvent, ReadModelCorrupt
 from ledger.events import CATALOG, ENDS_A_RUN, Event
 from ledger.records import LogCursor, Record, RunHead
 from ledger.tenant import to_event
 from projections.reducers import Paged
+from projections.storage.base import BUILD_SUFFIX, DocKey
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +165,36 @@ class Projector(Generic[S]):
         return self.reducer.paged_field is not None
 
     def load(
-        self, data: bytes, pages: Sequence[bytes] | None = None, first: int = 0
+        self,
+        data: bytes,
+        pages: Sequence[bytes] | None = None,
+        first: int = 0,
+        *,
+        key: DocKey | None = None,
     ) -> Document[S]:
         """Decode a stored document: its head alone (how the projector folds onto it),
         or with ``pages``, its pages in order from page ``first`` on, joined to the head
-        (readers; all of them from 0 give the whole state)."""
-        envelope = _decode(data)
-        state = self.reducer.decode(bytes(envelope.state))
-        if pages is not None and self.paged:
-            state = self._joined(state, pages, first)
+        (readers; all of them from 0 give the whole state). ``ReadModelCorrupt``,
+        naming ``key`` (the document's ``(user_id, key)``), if it does not decode."""
+        try:
+            envelope = _decode(data)
+            state = self.reducer.decode(bytes(envelope.state))
+            if pages is not None and self.paged:
+                state = self._joined(state, pages, first)
+        except Exception as exc:  # (a reducer's decode may raise anything on bad bytes)
+            raise self.corrupt(key, exc) from exc
         return Document(state, envelope.applied, envelope.cursor)
+
+    def corrupt(self, key: DocKey | None, cause: Exception | str) -> ReadModelCorrupt:
+        """The error for a stored document ``key`` of this read model that does not
+        decode, or whose pages do not fit its head: ``cause`` says how."""
+        name = self.name.removesuffix(BUILD_SUFFIX)  # a build's documents are its model's
+        which = "a stored document" if key is None else f"document {key[1]!r} of {key[0]!r}"
+        why = " ".join(str(cause).split()) or type(cause).__name__  # one line
+        return ReadModelCorrupt(
+            f"read model {name!r}: {which} is corrupt ({why}); it is derived from the log, "
+            f"so rebuild it: ledger projections rebuild {name}"
+        )
 
     def _joined(self, state: S, pages: Sequence[bytes], first: int) -> S:
         reducer, offset = self.reducer, cast(Paged, state).offset
@@ -182,10 +203,9 @@ class Projector(Generic[S]):
         items = [item for page in pages for item in reducer.decode_page(page)]
         start = first * self.page_items
         if start + len(items) != offset:
-            raise LookupError(
-                f"read model {self.name!r}: a document's pages from page {first} hold "
-                f"{len(items)} items, which do not end where its head starts ({offset}); "
-                f"rebuild it: ledger projections rebuild {self.name}"
+            raise ValueError(
+                f"its pages from page {first} hold {len(items)} items, which do not end "
+                f"where its head starts ({offset})"
             )
         items += reducer.items(state)
         return reducer.with_items(state, items, start)
@@ -196,9 +216,11 @@ class Projector(Generic[S]):
         events: Sequence[Event],
         fetch: FetchPages,
         fetched: dict[int, bytes] | None = None,
+        key: DocKey | None = None,
     ) -> None:
         """Give ``doc`` (a head) the pages of the items that folding ``events`` changes
-        (``fetched``: pages fetched before, kept for the next call)."""
+        (``fetched``: pages fetched before, kept for the next call); ``ReadModelCorrupt``
+        naming ``key`` if one is missing or does not decode."""
         touched = self.reducer.touched(doc.state, events)
         if not touched:
             return
@@ -209,8 +231,11 @@ class Projector(Generic[S]):
         earlier = cast(Paged, doc.state).earlier
         for number in numbers:
             if number not in found:
-                raise LookupError(f"read model {self.name!r}: page {number} is not stored")
-            earlier[number * self.page_items] = self.reducer.decode_page(found[number])
+                raise self.corrupt(key, f"its page {number} is not stored")
+            try:
+                earlier[number * self.page_items] = self.reducer.decode_page(found[number])
+            except Exception as exc:
+                raise self.corrupt(key, f"its page {number}: {exc}") from exc
 
     def dump(self, doc: Document[S], cursor: tuple[int, int]) -> Dumped:
         """Encode a document for storage as folded up to ``cursor`` in the log (the
@@ -250,6 +275,7 @@ class Projector(Generic[S]):
         pages: Sequence[bytes] | None = None,
         first: int = 0,
         fetch: FetchPages | None = None,
+        key: DocKey | None = None,
     ) -> tuple[Document[S] | None, int]:
         """``fold`` of ``events`` onto the stored document ``data`` (None: none yet;
         ``loaded``: ``data`` already decoded, folded into), skipping each event the
@@ -260,17 +286,18 @@ class Projector(Generic[S]):
 
         ``data`` is a head: with its ``pages`` from page ``first`` on (readers; they
         must hold every item the fold changes), or ``fetch`` to get those of its pages
-        the fold changes (the projector)."""
+        the fold changes (the projector). ``key``, the document's ``(user_id, key)``,
+        names it if its bytes do not decode (``ReadModelCorrupt``)."""
         skipped: dict[int, Event] = {}  # by id(): the very events given
         fetched: dict[int, bytes] = {}  # pages fetched, for a retry
         while True:
             doc: Document[S] | None = loaded
             if doc is None and data is not None:
-                doc = self.load(data, pages, first)
+                doc = self.load(data, pages, first, key=key)
             loaded = None
             todo = [e for e in events if id(e) not in skipped] if skipped else events
             if doc is not None and fetch is not None and self.paged:
-                self.hand_back(doc, todo, fetch, fetched)
+                self.hand_back(doc, todo, fetch, fetched, key)
             try:
                 folded = self.fold(doc, todo)
             except Unfoldable as exc:

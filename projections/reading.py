@@ -69,7 +69,7 @@ def current(
         data = storage_for(store).get(projector.name, user_id, key)
     runs = list(runs)  # gone through again if the whole document is read
     while True:
-        doc = None if data is None else projector.load(*data)
+        doc = None if data is None else projector.load(*data, key=(user_id, key))
         unseen = _unseen(store, user_id, runs, doc)
         if not unseen:  # caught up (the common case): nothing to decode or fold
             return Current(doc, _sealed(data))
@@ -86,7 +86,7 @@ def current(
             continue
         head, pages, first = (None, None, 0) if data is None else data
         folded, _ = projector.fold_stored(
-            head, events, loaded=doc, quiet=True, pages=pages, first=first
+            head, events, loaded=doc, quiet=True, pages=pages, first=first, key=(user_id, key)
         )
         return Current(folded, _sealed(data) or any(r.key_id for r in unseen))
 

@@ -253,7 +253,7 @@ class ProjectorRunner:
                 elif (data := found.get(key)) is not None and hold.evicted is not None:
                     hold.evicted.discard(key)
                 fetch = partial(self._fetch_pages, hold.row, key, before_load)
-                folded, unfolded = projector.fold_stored(data, events, fetch=fetch)
+                folded, unfolded = projector.fold_stored(data, events, fetch=fetch, key=key)
                 skipped += unfolded
                 if folded is not None:
                     # Up to its own last event: the same bytes whatever the batches were.
@@ -303,8 +303,10 @@ class ProjectorRunner:
         memory; fewer of them mean fewer rewrites of the documents in flight) and
         swapped in whole when the log is exhausted; every batch is one commit of all the
         builds. The next page of the log is read, and the last batch committed, in the
-        background while this thread folds. ``progress`` gets the events of each
-        committed batch. Returns the number of log events read.
+        background while this thread folds. ``progress`` gets 0 once every build is
+        this runner's, then the events of each committed batch. Returns the number of
+        log events read. ``RebuildInProgress`` (nothing changed) if another live runner
+        is rebuilding one of them, or took a build over.
         """
         chosen = list(self.projectors if projectors is None else projectors)
         builds = self._begin_builds(chosen)
@@ -316,6 +318,8 @@ class ProjectorRunner:
             _collector_paused(),
             _Committer(self, progress) as committer,
         ):
+            if progress is not None:
+                progress(0)
             for records in self._pages(builds[0].row.cursor, self.rebuild_batch_size):
                 # Loads must see every batch committed: wait for the one in flight.
                 writes = self._fold(_batches(builds, records), committer.settle)

@@ -12,8 +12,13 @@ import time
 import pytest
 
 import ledger
+from projections.catalog import projector_named
+from projections.runner import ProjectorRunner
+from projections.storage import storage_for
+from projections.storage.base import BUILD_SUFFIX
 from tests.pg import cut_connections
 from tests.test_cli import ledger_cli
+from tests.test_read_model_storage import behind_the_store
 from tests.writers import turn
 
 
@@ -79,6 +84,54 @@ def test_projections_status_rebuild_and_unknown_name(url: str) -> None:
     assert all(p["lag_events"] == 0 and p["position"] == p["head_position"] for p in after)
     unknown = ledger_cli(url, "projections", "rebuild", "sentiment")
     assert unknown.returncode == 2 and "no read model named 'sentiment'" in unknown.stderr
+
+
+def test_a_rebuild_held_by_another_runner_is_refused_in_one_line(url: str) -> None:
+    seed(url)
+    with ledger.connect(url) as led:
+        storage = storage_for(led.store)
+        held = storage.begin_build("conversation" + BUILD_SUFFIX, 1, "elsewhere", 300)
+        assert held is not None
+        refused = ledger_cli(url, "projections", "rebuild", "conversation")
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip().splitlines() == [
+            line for line in refused.stderr.strip().splitlines() if line.startswith("error: ")
+        ]
+        assert "'conversation' is being rebuilt by another runner" in refused.stderr
+        assert storage.projector("conversation" + BUILD_SUFFIX) == held  # left alone
+        storage.release(held.name, "elsewhere")  # given up: the next rebuild takes it over
+    rebuilt = ledger_cli(url, "projections", "rebuild", "conversation")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+
+
+def _corrupt(url: str, projection: str, user_id: str, key: str) -> None:
+    """Overwrite a stored document with bytes that do not decode (as by hand)."""
+    garbage = "X'7b6e6f74'" if url.startswith("sqlite:") else "'\\x7b6e6f74'::bytea"
+    behind_the_store(
+        url,
+        f"UPDATE ledger_read_models SET doc = {garbage} WHERE projection = '{projection}' "
+        f"AND user_id = '{user_id}' AND key = '{key}'",
+    )
+
+
+def test_a_corrupt_read_model_is_named_with_the_rebuild_that_mends_it(url: str) -> None:
+    seed(url)
+    assert ledger_cli(url, "projections", "rebuild").returncode == 0
+    _corrupt(url, "conversation", "usr_a", "sess_2")
+    broken = ledger_cli(url, "state", "sess_2", "--user", "usr_a")
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    (line,) = broken.stderr.strip().splitlines()
+    assert "read model 'conversation': document 'sess_2' of 'usr_a' is corrupt" in line
+    assert line.endswith("rebuild it: ledger projections rebuild conversation")
+    with ledger.connect(url) as led:
+        with pytest.raises(ledger.ReadModelCorrupt, match="'sess_2'"):
+            led.tenant("usr_a").conversation("sess_2")
+        turn(led.tenant("usr_a").start_run(session_id="sess_2"), 9)
+        with pytest.raises(ledger.ReadModelCorrupt, match="'sess_2'"):  # the projector too
+            ProjectorRunner(led, [projector_named("conversation")]).catch_up()
+    assert ledger_cli(url, "projections", "rebuild", "conversation").returncode == 0
+    mended = ledger_cli(url, "state", "sess_2", "--user", "usr_a", "--json")
+    assert mended.returncode == 0 and len(json.loads(mended.stdout)["messages"]) == 16
 
 
 _CLI = (sys.executable, "-m", "cli")

@@ -209,7 +209,7 @@ def _with_a_document(request: pytest.FixtureRequest, backend: str) -> str:
     return url
 
 
-def _behind_the_store(url: str, statement: str) -> None:
+def behind_the_store(url: str, statement: str) -> None:
     """Run ``statement`` on the ledger's database directly (as an old release left it)."""
     if url.startswith("sqlite:"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
@@ -227,7 +227,7 @@ def test_a_schema_from_before_pages_gets_the_pages_table(
     """Read models made by an earlier release have no pages table: opening the storage
     makes it (on Postgres, with its row-level security), documents kept."""
     url = _with_a_document(request, backend)
-    _behind_the_store(url, "DROP TABLE ledger_read_model_pages")
+    behind_the_store(url, "DROP TABLE ledger_read_model_pages")
     with ledger.connect(url) as led:
         storage = storage_for(led.store)
         assert storage.get("p", "u", "k") == Stored(b"doc")
@@ -242,7 +242,7 @@ def test_a_projector_table_from_before_skipped_counts_gets_the_column(
     """Tables made by an earlier release lack ``skipped``: opening the storage adds it,
     rows kept."""
     url = _with_a_document(request, backend)
-    _behind_the_store(url, "ALTER TABLE ledger_projectors DROP COLUMN skipped")
+    behind_the_store(url, "ALTER TABLE ledger_projectors DROP COLUMN skipped")
     with ledger.connect(url) as led:
         storage = storage_for(led.store)
         row = storage.projector("p")
