@@ -310,6 +310,26 @@ class ProjectorRunner:
         """
         chosen = list(self.projectors if projectors is None else projectors)
         builds = self._begin_builds(chosen)
+        try:
+            committed = self._build(builds, progress)
+        except BaseException:  # an error, Ctrl-C: the next rebuild need not wait
+            self._give_up(builds)
+            raise
+        for projector, hold in zip(chosen, builds, strict=True):
+            built = hold.row
+            self.storage.swap(
+                projector.name,
+                projector.version,
+                built.generation,
+                built.cursor,
+                built.name,
+                self.owner,
+            )
+            self._holds.pop(projector.name, None)  # its generation changed: claim again
+        return committed
+
+    def _build(self, builds: Sequence[_Hold], progress: Progress | None) -> int:
+        """The pass of ``rebuild_all`` over the log into ``builds``; events committed."""
         # The collector stays off for the whole pass, not only while a batch folds: the
         # reader thread reads the next page meanwhile, and the collections its rows set
         # off walked the pages and documents in memory (10-60 ms of a 50,000-event pass).
@@ -327,18 +347,17 @@ class ProjectorRunner:
                     # Fenced on the cursor of the batch before, which commits first.
                     hold.row = msgspec.structs.replace(hold.row, cursor=write.new)
                 committer.commit(writes, len(records))
-        for projector, hold in zip(chosen, builds, strict=True):
-            built = hold.row
-            self.storage.swap(
-                projector.name,
-                projector.version,
-                built.generation,
-                built.cursor,
-                built.name,
-                self.owner,
-            )
-            self._holds.pop(projector.name, None)  # its generation changed: claim again
         return committer.committed
+
+    def _give_up(self, builds: Sequence[_Hold]) -> None:
+        """Release the leases of ``builds`` (a rebuild that stopped short): the next
+        rebuild takes them over at once, not when they run out. If the store is gone,
+        they run out."""
+        for hold in builds:
+            try:
+                self.storage.release(hold.row.name, self.owner)
+            except StoreUnavailable as exc:
+                log.warning("could not release the lease on %s: %s", hold.row.name, exc)
 
     def _begin_builds(self, chosen: Sequence[Projector[Any]]) -> list[_Hold]:
         """Claim a fresh build row for each of ``chosen`` (``begin_build``: a killed
@@ -350,8 +369,7 @@ class ProjectorRunner:
             asked = time.monotonic()
             row = self.storage.begin_build(name, projector.version, self.owner, self.lease_seconds)
             if row is None:
-                for hold in builds:
-                    self.storage.release(hold.row.name, self.owner)
+                self._give_up(builds)
                 raise RebuildInProgress(
                     f"read model {projector.name!r} is being rebuilt by another runner "
                     f"(it holds the lease on {name!r}); wait for it to finish, or, if it "

@@ -162,6 +162,22 @@ def test_a_long_rebuild_keeps_its_lease_between_commits(led: ledger.Ledger) -> N
     assert tally(runner, "usr_a", "sess_0").events == expected_count()  # type: ignore[union-attr]
 
 
+def test_a_rebuild_that_stops_short_gives_its_build_up_at_once(led: ledger.Ledger) -> None:
+    write_sessions(led, sessions=1)
+    runner = ProjectorRunner(led, [TALLY], rebuild_batch_size=5)
+
+    def interrupted(events: int) -> None:
+        if events:
+            raise KeyboardInterrupt  # Ctrl-C after the first batch committed
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.rebuild(TALLY, progress=interrupted)
+    left = runner.storage.projector("tally~rebuild")
+    assert left is not None and left.owner is None and left.cursor.position > 0
+    assert ProjectorRunner(led, [TALLY]).rebuild(TALLY) == 2 * expected_count()
+    assert tally(runner, "usr_a", "sess_0").events == expected_count()  # type: ignore[union-attr]
+
+
 def test_status_shows_position_head_and_lag(led: ledger.Ledger) -> None:
     from projections.status import status
 

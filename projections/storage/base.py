@@ -330,16 +330,19 @@ class SQLStorage(ReadModelStorage):
         row = self._run(conn, self.statements.claim, params).fetchone()
         if row is not None or self._run(conn, self.statements.select_row, params).fetchone():
             return (None if row is None else self._row(row)), False
-        self._create(conn, name, version)
+        self._create(conn, name, version, self._next_generation(conn, name))
         row = self._run(conn, self.statements.claim, params).fetchone()  # None: a race lost
         return (None if row is None else self._row(row)), row is not None
 
-    def _create(self, conn: Any, name: str, version: int) -> None:
-        """Insert row ``name`` at the start of the log, with a generation of its own (a
-        counter per read model: never one a killed build left documents under)."""
+    def _next_generation(self, conn: Any, name: str) -> int:
+        """A generation for a new row ``name``, never handed out before (a counter per
+        read model: never one a killed build left documents under)."""
         live = projection_of(name)
         counted = {"projection": live, "build": live + BUILD_SUFFIX}
-        (generation,) = self._run(conn, self.statements.next_generation, counted).fetchone()
+        return int(self._run(conn, self.statements.next_generation, counted).fetchone()[0])
+
+    def _create(self, conn: Any, name: str, version: int, generation: int) -> None:
+        """Insert row ``name`` at the start of the log, in ``generation``."""
         params = {"name": name, "version": version, "generation": generation}
         self._run(conn, self.statements.create_row, params)
 
@@ -348,8 +351,11 @@ class SQLStorage(ReadModelStorage):
             row, created = self._claimed(conn, name, version, owner, ttl)
             if row is None or created:
                 return row
-            self._delete_build(conn, row)  # a killed build's, or one given up: start over
-            self._create(conn, name, version)
+            # A killed build's, or one given up: start over. The next generation first,
+            # while the row still counts (a counter made since is seeded from the rows).
+            generation = self._next_generation(conn, name)
+            self._delete_build(conn, row)
+            self._create(conn, name, version, generation)
             return self._claimed(conn, name, version, owner, ttl)[0]
 
     def _delete_build(self, conn: Any, row: ProjectorRow) -> None:
