@@ -50,6 +50,10 @@ from projections.storage.base import BUILD_SUFFIX, Load, PageKey, Write, lost_bu
 
 Progress = Callable[[int], None]
 
+#: How long a runner's lease on a projector (or a rebuild's on its build) lasts unless
+#: renewed, by default: a killed runner's work is taken over this long after it died.
+LEASE_SECONDS = 15.0
+
 log = logging.getLogger(__name__)
 
 
@@ -109,7 +113,7 @@ class ProjectorRunner:
         owner: str | None = None,
         batch_size: int = 1000,
         rebuild_batch_size: int = 20_000,
-        lease_seconds: float = 15.0,
+        lease_seconds: float = LEASE_SECONDS,
         cached_bytes: int = 32 << 20,
     ) -> None:
         self.ledger = ledger
@@ -373,8 +377,8 @@ class ProjectorRunner:
                 raise RebuildInProgress(
                     f"read model {projector.name!r} is being rebuilt by another runner "
                     f"(it holds the lease on {name!r}); wait for it to finish, or, if it "
-                    f"was killed, for its lease to run out (at most {self.lease_seconds:g} s "
-                    f"after it stopped), then: ledger projections rebuild {projector.name}"
+                    f"was killed, for its lease to run out ({LEASE_SECONDS:g} s after it "
+                    f"stopped, by default), then: ledger projections rebuild {projector.name}"
                 )
             builder = Projector(name, projector.version, projector.reducer)
             hold = _Hold(builder, row, asked + self.lease_seconds / 3)

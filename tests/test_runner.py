@@ -143,6 +143,19 @@ def test_a_second_rebuild_while_one_runs_fails_fast_and_leaves_it_alone(
     assert other.rebuild(TALLY) == 6 * expected_count()  # once it is done: free again
 
 
+def test_a_version_bump_leaves_a_rebuild_in_progress_to_its_runner(led: ledger.Ledger) -> None:
+    write_sessions(led, sessions=1)
+    runner = ProjectorRunner(led, [TALLY])
+    runner.catch_up()
+    held = runner.storage.begin_build("tally~rebuild", 2, "rebuilder", 30)
+    assert held is not None
+    bumped = ProjectorRunner(led, [Projector("tally", 2, TallyReducer())])
+    assert bumped.catch_up() == 0  # no error: the rebuilder swaps version 2 in
+    live = runner.storage.projector("tally")
+    assert live is not None and live.version == 1
+    assert runner.storage.projector("tally~rebuild") == held
+
+
 def test_a_long_rebuild_keeps_its_lease_between_commits(led: ledger.Ledger) -> None:
     """A batch that takes longer than the lease to fold must not let a second rebuild
     take the first one's build over: the heartbeat renews it meanwhile."""
