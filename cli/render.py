@@ -218,6 +218,8 @@ def projector_table(rows: Sequence[ProjectorStatus]) -> None:
         )
         if r.owner is not None and not r.leased:
             notes.append("no live runner (its lease expired)")
+        if r.rebuild_position is not None:
+            notes.append(f"rebuilding: at position {r.rebuild_position} ({r.rebuild_owner})")
         if r.skipped:
             notes.append(
                 f"skipped {r.skipped} unfoldable event{'s' if r.skipped != 1 else ''} (see its log)"

@@ -12,6 +12,7 @@ from ledger.connection import Ledger
 from ledger.records import START
 from projections.projector import Projector
 from projections.storage import storage_for
+from projections.storage.base import BUILD_SUFFIX, ProjectorRow
 
 
 class ProjectorStatus(BaseModel):
@@ -32,6 +33,20 @@ class ProjectorStatus(BaseModel):
     updated_at: datetime | None
     needs_rebuild: bool
     skipped: int = 0  # stored events it could not fold since it was built (in the log)
+    # A rebuild under way (its build row leased now): the position it has reached, and
+    # who runs it. None: no rebuild is running (a killed one's row does not count).
+    rebuild_position: int | None = None
+    rebuild_owner: str | None = None
+
+
+def _held(row: ProjectorRow | None, now: datetime) -> bool:
+    """A runner holds ``row``'s lease now (not none, and not one that ran out)."""
+    return (
+        row is not None
+        and row.owner is not None
+        and row.lease_until is not None
+        and row.lease_until > now
+    )
 
 
 def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[ProjectorStatus]:
@@ -42,6 +57,8 @@ def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[Project
     out = []
     for projector in projectors:
         row = storage.projector(projector.name)
+        build = storage.projector(projector.name + BUILD_SUFFIX)
+        building = build if _held(build, now) else None
         cursor = row.cursor if row is not None else START
         lag = log.lag(cursor)
         out.append(
@@ -61,13 +78,12 @@ def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[Project
                 ),
                 owner=None if row is None else row.owner,
                 lease_until=None if row is None else row.lease_until,
-                leased=row is not None
-                and row.owner is not None
-                and row.lease_until is not None
-                and row.lease_until > now,
+                leased=_held(row, now),
                 updated_at=None if row is None else row.updated_at,
                 needs_rebuild=row is not None and row.version != projector.version,
                 skipped=0 if row is None else row.skipped,
+                rebuild_position=None if building is None else building.cursor.position,
+                rebuild_owner=None if building is None else building.owner,
             )
         )
     return out

@@ -17,6 +17,7 @@ import ledger
 from ledger.store.postgres import split_url
 from projections.projector import Projector
 from projections.runner import ProjectorRunner
+from projections.status import status
 from tests.pg import cut_connections
 from tests.tally import TALLY, TallyReducer, tally
 from tests.writers import turn
@@ -154,6 +155,21 @@ def test_a_version_bump_leaves_a_rebuild_in_progress_to_its_runner(led: ledger.L
     live = runner.storage.projector("tally")
     assert live is not None and live.version == 1
     assert runner.storage.projector("tally~rebuild") == held
+
+
+def test_status_shows_a_rebuild_under_way_and_not_a_killed_one(led: ledger.Ledger) -> None:
+    write_sessions(led, sessions=1)
+    runner = ProjectorRunner(led, [TALLY])
+    runner.catch_up()
+    (idle,) = status(led, [TALLY])
+    assert idle.rebuild_position is None and idle.rebuild_owner is None
+    assert runner.storage.begin_build("tally~rebuild", 1, "rebuilder", 30) is not None
+    (building,) = status(led, [TALLY])
+    assert (building.rebuild_position, building.rebuild_owner) == (0, "rebuilder")
+    assert building.leased  # the live runner's row is not the build's
+    runner.storage.release("tally~rebuild", "rebuilder")  # as if killed: no live lease
+    (killed,) = status(led, [TALLY])
+    assert killed.rebuild_position is None
 
 
 def test_a_long_rebuild_keeps_its_lease_between_commits(led: ledger.Ledger) -> None:
