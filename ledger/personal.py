@@ -1,9 +1,12 @@
 """Personal content, encrypted with a key per user (DESIGN.md invariant 7).
 
 What is personal: message content and attachments, the arguments of the tool calls a
-model asks for, tool inputs and outputs, memory values and a run's final output
-(``PERSONAL`` below). Everything else -- types, ids, models, token counts, latencies,
-costs, tool names, errors -- stays in the clear, so accounting survives an erasure.
+model asks for, tool inputs and outputs, memory values, the values of a run's metadata,
+its final output, and every error string (of a tool, a retry, a run: they echo what
+they failed on, "no account for alice@example.com") -- ``PERSONAL`` below. Everything
+else -- types, ids, models, token counts, latencies, costs, tool names, metadata keys,
+whether there was an error -- stays in the clear, so accounting survives an erasure (a
+sealed error still counts as one; its text reads as ``ERASED``).
 
 Each personal value is replaced, inside the payload JSON, by a *sealed token*: a string
 ``MARKER + "v2/" + key_id + "/" + base64(nonce || AES-GCM ciphertext of the value's
@@ -68,15 +71,19 @@ ERASED = "[erased]"
 #: What a reader sees in place of a token that does not open with its user's key.
 UNREADABLE = "[unreadable]"
 
-#: Personal fields per event type: ``field``, ``field[]`` (each element of a list) or
-#: ``field[].sub`` (``sub`` of each element).
+#: Personal fields per event type: ``field``, ``field[]`` (each element of a list),
+#: ``field[].sub`` (``sub`` of each element) or ``field{}`` (each value of an object; its
+#: keys stay in the clear).
 PERSONAL: Mapping[str, tuple[str, ...]] = {
+    "run_started": ("metadata{}",),
     "message_received": ("content", "attachments[]"),
     "model_responded": ("content", "tool_calls[].arguments"),
     "tool_called": ("input",),
-    "tool_returned": ("output",),
+    "tool_returned": ("output", "error"),
+    "retry_attempted": ("error",),
     "memory_written": ("value",),
     "run_completed": ("output",),
+    "run_failed": ("error",),
 }
 
 _NONCE = 12
@@ -257,13 +264,25 @@ class Draft(NamedTuple):
     payload: Payload
 
 
-#: ``PERSONAL`` compiled: per type, (path, field, each element?, attribute of each or "").
-_PATHS: Mapping[str, tuple[tuple[str, str, bool, str], ...]] = {
-    type_: tuple(
-        (path, path.partition("[]")[0], "[]" in path, path.partition("[]")[2].lstrip("."))
-        for path in paths
-    )
-    for type_, paths in PERSONAL.items()
+class _Path(NamedTuple):
+    """One path of ``PERSONAL``, compiled."""
+
+    path: str  # as written in ``PERSONAL`` (named in errors)
+    field: str  # the payload field
+    each: str  # "": the field's value; "[]": each element; "{}": each value of an object
+    attr: str  # with "[]": the attribute of each element sealed ("": the element)
+
+
+def _compiled(path: str) -> _Path:
+    for each in ("[]", "{}"):
+        field, found, attr = path.partition(each)
+        if found:
+            return _Path(path, field, each, attr.lstrip("."))
+    return _Path(path, path, "", "")
+
+
+_PATHS: Mapping[str, tuple[_Path, ...]] = {
+    type_: tuple(_compiled(path) for path in paths) for type_, paths in PERSONAL.items()
 }
 
 #: What is applied to each personal value: ``fn(type, path, value) -> value``.
@@ -275,14 +294,17 @@ def _each_personal(type_: str, payload: Payload, fn: ValueFn) -> Payload:
     very same object when ``fn`` changed nothing. Works on the validated Struct: no
     decoding, no copying of what is not personal."""
     changes: dict[str, Any] | None = None
-    for path, field, listed, attr in _PATHS.get(type_, ()):
+    for path, field, each, attr in _PATHS.get(type_, ()):
         value = getattr(payload, field)
-        if not listed:
+        if not each:
             if value is None or value == "":  # absent or empty: nothing to seal or check
                 continue
             new = fn(type_, path, value)
         elif not value:
             continue
+        elif each == "{}":
+            values = {key: fn(type_, path, item) for key, item in value.items()}
+            new = value if all(map(operator.is_, values.values(), value.values())) else values
         else:
             if attr:
                 items = [_each_attr(item, attr, type_, path, fn) for item in value]
