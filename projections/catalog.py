@@ -22,9 +22,11 @@ MEMORY = "memory"
 def default_projectors(prices: PriceTable | None = None) -> list[Projector[Any]]:
     """Conversation per session, run metadata per run, memory per user."""
     return [
-        Projector(CONVERSATION, 2, ConversationReducer()),
+        # 3: a result goes to the earliest open call of its call_id (ids may repeat).
+        Projector(CONVERSATION, 3, ConversationReducer()),
         # 3: costs of models that only start like a known one are None, not its price.
-        Projector(RUN_METADATA, 3, RunMetadataReducer(prices)),
+        # 4: the same pairing; pending calls are a list (a call_id may repeat).
+        Projector(RUN_METADATA, 4, RunMetadataReducer(prices)),
         # 2: memory slots no longer collide when a namespace or key holds the separator.
         Projector(MEMORY, 2, MemoryReducer()),
     ]

@@ -203,9 +203,7 @@ class CompletedStep(BaseModel):
 
 
 def _pending(s: r.RunFold) -> list[PendingToolCall]:
-    return [
-        PendingToolCall(call_id=c.call_id, name=c.name, input=c.input) for c in s.pending.values()
-    ]
+    return [PendingToolCall(call_id=c.call_id, name=c.name, input=c.input) for c in s.pending]
 
 
 def _steps(s: r.RunFold) -> list[CompletedStep]:

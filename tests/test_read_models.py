@@ -309,7 +309,7 @@ def test_a_long_session_is_stored_in_pages_and_reads_back_whole(led: ledger.Ledg
     size = projector.page_items
     assert len(stored.pages) >= 2 and head.offset == size * len(stored.pages)
     assert len(head.messages) < 2 * size  # the head stays small, whatever the session's length
-    assert head.open_calls == {waiting.run_id: {"slow": 0}}  # in page 0
+    assert head.open_calls == {waiting.run_id: {"slow": [0]}}  # in page 0
 
     waiting.tool_returned(call_id="slow", name="approve", output="yes", duration_ms=5)
 
@@ -548,10 +548,14 @@ def play(led: ledger.Ledger, actions: list[tuple[str, int, int]]) -> None:
                 latency_ms=arg * 5,
             )
         elif kind == "call":
-            open_calls[which].append(f"c{n}")
-            run.tool_called(call_id=f"c{n}", name=f"tool{arg}", input={"n": n})
+            # Some agents reuse ids ("call_0" in every parallel batch): c0 and c1 may be
+            # open more than once at a time.
+            call = f"c{arg}" if arg < 2 else f"c{n}"
+            open_calls[which].append(call)
+            run.tool_called(call_id=call, name=f"tool{arg}", input={"n": n})
         elif kind in ("return", "error"):
-            call = open_calls[which].pop(0) if open_calls[which] else f"orphan{n}"
+            waiting = open_calls[which]  # answered in any order
+            call = waiting.pop(arg % len(waiting)) if waiting else f"orphan{n}"
             if kind == "return":
                 run.tool_returned(call_id=call, name="tool", output=[n], duration_ms=arg)
             else:

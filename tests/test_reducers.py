@@ -15,9 +15,11 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec import UNSET
 
 import ledger
 from cli.demo import RECORDED, record_demo_run
+from ledger.errors import ReadModelCorrupt
 from ledger.events import CATALOG, ENDS_A_RUN, Event, to_data
 from projections import reducers as r
 from projections.models import (
@@ -28,7 +30,7 @@ from projections.models import (
     memory_history,
 )
 from projections.prices import PriceTable
-from projections.projector import Projector
+from projections.projector import Document, Projector
 from projections.runner import _by_key
 
 T0 = datetime(2025, 3, 15, 10, 22, 31, tzinfo=UTC)
@@ -285,6 +287,34 @@ def test_a_tool_error_is_an_error_entry_and_counted(led: ledger.Ledger) -> None:
     ]
 
 
+def test_documents_of_the_earlier_shape_read_as_they_meant(led: ledger.Ledger) -> None:
+    # Until the rebuild that a version bump starts swaps in, readers of this release read
+    # the documents of the earlier one: a conversation's open calls one index per
+    # call_id (conversation 2), a run's pending calls a mapping by call_id (run_metadata
+    # 3). Read as meant, not as corrupt, and not with the calls dropped.
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s", occurred_at=at(0))
+    run.tool_called(call_id="c1", name="search", input={"q": 1}, occurred_at=at(1))
+    run.tool_called(call_id="c2", name="fetch", input={"q": 2}, occurred_at=at(2))
+    events = log(t)
+    conversation, meta = CONVERSATION.fold(events), RUNS.fold(events)
+    assert conversation is not None and meta is not None
+    assert conversation.open_calls == {run.run_id: {"c1": [0], "c2": [1]}}
+    earlier = {
+        CONVERSATION: ("open_calls", {run.run_id: {"c1": 0, "c2": 1}}),
+        RUNS: ("pending", {c.call_id: msgspec.to_builtins(c) for c in meta.pending}),
+    }
+    for reducer, state in ((CONVERSATION, conversation), (RUNS, meta)):
+        projector = Projector("p", 1, reducer)
+        stored = json.loads(projector.dump(Document(state, {run.run_id: 3}), (3, 3)).head)
+        field, value = earlier[reducer]
+        stored["state"][field] = value
+        assert projector.load(json.dumps(stored).encode()).state == state
+        stored["state"][field] = {"c1": "nonsense"}  # neither shape: corrupt, as before
+        with pytest.raises(ReadModelCorrupt):
+            projector.load(json.dumps(stored).encode())
+
+
 def test_a_forgotten_memory_leaves_the_current_view_but_not_the_history(
     led: ledger.Ledger,
 ) -> None:
@@ -482,8 +512,13 @@ def run_script(draw: st.DrawFn, n: int) -> list[tuple[str, dict[str, Any]]]:
                 ("tool_called", {"call_id": call, "name": name, "input": draw(SMALL_JSON)})
             )
         elif kind == "tool_returned":
-            answer = draw(st.booleans())  # else: a result whose call was never recorded
-            call = pending.pop(0) if pending and answer else f"orphan{i}"
+            # Results come in any order, for ids that may be open more than once; else a
+            # result whose call was never recorded (or an id no longer open).
+            answer = draw(st.booleans())
+            if pending and answer:
+                call = pending.pop(draw(st.integers(0, len(pending) - 1)))
+            else:
+                call = draw(st.sampled_from(["c1", f"orphan{i}"]))
             failed = draw(st.booleans())
             script.append(("tool_returned", {
                 "call_id": call, "name": draw(st.sampled_from(["search", "fetch"])),
@@ -526,6 +561,23 @@ def logs(draw: st.DrawFn) -> list[Event]:
             recorded_at=T0 + timedelta(seconds=position), data=payload, hash="", prev_hash="",
         ))  # fmt: skip
     return events
+
+
+def answers(events: list[Event]) -> dict[int, Event]:
+    """By position of each tool_returned: the tool_called it answers, if any. Counted,
+    not queued: the n-th result of a run's call_id answers the n-th call of that id
+    when there was one before it (else none: the result stands alone)."""
+    calls: dict[tuple[str, str], list[Event]] = {}
+    answered: dict[tuple[str, str], int] = {}
+    out: dict[int, Event] = {}
+    for event in events:
+        key = (event.run_id, event.data.get("call_id", ""))
+        if event.type == "tool_called":
+            calls.setdefault(key, []).append(event)
+        elif event.type == "tool_returned" and answered.get(key, 0) < len(calls.get(key, [])):
+            out[event.position] = calls[key][answered.get(key, 0)]
+            answered[key] = answered.get(key, 0) + 1
+    return out
 
 
 def documents(reducer: r.Reducer[Any], events: list[Event]) -> dict[str, list[Event]]:
@@ -628,6 +680,58 @@ def test_the_runner_groups_events_by_the_key_of_each_reducer(
             if key is not None:
                 expected.setdefault((event.user_id, key), []).append(event)
         assert dict(_by_key(Projector("p", 1, reducer), mixed)) == expected
+
+
+def _outcome(result: Event) -> tuple[Any, Any, Any]:
+    """A tool entry's output, error and duration_ms as ``result`` leaves them."""
+    d = result.data
+    failed = d.get("error") is not None
+    duration = UNSET if d.get("duration_ms") is None else d["duration_ms"]
+    return (UNSET, d["error"], duration) if failed else (d.get("output"), UNSET, duration)
+
+
+@PROPERTY
+@given(logs())
+def test_a_result_answers_the_earliest_open_call_of_its_id(events: list[Event]) -> None:
+    # Some agents reuse call ids ("call_0" in every parallel batch): the conversation's
+    # tool entries, the pending calls and the slowest call pair results first come,
+    # first served, with a result for no open call an entry of its own.
+    answer = answers(events)
+    at_position = {e.position: e for e in events}
+    by_call = {call.position: at_position[result] for result, call in answer.items()}
+    for evs in documents(CONVERSATION, events).values():
+        state = CONVERSATION.fold(evs)
+        assert state is not None
+        expected = []
+        for e in evs:
+            if e.type == "tool_called":
+                result = by_call.get(e.position)
+                outcome = (UNSET, UNSET, UNSET) if result is None else _outcome(result)
+                expected.append((e.data["call_id"], e.data["name"], e.data["input"], *outcome))
+            elif e.type == "tool_returned" and e.position not in answer:
+                expected.append((e.data["call_id"], e.data["name"], UNSET, *_outcome(e)))
+        entries = [m for m in state.messages if m.role == "tool"]
+        got = [(m.call_id, m.name, m.input, m.output, m.error, m.duration_ms) for m in entries]
+        assert got == expected
+    for evs in documents(RUNS, events).values():
+        meta = RUNS.fold(evs)
+        assert meta is not None
+        waiting = [e for e in evs if e.type == "tool_called" and e.position not in by_call]
+        assert [(c.call_id, c.name, c.input) for c in meta.pending] == [
+            (e.data["call_id"], e.data["name"], e.data["input"]) for e in waiting
+        ]
+        timed = [e for e in evs if e.type == "tool_returned" and e.data["duration_ms"] is not None]
+        slowest = max(timed, key=lambda e: e.data["duration_ms"], default=None)
+        if slowest is None:
+            assert meta.slowest_tool_call is None
+            continue
+        call = answer.get(slowest.position)
+        source = slowest if call is None else call
+        assert meta.slowest_tool_call is not None
+        assert (meta.slowest_tool_call.name, meta.slowest_tool_call.input) == (
+            source.data["name"],
+            None if call is None else call.data["input"],
+        )
 
 
 CONVERSATION_KEYS = {"session_id", "user_id", "created_at", "updated_at", "messages",

@@ -48,7 +48,7 @@ def test_replay_at_k_is_the_fold_of_k_and_what_projections_held(
         assert state.version == k and state.status == folded.status
         assert state.run_metadata.total_tokens == folded.total_tokens
         assert state.run_metadata.cost_usd == folded.cost_usd
-        assert [c.call_id for c in state.pending_tool_calls] == list(folded.pending)
+        assert [c.call_id for c in state.pending_tool_calls] == [c.call_id for c in folded.pending]
         # and the run metadata read model, after the log up to that event was projected
         runner = ProjectorRunner(led, default_projectors(), batch_size=1)
         for _ in range(log.index(own[k - 1]) + 1):

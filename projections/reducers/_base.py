@@ -94,9 +94,26 @@ class Reducer(Generic[S]):
         return self._encoder.encode(state)
 
     def decode(self, data: bytes) -> S:
-        """A state back from its stored bytes."""
-        state: S = self._decoder.decode(data)
+        """A state back from its stored bytes (of an earlier shape too: ``upgrade``)."""
+        try:
+            state: S = self._decoder.decode(data)
+        except msgspec.ValidationError:
+            upgraded = self.upgrade(msgspec.json.decode(data))
+            if upgraded is None:
+                raise
+            state = self._decoder.decode(self._encoder.encode(upgraded))
         return state
+
+    def upgrade(self, stored: Any) -> Any | None:
+        """``stored``, a state of an earlier shape as plain JSON, in the current shape
+        (None: not a shape this reducer knows).
+
+        A read model whose stored shape changes gets a new projector version, and so a
+        rebuild; until the rebuild swaps in, readers of this release still read the
+        documents of the earlier one, and must not misread them. Called only for bytes
+        the current shape rejects, so documents of the current shape pay nothing.
+        """
+        return None
 
     # -- paging (reducers with a ``paged_field``) -------------------------------------
     def items(self, state: S) -> list[Any]:

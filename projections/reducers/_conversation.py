@@ -3,6 +3,7 @@ to its model on every call, and the session's totals."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -52,9 +53,11 @@ class Conversation(msgspec.Struct):
     # The summed spans of the session's runs that ended (kept as one number, so a session
     # of thousands of runs does not carry one entry each).
     ended_wall_ms: float = 0.0
-    # run_id -> call_id -> index in the session's messages of a tool entry still waiting
-    # for its result. Keyed by run too: two runs of one session may both have a "call_1".
-    open_calls: dict[str, dict[str, int]] = {}
+    # run_id -> call_id -> indices in the session's messages of the tool entries still
+    # waiting for a result, in call order: a result goes to the earliest (some agents
+    # reuse ids, "call_0" in every parallel batch). Keyed by run too: two runs of one
+    # session may both have a "call_1".
+    open_calls: dict[str, dict[str, list[int]]] = {}
     # ``reducers.Paged``: ``messages`` holds the session's messages from ``offset`` on;
     # the stored read model keeps the earlier ones in pages (0 when folded whole).
     offset: int = 0
@@ -127,7 +130,11 @@ class ConversationReducer(Reducer[Conversation]):
             open_calls = state.open_calls.get(event.run_id)
             if open_calls is None:
                 open_calls = state.open_calls[event.run_id] = {}
-            open_calls[d["call_id"]] = state.offset + len(state.messages)
+            index, waiting = state.offset + len(state.messages), open_calls.get(d["call_id"])
+            if waiting is None:
+                open_calls[d["call_id"]] = [index]
+            else:
+                waiting.append(index)
             entry = Message("tool", when, call_id=d["call_id"], name=d["name"])
             entry.input = d.get("input")
             state.messages.append(entry)
@@ -144,21 +151,46 @@ class ConversationReducer(Reducer[Conversation]):
         # steps and memory add no message
 
     def touched(self, state: Conversation, events: Iterable[Event]) -> set[int]:
-        """The tool entries before ``state.offset`` whose results are among ``events``."""
+        """The tool entries before ``state.offset`` whose results are among ``events``.
+
+        The n results of one call_id among ``events`` go to the n earliest of its open
+        calls (calls made among ``events`` come after them, past the offset)."""
         if not state.offset or not state.open_calls:
             return set()
+        results = Counter(
+            (event.run_id, event.data["call_id"])
+            for event in events
+            if event.type == "tool_returned"
+        )
         found = set()
-        for event in events:
-            if event.type == "tool_returned":
-                index = state.open_calls.get(event.run_id, {}).get(event.data["call_id"])
-                if index is not None and index < state.offset:
+        for (run_id, call_id), count in results.items():
+            for index in state.open_calls.get(run_id, {}).get(call_id, [])[:count]:
+                if index < state.offset:
                     found.add(index)
         return found
+
+    def upgrade(self, stored: Any) -> Any | None:
+        """A conversation of projector version 2, whose open calls were one index per
+        call_id, with each index as a list of one."""
+        if not isinstance(stored, dict) or not isinstance(stored.get("open_calls"), dict):
+            return None
+        try:
+            stored["open_calls"] = {
+                run_id: {call_id: [index] for call_id, index in calls.items()}
+                for run_id, calls in stored["open_calls"].items()
+            }
+        except AttributeError:  # not a mapping: not version 2's shape either
+            return None
+        return stored
 
     def _tool_returned(self, state: Conversation, event: Event) -> None:
         d = event.data
         open_calls = state.open_calls.get(event.run_id, {})
-        index = open_calls.pop(d["call_id"], None)
+        waiting, index = open_calls.get(d["call_id"]), None
+        if waiting:  # the earliest call of this id still open takes the result
+            index = waiting.pop(0)
+            if not waiting:
+                del open_calls[d["call_id"]]
         if not open_calls:
             state.open_calls.pop(event.run_id, None)
         if index is None:  # a result whose call was never recorded: an entry of its own

@@ -90,7 +90,9 @@ class RunFold(msgspec.Struct):
     retries: int = 0
     tools: dict[str, ToolStats] = {}
     turns: list[Turn] = []
-    pending: dict[str, ToolCallRef] = {}  # call_id -> call, in call order
+    # Calls still waiting for a result, in call order. A call_id may repeat (some agents
+    # reuse ids, "call_0" in every parallel batch): a result goes to the earliest.
+    pending: list[ToolCallRef] = []
     slowest_tool_call: ToolCallRef | None = None
     completed_steps: list[Step] = []
     version: int = 0
@@ -115,6 +117,14 @@ class RunFold(msgspec.Struct):
         """Index of the turn with the longest wall time (the first of equals), if any."""
         slowest = max(self.turns, key=lambda t: t.wall_time_ms, default=None)
         return None if slowest is None else slowest.index
+
+
+def _answered(pending: list[ToolCallRef], call_id: str) -> ToolCallRef | None:
+    """Take the earliest of ``pending`` with ``call_id`` out of it (None: none is)."""
+    for n, call in enumerate(pending):
+        if call.call_id == call_id:
+            return pending.pop(n)
+    return None
 
 
 def _add_cost(total: float | None, cost: float | None) -> float | None:
@@ -145,6 +155,14 @@ class RunMetadataReducer(Reducer[RunFold]):
         """An empty run opened at ``event``."""
         when = event.occurred_at
         return RunFold(event.run_id, event.user_id, event.session_id, when, when)
+
+    def upgrade(self, stored: Any) -> Any | None:
+        """Run metadata of projector version 3, whose pending calls were a mapping by
+        call_id (in call order), with them as a list."""
+        if not isinstance(stored, dict) or not isinstance(stored.get("pending"), dict):
+            return None
+        stored["pending"] = list(stored["pending"].values())
+        return stored
 
     def price(self, model: str | None, usage: dict[str, Any] | None) -> float | None:
         """USD for one model call; None for an unknown model or a call without usage."""
@@ -198,7 +216,7 @@ class RunMetadataReducer(Reducer[RunFold]):
                 stats = state.tools[name] = ToolStats()
             stats.calls += 1
             call = ToolCallRef(d["call_id"], name, d.get("input"), turn.index)
-            state.pending[d["call_id"]] = call
+            state.pending.append(call)
         elif kind == "tool_returned":
             self._tool_returned(state, turn, event)
         elif kind == "retry_attempted":
@@ -233,7 +251,7 @@ class RunMetadataReducer(Reducer[RunFold]):
 
     def _tool_returned(self, state: RunFold, turn: Turn, event: Event) -> None:
         d = event.data
-        call = state.pending.pop(d["call_id"], None)
+        call = _answered(state.pending, d["call_id"])
         stats = state.tools.setdefault(d["name"], ToolStats())
         if d.get("error") is not None:
             state.tool_errors += 1
