@@ -252,6 +252,93 @@ def test_pending_tool_calls_and_a_running_status(led: ledger.Ledger) -> None:
     ]
 
 
+def reused_call_ids(t: ledger.Tenant) -> ledger.Run:
+    """A run whose agent reuses call ids: two calls "c0" open at once (answered first
+    come, first served, the second a turn later), another open call between them, a
+    third "c0" and a result for an id no call left open."""
+    run = t.start_run(session_id="s", model="gpt-4o", occurred_at=at(0))
+    with run.turn():
+        run.message_received(content="compare", occurred_at=at(1))
+        run.tool_called(call_id="c0", name="search", input={"q": "a"}, occurred_at=at(2))
+        run.tool_called(call_id="c0", name="fetch", input={"q": "b"}, occurred_at=at(3))
+        run.tool_called(call_id="c1", name="search", input={"q": "c"}, occurred_at=at(4))
+        run.tool_returned(
+            call_id="c0", name="search", output="a!", duration_ms=100, occurred_at=at(5)
+        )
+    with run.turn():
+        run.message_received(content="and?", occurred_at=at(6))
+        run.tool_called(call_id="c0", name="search", input={"q": "d"}, occurred_at=at(7))
+        run.tool_returned(
+            call_id="c0", name="fetch", output="b!", duration_ms=900, occurred_at=at(8)
+        )
+        run.tool_returned(call_id="c2", name="clock", output="noon", occurred_at=at(9))
+    return run
+
+
+def test_results_of_reused_call_ids_go_to_the_earliest_open_call(led: ledger.Ledger) -> None:
+    t = led.tenant("usr_a")
+    run = reused_call_ids(t)
+    runner = ProjectorRunner(led, default_projectors())
+    for projected in (False, True):  # read before the projector passes, and after
+        if projected:
+            runner.catch_up()
+        tools = [m for m in t.conversation("s").messages if m["role"] == "tool"]
+        assert [(m["call_id"], m.get("input"), m.get("output")) for m in tools] == [
+            ("c0", {"q": "a"}, "a!"),
+            ("c0", {"q": "b"}, "b!"),
+            ("c1", {"q": "c"}, None),
+            ("c0", {"q": "d"}, None),
+            ("c2", None, "noon"),  # answers no call: an entry of its own
+        ]
+        meta = t.run_metadata(run.run_id)
+        assert [(c.call_id, c.input) for c in meta.pending_tool_calls] == [
+            ("c1", {"q": "c"}),
+            ("c0", {"q": "d"}),
+        ]
+        assert meta.tool_calls == 4 and meta.tools["fetch"].max_duration_ms == 900
+        slowest = meta.slowest_tool_call
+        assert slowest is not None  # the second "c0", called in the first turn
+        assert (slowest.call_id, slowest.name, slowest.turn) == ("c0", "fetch", 0)
+    state = t.replay(run.run_id)
+    assert state.pending_tool_calls == meta.pending_tool_calls
+    assert [m for m in state.messages if m["role"] == "tool"] == tools
+    both_open = t.replay(run.run_id, at=5)  # both "c0" and the "c1" called, none answered
+    assert [(c.call_id, c.input) for c in both_open.pending_tool_calls] == [
+        ("c0", {"q": "a"}),
+        ("c0", {"q": "b"}),
+        ("c1", {"q": "c"}),
+    ]
+
+
+def test_results_of_a_reused_call_id_whose_calls_are_paged_out(led: ledger.Ledger) -> None:
+    """Two results of one call_id in one batch, for two calls in pages of their own (tiny
+    pages): the projector is handed back both pages, and each result reaches its call."""
+    t, waiting, chat = _a_call_then_a_chat(led)
+    projector = next(p for p in default_projectors() if p.name == CONVERSATION)
+    projector = Projector(projector.name, projector.version, projector.reducer, page_items=2)
+    runner = ProjectorRunner(led, [projector])
+    for n in range(6):
+        if n == 3:
+            waiting.tool_called(call_id="slow", name="approve", input={"what": "refill"})
+        with chat.turn():
+            chat.message_received(content=f"q{n}")
+            chat.model_responded(content=f"a{n}")
+    runner.catch_up()
+    stored = runner.storage.get(CONVERSATION, "usr_a", "s")
+    assert stored is not None
+    assert projector.load(stored.head).state.open_calls == {waiting.run_id: {"slow": [0, 7]}}
+    with waiting.turn():  # one batch
+        waiting.tool_returned(call_id="slow", name="approve", output="refund ok")
+        waiting.tool_returned(call_id="slow", name="approve", output="refill ok")
+    for projected in (False, True):  # read before the projector passes, and after
+        if projected:
+            runner.catch_up()
+        messages = t.conversation("s").messages
+        assert (messages[0]["output"], messages[7]["output"]) == ("refund ok", "refill ok")
+    stored = runner.storage.get(CONVERSATION, "usr_a", "s")
+    assert stored is not None and projector.load(stored.head).state.open_calls == {}
+
+
 def test_no_read_returns_another_tenants_data(led: ledger.Ledger) -> None:
     a, b = led.tenant("usr_a"), led.tenant("usr_b")
     run = scripted_run(a, session="shared_name")
