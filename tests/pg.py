@@ -119,3 +119,24 @@ def cut_connections(database_url: str) -> int:
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+@contextmanager
+def login_role(url: str, granted: str | None) -> Iterator[str]:
+    """``url``, logged in as a fresh LOGIN role granted ``granted`` (a comma-separated
+    list of roles; None: no role at all); the role is dropped afterwards."""
+    role = f"ledger_test_login_{uuid.uuid4().hex[:8]}"
+    grant = "" if granted is None else f" IN ROLE {granted}"
+    with raw_connection(url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN{grant}")
+    base, _, query = url.partition("?")
+    scheme, _, rest = base.partition("://")
+    try:
+        yield f"{scheme}://{role}@{rest.partition('@')[2]}?{query}"
+    finally:
+        with raw_connection(url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            conn.execute(f"DROP ROLE {role}")

@@ -298,29 +298,14 @@ def test_a_file_system_error_is_one_line_not_a_traceback(tmp_path: Path) -> None
 
 def test_a_login_that_may_create_nothing_is_told_so_at_init(pg_url: str) -> None:
     """A role without CREATE (on the database, or the schema): one line, exit 1."""
-    import uuid
+    from tests.pg import login_role
 
-    from tests.pg import raw_connection
-
-    role = f"ledger_test_nocreate_{uuid.uuid4().hex[:8]}"
-    with raw_connection(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-    base, _, query = pg_url.partition("?")
-    scheme, _, rest = base.partition("://")
-    login = f"{scheme}://{role}@{rest.partition('@')[2]}?{query}"
-    try:
+    with login_role(pg_url, None) as login:
         for command in ("init", "runs"):
             result = ledger_cli(login, command)
             assert result.returncode == 1 and "Traceback" not in result.stderr
             [line] = result.stderr.strip().splitlines()
             assert line.startswith("error: Postgres refused: permission denied")
-    finally:
-        with raw_connection(pg_url, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (role,),
-            )
-            conn.execute(f"DROP ROLE {role}")
 
 
 def test_a_missing_file_and_bad_usage_exit_2(url: str) -> None:

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -27,7 +26,7 @@ from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, OWNER_ROLE
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
 from projections.status import status
-from tests.pg import raw_connection
+from tests.pg import login_role, raw_connection
 
 #: Every table that holds tenant data, and a column that is safe to write back.
 TENANT_TABLES = (
@@ -313,36 +312,15 @@ def _check_reads(t: Any, user: str, session: str) -> None:
 @pytest.fixture
 def agent_login(seeded: str) -> Iterator[str]:
     """``seeded``'s URL, logged in as a fresh LOGIN role granted only ``ledger_app``."""
-    with _login(seeded, APP_ROLE) as url:
+    with login_role(seeded, APP_ROLE) as url:
         yield url
 
 
 @pytest.fixture
 def auditor_login(seeded: str) -> Iterator[str]:
     """``seeded``'s URL, logged in as a fresh LOGIN role granted only ``ledger_auditor``."""
-    with _login(seeded, AUDITOR_ROLE) as url:
+    with login_role(seeded, AUDITOR_ROLE) as url:
         yield url
-
-
-@contextmanager
-def _login(seeded: str, granted: str) -> Iterator[str]:
-    import uuid
-
-    role = f"ledger_test_login_{uuid.uuid4().hex[:8]}"
-    with raw_connection(seeded, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE {granted}")
-    base, _, query = seeded.partition("?")
-    scheme, _, rest = base.partition("://")
-    url = f"{scheme}://{role}@{rest.partition('@')[2]}?{query}"
-    try:
-        yield url
-    finally:
-        with raw_connection(seeded, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (role,),
-            )
-            conn.execute(f"DROP ROLE {role}")
 
 
 def test_a_plain_app_login_works_for_its_tenants_and_is_refused_the_rest(
@@ -417,7 +395,7 @@ def test_an_auditor_login_reads_every_tenant_and_writes_nothing(auditor_login: s
 def test_a_login_with_both_roles_still_switches_and_stays_isolated(seeded: str) -> None:
     """Granted ledger_app and ledger_auditor, a login would see every tenant under
     their permissive policies together: the store must switch role for it."""
-    with _login(seeded, f"{APP_ROLE}, {AUDITOR_ROLE}") as url, ledger.connect(url) as led:
+    with login_role(seeded, f"{APP_ROLE}, {AUDITOR_ROLE}") as url, ledger.connect(url) as led:
         assert led.store.acts_as is None
         # The database, not the query, must narrow this to usr_a.
         every_tenant = "SELECT DISTINCT user_id FROM ledger_events"
@@ -446,9 +424,9 @@ def test_the_documented_deployment_agents_runner_and_auditor_logins(seeded: str)
     projector runner and erasure as a member of ledger_owner, audits as a member of
     ledger_auditor. Each does its job and nothing it should not."""
     with (
-        _login(seeded, APP_ROLE) as agent_url,
-        _login(seeded, OWNER_ROLE) as owner_url,
-        _login(seeded, AUDITOR_ROLE) as auditor_url,
+        login_role(seeded, APP_ROLE) as agent_url,
+        login_role(seeded, OWNER_ROLE) as owner_url,
+        login_role(seeded, AUDITOR_ROLE) as auditor_url,
     ):
         with ledger.connect(agent_url) as agent:
             run = agent.tenant("usr_a").start_run(session_id="sess_deployed")
