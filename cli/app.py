@@ -277,13 +277,8 @@ def main() -> None:
         logging.getLogger("psycopg").addFilter(_quiet_pipeline_aftermath)
     try:
         app()  # standalone: usage errors print help and exit 2
-    except ledger.LedgerError as exc:
+    except (ledger.LedgerError, OSError) as exc:  # OSError: the disk (full, read-only, gone)
         if debug:
             raise
         render.err.print(f"error: {exc}", markup=False)
-        sys.exit(exit_code(exc))
-    except OSError as exc:  # the disk, not the ledger: full, read-only, gone
-        if debug:
-            raise
-        render.err.print(f"error: {exc}", markup=False)
-        sys.exit(1)
+        sys.exit(exit_code(exc) if isinstance(exc, ledger.LedgerError) else 1)

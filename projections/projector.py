@@ -23,7 +23,7 @@ from ledger.events import CATALOG, ENDS_A_RUN, Event
 from ledger.records import LogCursor, Record, RunHead
 from ledger.tenant import to_event
 from projections.reducers import Paged
-from projections.storage.base import BUILD_SUFFIX, DocKey
+from projections.storage.base import DocKey, projection_of
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Projector(Generic[S]):
     def corrupt(self, key: DocKey | None, cause: Exception | str) -> ReadModelCorrupt:
         """The error for a stored document ``key`` of this read model that does not
         decode, or whose pages do not fit its head: ``cause`` says how."""
-        name = self.name.removesuffix(BUILD_SUFFIX)  # a build's documents are its model's
+        name = projection_of(self.name)  # a build's documents are its model's
         which = "a stored document" if key is None else f"document {key[1]!r} of {key[0]!r}"
         why = " ".join(str(cause).split()) or type(cause).__name__  # one line
         return ReadModelCorrupt(

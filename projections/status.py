@@ -12,7 +12,7 @@ from ledger.connection import Ledger
 from ledger.records import START
 from projections.projector import Projector
 from projections.storage import storage_for
-from projections.storage.base import BUILD_SUFFIX, ProjectorRow
+from projections.storage.base import BUILD_SUFFIX
 
 
 class ProjectorStatus(BaseModel):
@@ -39,16 +39,6 @@ class ProjectorStatus(BaseModel):
     rebuild_owner: str | None = None
 
 
-def _held(row: ProjectorRow | None, now: datetime) -> bool:
-    """A runner holds ``row``'s lease now (not none, and not one that ran out)."""
-    return (
-        row is not None
-        and row.owner is not None
-        and row.lease_until is not None
-        and row.lease_until > now
-    )
-
-
 def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[ProjectorStatus]:
     """The status of every projector in ``projectors``."""
     storage = storage_for(ledger.store)
@@ -58,7 +48,7 @@ def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[Project
     for projector in projectors:
         row = storage.projector(projector.name)
         build = storage.projector(projector.name + BUILD_SUFFIX)
-        building = build if _held(build, now) else None
+        building = build if build is not None and build.held(now) else None
         cursor = row.cursor if row is not None else START
         lag = log.lag(cursor)
         out.append(
@@ -78,7 +68,7 @@ def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[Project
                 ),
                 owner=None if row is None else row.owner,
                 lease_until=None if row is None else row.lease_until,
-                leased=_held(row, now),
+                leased=row is not None and row.held(now),
                 updated_at=None if row is None else row.updated_at,
                 needs_rebuild=row is not None and row.version != projector.version,
                 skipped=0 if row is None else row.skipped,

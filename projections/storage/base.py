@@ -62,6 +62,10 @@ class ProjectorRow(msgspec.Struct, frozen=True):
     #: decode, or its reducer raised on them (``projections.projector``).
     skipped: int = 0
 
+    def held(self, now: datetime) -> bool:
+        """Whether a runner holds this row's lease at ``now`` (none, or one run out: no)."""
+        return self.owner is not None and self.lease_until is not None and self.lease_until > now
+
 
 class Write(NamedTuple):
     """One projector's part of a commit: its documents and its cursor move (fenced)."""

@@ -226,4 +226,4 @@ class MemoryStorage(ReadModelStorage):
 
 def _held_by_another(row: ProjectorRow, owner: str, now: datetime) -> bool:
     """Whether a live runner other than ``owner`` holds ``row``'s lease."""
-    return row.owner not in (None, owner) and bool(row.lease_until and row.lease_until > now)
+    return row.owner != owner and row.held(now)
