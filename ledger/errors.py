@@ -69,6 +69,12 @@ class RebuildInProgress(LedgerError):
     run out if it was killed."""
 
 
+class ProjectorOutdated(LedgerError):
+    """This code's projector is of an earlier version than the read model stored (a
+    runner of an earlier release, during a rolling deploy): it neither applies to it nor
+    rebuilds it back; nothing was changed. Upgrade that runner, or stop it."""
+
+
 class ReadModelCorrupt(LedgerError):
     """A stored read-model document (or one of its pages) does not decode: names the
     read model and the document, and the command that rebuilds it from the log."""

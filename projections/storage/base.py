@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from ledger.errors import RebuildInProgress
+from ledger.errors import ProjectorOutdated, RebuildInProgress
 from ledger.records import LogCursor, RunHead
 from ledger.store.base import EventStore
 
@@ -103,7 +103,9 @@ class ReadModelStorage(ABC):
         """Take (or renew) the lease on ``name`` if it is free, expired or ours.
 
         Creates the row (generation 1, at the start of the log) on first use. Returns
-        the row as claimed, or None while another live runner holds it.
+        the row as claimed, or None while another live runner holds it, or if its
+        stored version is above ``version`` (a later release's: an earlier one never
+        takes it).
         """
 
     @abstractmethod
@@ -114,7 +116,8 @@ class ReadModelStorage(ABC):
     def begin_build(self, name: str, version: int, owner: str, ttl: float) -> ProjectorRow | None:
         """Claim build row ``name`` (``NAME~rebuild``) for a build from the start.
 
-        None while another live runner holds it. Otherwise the row as claimed, afresh:
+        None while another live runner holds it, or if a later release's build (above
+        ``version``) has it. Otherwise the row as claimed, afresh:
         a generation never handed out before, at the start of the log, with what an
         earlier build of it left (a killed one's half-written documents and pages)
         deleted, all in one transaction.
@@ -206,7 +209,9 @@ class ReadModelStorage(ABC):
         lease is kept) and the build row goes. The older generations' documents and
         pages, which no reader can see any more, are deleted after it. With ``owner``,
         fenced: ``RebuildInProgress`` (and nothing changed) if the build row is no
-        longer ``owner``'s at ``generation``.
+        longer ``owner``'s at ``generation``. Never down: if the live row's version is
+        above ``version`` (a later release swapped its build in meanwhile),
+        ``ProjectorOutdated``, the live row untouched and this build deleted.
         """
 
     @abstractmethod
@@ -242,6 +247,15 @@ def lost_build(build: str) -> RebuildInProgress:
     )
 
 
+def outdated(name: str, version: int, stored: int) -> ProjectorOutdated:
+    """The error of a projector older than its stored read model (an earlier release's)."""
+    return ProjectorOutdated(
+        f"projector {name!r} is at version {version} but its read model is at version "
+        f"{stored}, built by a later release: this runner is of an earlier release: upgrade "
+        f"or stop it (it leaves read model {name!r} alone)"
+    )
+
+
 # -- the SQL backends' shared body ---------------------------------------------------------
 
 
@@ -255,13 +269,14 @@ class Statements(NamedTuple):
     select_rows: str
     next_generation: str  # projection, build -> a generation never handed out before
     create_row: str  # name, version, generation
-    claim: str  # name, owner + the backend's lease clock
+    claim: str  # name, version (the highest it may take), owner + the backend's lease clock
     renew: str  # name, owner, generation + the backend's lease clock
     release: str  # name, owner
     select_doc: str  # name, user_id, key, pages (a limit) -> (page, doc): head (-1), pages
     scan_docs: str  # name, user_id (NULL: all tenants) -> (user_id, key, page, doc)
     select_pages: str  # name, generation, user_id, key, pages (the backend's list form)
-    swap_live: str  # name, version, generation, tx_id, position, build (its skipped)
+    swap_live: str  # name, version, generation, tx_id, position, build (its skipped);
+    # returns the live row's name, none if its version is above ``version`` (not swapped)
     delete_row: str  # name
     delete_older_generations: str  # name, generation
     delete_generation: str  # projection, generation
@@ -330,7 +345,7 @@ class SQLStorage(ReadModelStorage):
         self, conn: Any, name: str, version: int, owner: str, ttl: float
     ) -> tuple[ProjectorRow | None, bool]:
         """``claim`` inside ``conn``'s transaction; and whether it created the row."""
-        params = {"name": name, "owner": owner, **self._lease(ttl)}
+        params = {"name": name, "version": version, "owner": owner, **self._lease(ttl)}
         row = self._run(conn, self.statements.claim, params).fetchone()
         if row is not None or self._run(conn, self.statements.select_row, params).fetchone():
             return (None if row is None else self._row(row)), False
@@ -433,8 +448,16 @@ class SQLStorage(ReadModelStorage):
         with self._store.transaction() as conn:
             if owner is not None and not self._renewed(conn, build, owner, generation, 0):
                 raise lost_build(build)
-            self._run(conn, self.statements.swap_live, params)
-            self._run(conn, self.statements.delete_row, {"name": build})
+            swapped = self._run(conn, self.statements.swap_live, params).fetchone()
+            if swapped is not None:
+                self._run(conn, self.statements.delete_row, {"name": build})
+            else:  # a later release's version is live: this build is of no use
+                live = self._run(conn, self.statements.select_row, {"name": name}).fetchone()
+                built = self._run(conn, self.statements.select_row, {"name": build}).fetchone()
+                if built is not None:
+                    self._delete_build(conn, self._row(built))
+        if swapped is None:
+            raise outdated(name, version, self._row(live).version)
         # Invisible since the swap (readers join on the live generation): deleted in a
         # transaction of its own, so the swap itself stays short.
         with self._store.transaction() as conn:

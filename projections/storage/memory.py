@@ -19,6 +19,7 @@ from projections.storage.base import (
     Stored,
     Write,
     lost_build,
+    outdated,
     projection_of,
 )
 
@@ -57,7 +58,7 @@ class MemoryStorage(ReadModelStorage):
             row = self._rows.get(name)
             if row is None:
                 row = self._new_row(name, version)
-            elif _held_by_another(row, owner, now):
+            elif _held_by_another(row, owner, now) or row.version > version:
                 return None
             row = msgspec.structs.replace(
                 row, owner=owner, lease_until=now + timedelta(seconds=ttl)
@@ -77,7 +78,7 @@ class MemoryStorage(ReadModelStorage):
         with self._lock:
             row = self._rows.get(name)
             now = datetime.now(UTC)
-            if row is not None and _held_by_another(row, owner, now):
+            if row is not None and (_held_by_another(row, owner, now) or row.version > version):
                 return None
             if row is not None:  # a killed build's, or one given up: start over
                 self._discard(row)
@@ -198,6 +199,10 @@ class MemoryStorage(ReadModelStorage):
             live = self._rows.get(name) or ProjectorRow(
                 name, version, generation, cursor, None, None, None
             )
+            if live.version > version:  # a later release's is live: this build is of no use
+                if (built := self._rows.get(build)) is not None:
+                    self._discard(built)
+                raise outdated(name, version, live.version)
             built = self._rows.pop(build, None)
             self._rows[name] = msgspec.structs.replace(
                 live,

@@ -115,11 +115,13 @@ VALUES (%(name)s, %(version)s, %(generation)s, 0, 0)
 ON CONFLICT (name) DO NOTHING
 """
 
+#: A later release's row (a version above ``version``) is never taken by an earlier one.
 CLAIM = f"""
 UPDATE ledger_projectors
 SET owner = %(owner)s, lease_until = clock_timestamp() + %(ttl)s * interval '1 second'
 WHERE name = %(name)s
   AND (owner IS NULL OR owner = %(owner)s OR lease_until < clock_timestamp())
+  AND version <= %(version)s
 RETURNING {ROW_COLUMNS}
 """
 
@@ -230,6 +232,8 @@ WHERE user_id = %(user_id)s AND projection = %(name)s AND generation = %(generat
   AND key = %(key)s AND page = ANY(%(pages)s::integer[])
 """
 
+#: Never down: a live row of a later version (swapped in by a later release meanwhile)
+#: is left as it is, and nothing is returned.
 SWAP_LIVE = """
 INSERT INTO ledger_projectors (name, version, generation, tx_id, position, updated_at, skipped)
 VALUES (%(name)s, %(version)s, %(generation)s, %(tx_id)s, %(position)s, clock_timestamp(),
@@ -238,6 +242,8 @@ ON CONFLICT (name) DO UPDATE SET version = excluded.version,
     generation = excluded.generation, tx_id = excluded.tx_id,
     position = excluded.position, updated_at = excluded.updated_at,
     skipped = excluded.skipped
+WHERE ledger_projectors.version <= excluded.version
+RETURNING name
 """
 
 DELETE_ROW = "DELETE FROM ledger_projectors WHERE name = %(name)s"

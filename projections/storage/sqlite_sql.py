@@ -76,9 +76,11 @@ VALUES (:name, :version, :generation, 0, 0)
 ON CONFLICT (name) DO NOTHING
 """
 
+#: A later release's row (a version above ``version``) is never taken by an earlier one.
 CLAIM = f"""
 UPDATE ledger_projectors SET owner = :owner, lease_until = :until
 WHERE name = :name AND (owner IS NULL OR owner = :owner OR lease_until < :now)
+  AND version <= :version
 RETURNING {ROW_COLUMNS}
 """
 
@@ -157,6 +159,8 @@ WHERE user_id = :user_id AND projection = :name AND generation = :generation
   AND key = :key AND page IN (SELECT value FROM json_each(:pages))
 """
 
+#: Never down: a live row of a later version (swapped in by a later release meanwhile)
+#: is left as it is, and nothing is returned.
 SWAP_LIVE = """
 INSERT INTO ledger_projectors (name, version, generation, tx_id, position, updated_at, skipped)
 VALUES (:name, :version, :generation, :tx_id, :position, :now,
@@ -165,6 +169,8 @@ ON CONFLICT (name) DO UPDATE SET version = excluded.version,
     generation = excluded.generation, tx_id = excluded.tx_id,
     position = excluded.position, updated_at = excluded.updated_at,
     skipped = excluded.skipped
+WHERE ledger_projectors.version <= excluded.version
+RETURNING name
 """
 
 DELETE_ROW = "DELETE FROM ledger_projectors WHERE name = :name"
