@@ -216,6 +216,11 @@ def projector_table(rows: Sequence[ProjectorStatus]) -> None:
             if r.needs_rebuild
             else (["never ran"] if r.generation is None else [])
         )
+        if r.outdated:
+            notes.append(
+                f"built by a later release (version {r.stored_version}): runners of this "
+                "release leave it alone; upgrade them"
+            )
         if r.owner is not None and not r.leased:
             notes.append("no live runner (its lease expired)")
         if r.rebuild_position is not None:

@@ -18,6 +18,13 @@ trusted while this runner's commits follow each other unbroken: a cursor never m
 back, so a commit fenced on the cursor we last wrote proves nobody wrote in between.
 
 A rebuild builds every projector asked for in ONE pass over the log (``rebuild_all``).
+
+Runners of two releases may run at once (a rolling deploy). A read model only moves
+forward: a runner whose projector is of a later version than the stored one rebuilds it
+(even while an earlier release's runner holds the live row: it builds beside it and
+swaps in); one whose projector is of an earlier version sets it aside, logs an error,
+gives its lease up and carries on with the others (the claim and the swap compare the
+versions in SQL, so no race lets it take or replace a later release's read model).
 """
 
 from __future__ import annotations
@@ -40,13 +47,13 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from ledger.connection import Ledger
-from ledger.errors import RebuildInProgress, StoreUnavailable
+from ledger.errors import ProjectorOutdated, RebuildInProgress, StoreUnavailable
 from ledger.events import Event
 from ledger.records import LogCursor, Record
 from ledger.retry import Backoff
 from projections.projector import Projector, decode_for_fold
 from projections.storage import DocKey, ProjectorRow, ReadModelStorage, storage_for
-from projections.storage.base import BUILD_SUFFIX, Load, PageKey, Write, lost_build
+from projections.storage.base import BUILD_SUFFIX, Load, PageKey, Write, lost_build, outdated
 
 Progress = Callable[[int], None]
 
@@ -125,6 +132,9 @@ class ProjectorRunner:
         self.cached_bytes = cached_bytes
         self.storage: ReadModelStorage = storage_for(ledger.store)
         self._holds: dict[str, _Hold] = {}
+        #: Projectors set aside, by name: their read model is of a later version (a
+        #: later release's), which this runner neither applies to nor rebuilds back.
+        self.outdated: dict[str, int] = {}
 
     # -- one step ----------------------------------------------------------------
     def step(self) -> int:
@@ -132,16 +142,24 @@ class ProjectorRunner:
         holds: list[_Hold] = []
         stale: list[Projector[Any]] = []
         for projector in self.projectors:
+            if projector.name in self.outdated:
+                continue
             hold = self._holds.get(projector.name)
             if hold is None or time.monotonic() >= hold.renew_at:
                 hold = self._claim(projector, hold)
                 if hold is None:
                     self._holds.pop(projector.name, None)
-                    continue  # another runner holds it
+                    # Another runner holds it, or it is of a later version. One of an
+                    # earlier version is rebuilt even so: its holder may be an earlier
+                    # release's runner, which keeps the lease for as long as it lives.
+                    row = self.storage.projector(projector.name)
+                    if row is not None and row.version != projector.version:
+                        self._mismatched(projector, row.version, stale)
+                    continue
                 self._holds[projector.name] = hold
             if hold.row.version != projector.version:
                 del self._holds[projector.name]
-                stale.append(projector)
+                self._mismatched(projector, hold.row.version, stale)
             else:
                 holds.append(hold)
         if stale:
@@ -149,10 +167,24 @@ class ProjectorRunner:
                 self.rebuild_all(stale)
             except RebuildInProgress as exc:  # another runner swaps the new version in
                 log.info("%s", exc)
+            except ProjectorOutdated as exc:  # a later release swapped in meanwhile: the
+                log.info("%s", exc)  # next claim sets it aside
         _, applied, failed = self._advance(holds, self.batch_size)
         for hold in failed:
             self._holds.pop(hold.row.name, None)
         return applied
+
+    def _mismatched(
+        self, projector: Projector[Any], stored: int, stale: list[Projector[Any]]
+    ) -> None:
+        """``projector``'s read model is at version ``stored``, not its own: rebuilt
+        forward (added to ``stale``) if older; set aside, its lease given up, if newer."""
+        if stored < projector.version:
+            stale.append(projector)
+            return
+        self.outdated[projector.name] = stored
+        log.error("%s", outdated(projector.name, projector.version, stored))
+        self.storage.release(projector.name, self.owner)  # the later release takes it now
 
     def catch_up(self) -> int:
         """Step until no projector this runner holds has anything left; events applied.
@@ -310,26 +342,43 @@ class ProjectorRunner:
         background while this thread folds. ``progress`` gets 0 once every build is
         this runner's, then the events of each committed batch. Returns the number of
         log events read. ``RebuildInProgress`` (nothing changed) if another live runner
-        is rebuilding one of them, or took a build over.
+        is rebuilding one of them, or took a build over. ``ProjectorOutdated`` if one of
+        them is of an earlier version than its stored read model: before anything is
+        built or, if a later release swapped its own in meanwhile, for that one only (its
+        build deleted, the others swapped in).
         """
         chosen = list(self.projectors if projectors is None else projectors)
+        for projector in chosen:
+            live = self.storage.projector(projector.name)
+            if live is not None and live.version > projector.version:
+                raise outdated(projector.name, projector.version, live.version)
         builds = self._begin_builds(chosen)
         try:
             committed = self._build(builds, progress)
         except BaseException:  # an error, Ctrl-C: the next rebuild need not wait
             self._give_up(builds)
             raise
-        for projector, hold in zip(chosen, builds, strict=True):
+        refused: RebuildInProgress | ProjectorOutdated | None = None
+        for n, (projector, hold) in enumerate(zip(chosen, builds, strict=True)):
             built = hold.row
-            self.storage.swap(
-                projector.name,
-                projector.version,
-                built.generation,
-                built.cursor,
-                built.name,
-                self.owner,
-            )
+            try:
+                self.storage.swap(
+                    projector.name,
+                    projector.version,
+                    built.generation,
+                    built.cursor,
+                    built.name,
+                    self.owner,
+                )
+            except (RebuildInProgress, ProjectorOutdated) as exc:  # that one only: the
+                refused = refused or exc  # others are swapped in all the same
+                continue
+            except BaseException:  # the builds not swapped yet: the next rebuild need
+                self._give_up(builds[n + 1 :])  # not wait for their leases
+                raise
             self._holds.pop(projector.name, None)  # its generation changed: claim again
+        if refused is not None:
+            raise refused
         return committed
 
     def _build(self, builds: Sequence[_Hold], progress: Progress | None) -> int:
@@ -374,6 +423,9 @@ class ProjectorRunner:
             row = self.storage.begin_build(name, projector.version, self.owner, self.lease_seconds)
             if row is None:
                 self._give_up(builds)
+                held = self.storage.projector(name)
+                if held is not None and held.version > projector.version:
+                    raise outdated(projector.name, projector.version, held.version)
                 raise RebuildInProgress(
                     f"read model {projector.name!r} is being rebuilt by another runner "
                     f"(it holds the lease on {name!r}); wait for it to finish, or, if it "

@@ -31,7 +31,10 @@ class ProjectorStatus(BaseModel):
     lease_until: datetime | None
     leased: bool = False  # a runner holds its lease now (False: none, or it expired)
     updated_at: datetime | None
-    needs_rebuild: bool
+    needs_rebuild: bool  # its read model is of an earlier version: the runner rebuilds it
+    #: Its read model is of a later version (a later release's) than this code's
+    #: projector: runners of this release leave it alone (upgrade them).
+    outdated: bool = False
     skipped: int = 0  # stored events it could not fold since it was built (in the log)
     # A rebuild under way (its build row leased now): the position it has reached, and
     # who runs it. None: no rebuild is running (a killed one's row does not count).
@@ -70,7 +73,8 @@ def status(ledger: Ledger, projectors: Sequence[Projector[Any]]) -> list[Project
                 lease_until=None if row is None else row.lease_until,
                 leased=row is not None and row.held(now),
                 updated_at=None if row is None else row.updated_at,
-                needs_rebuild=row is not None and row.version != projector.version,
+                needs_rebuild=row is not None and row.version < projector.version,
+                outdated=row is not None and row.version > projector.version,
                 skipped=0 if row is None else row.skipped,
                 rebuild_position=None if building is None else building.cursor.position,
                 rebuild_owner=None if building is None else building.owner,

@@ -9,7 +9,7 @@ import ledger
 from projections.catalog import default_projectors
 from projections.projector import Projector
 from projections.runner import ProjectorRunner
-from tests.tally import TALLY
+from tests.tally import TALLY, TALLY_V2
 
 
 def projectors() -> list[Projector[object]]:
@@ -46,3 +46,14 @@ def rebuild_until_killed(url: str, lease_seconds: float) -> None:
         )
         while True:
             runner.rebuild_all(progress=lambda events: time.sleep(0.02))
+
+
+def run_tally_live_for(url: str, version: int, seconds: float, lease_seconds: float) -> None:
+    """Follow the log live with the tally of ``version`` (1 or 2: a runner of an earlier
+    or of the next release) for ``seconds``, then shut down cleanly."""
+    projector = TALLY if version == 1 else TALLY_V2
+    with ledger.connect(url) as led:
+        runner = ProjectorRunner(led, [projector], batch_size=20, lease_seconds=lease_seconds)
+        stop = threading.Event()
+        threading.Timer(seconds, stop.set).start()
+        runner.run(stop, poll_seconds=0.05)

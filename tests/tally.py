@@ -42,3 +42,16 @@ def tally(runner: ProjectorRunner, user: str, session: str) -> Tally | None:
     """The stored tally of one session, if the runner has made one."""
     data = runner.storage.get("tally", user, session)
     return None if data is None else TALLY.load(*data).state
+
+
+class TallyV2Reducer(TallyReducer):
+    """The next release's tally: it also counts the tokens of the model's answers, so
+    its documents differ from version 1's for the same events."""
+
+    def step(self, state: Tally, event: Event) -> None:
+        super().step(state, event)
+        usage = event.data.get("usage") or {} if event.type == "model_responded" else {}
+        state.tokens += usage.get("output_tokens", 0)
+
+
+TALLY_V2 = Projector("tally", 2, TallyV2Reducer())

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -137,12 +138,17 @@ def test_a_corrupt_read_model_is_named_with_the_rebuild_that_mends_it(url: str) 
 _CLI = (sys.executable, "-m", "cli")
 
 
-def test_projections_run_can_keep_one_read_model_in_a_runner_of_its_own(url: str) -> None:
-    """``ledger projections run conversation``: that read model only; the others are
-    left to another runner (their leases stay free)."""
-    seed(url)
+def projections_status(url: str) -> dict[str, dict[str, Any]]:
+    """``ledger projections status --json``, by read model."""
+    shown = json.loads(ledger_cli(url, "projections", "status", "--json").stdout)
+    return {p["name"]: p for p in shown}
+
+
+def run_until_caught_up(url: str, watched: str, *names: str) -> tuple[dict[str, Any], str]:
+    """Run ``ledger projections run [NAMES]`` until read model ``watched`` is held and
+    caught up, then stop it (SIGTERM, exit 0): the status then, and its stderr."""
     runner = subprocess.Popen(
-        [*_CLI, "--url", url, "projections", "run", "conversation", "--poll", "0.05"],
+        [*_CLI, "--url", url, "projections", "run", *names, "--poll", "0.05"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -150,22 +156,62 @@ def test_projections_run_can_keep_one_read_model_in_a_runner_of_its_own(url: str
     try:
         deadline = time.monotonic() + 60
         while True:
-            status = {
-                p["name"]: p
-                for p in json.loads(ledger_cli(url, "projections", "status", "--json").stdout)
-            }
-            if status["conversation"]["lag_events"] == 0 and status["conversation"]["owner"]:
+            status = projections_status(url)
+            if status[watched]["lag_events"] == 0 and status[watched]["owner"]:
                 break
+            assert runner.poll() is None, "the runner exited"
             assert time.monotonic() < deadline, "the runner never caught up"
             time.sleep(0.1)
-        assert status["run_metadata"]["lag_events"] == 29 and not status["memory"]["owner"]
     finally:
         runner.send_signal(signal.SIGTERM)
         _, err = runner.communicate(timeout=30)
     assert runner.returncode == 0, err
+    return status, err
+
+
+def test_projections_run_can_keep_one_read_model_in_a_runner_of_its_own(url: str) -> None:
+    """``ledger projections run conversation``: that read model only; the others are
+    left to another runner (their leases stay free)."""
+    seed(url)
+    status, err = run_until_caught_up(url, "conversation", "conversation")
+    assert status["run_metadata"]["lag_events"] == 29 and not status["memory"]["owner"]
     assert "projecting conversation of" in err
     unknown = ledger_cli(url, "projections", "run", "sentiment")
     assert unknown.returncode == 2 and "no read model named 'sentiment'" in unknown.stderr
+
+
+def test_a_read_model_of_a_later_release_is_left_alone_by_this_ones_commands(url: str) -> None:
+    """A later release rebuilt ``memory`` to its version: this release's ``status`` says
+    so, its ``rebuild`` refuses (exit 1, nothing changed), and its ``run`` keeps the other
+    read models, logs the mismatch once and stops cleanly."""
+    seed(url)
+    mine = projector_named("memory")
+    later = type(mine)(mine.name, mine.version + 1, mine.reducer)
+    with ledger.connect(url) as led:
+        ProjectorRunner(led, [later], owner="later").rebuild(later)
+        built = storage_for(led.store).projector("memory")
+    assert built is not None and built.version == later.version
+    shown = projections_status(url)
+    assert shown["memory"]["outdated"] and not shown["memory"]["needs_rebuild"]
+    assert (shown["memory"]["version"], shown["memory"]["stored_version"]) == (
+        mine.version,
+        later.version,
+    )
+    assert not shown["conversation"]["outdated"]
+    table = ledger_cli(url, "projections", "status").stdout
+    assert "built by a later release" in table
+    refused = ledger_cli(url, "projections", "rebuild", "memory")
+    assert refused.returncode == 1
+    assert "this runner is of an earlier release: upgrade or stop it" in refused.stderr
+    _, err = run_until_caught_up(url, "run_metadata")
+    assert err.count("this runner is of an earlier release: upgrade or stop it") == 1
+    assert "projector 'memory' is at version" in err
+    with ledger.connect(url) as led:
+        after = storage_for(led.store).projector("memory")
+    assert after is not None and (after.version, after.generation) == (
+        built.version,
+        built.generation,
+    )
 
 
 def test_projections_run_follows_live_and_stops_cleanly_on_sigterm(url: str) -> None:
