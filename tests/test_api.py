@@ -519,6 +519,29 @@ def test_verify_passes_on_an_untouched_store(led: ledger.Ledger) -> None:
         led.auditor().verify(user_id="usr_typo")  # not "0 runs: ok", a clean audit of nothing
 
 
+def test_a_run_cannot_be_started_without_events_so_verify_sees_no_emptied_one(
+    led: ledger.Ledger,
+) -> None:
+    """A store append that would start a run with no events is refused, nothing written:
+    a run is registered only together with its first events (verify reports a
+    registered run without events as one whose events were deleted)."""
+    taken = led.tenant("usr_a").start_run(session_id="s").run_id
+    for returning in (True, False):
+        with pytest.raises(InvalidEvent, match=r"must hold its first event.*nothing written"):
+            led.store.append(
+                [RunAppend("usr_a", "s", "run_x", 0, GENESIS, ())], returning=returning
+            )
+    started = [Unsealed("run_started", 1, datetime.now(UTC), b"{}")]
+    run_z = RunAppend(
+        "usr_a", "s", "run_z", 0, GENESIS, seal("usr_a", "s", "run_z", 0, GENESIS, started)
+    )
+    with pytest.raises(InvalidEvent, match="'run_y'"):  # all or nothing: run_z not started
+        led.store.append([run_z, RunAppend("usr_a", "s", "run_y", 0, GENESIS, ())])
+    assert [h.run_id for h in led.store.list_runs()] == [taken]
+    report = led.auditor().verify()
+    assert (report.ok, report.runs, report.problems) == (True, 1, [])
+
+
 def test_audit_scan_streams_every_row_by_user_run_and_version(led: ledger.Ledger) -> None:
     """What verify reads: every event beside its run's registration, in check order."""
     runs = {}
@@ -588,10 +611,7 @@ def test_the_deepest_value_allowed_is_readable_everywhere(led: ledger.Ledger) ->
 def test_a_run_head_says_where_its_last_event_is_in_the_log(led: ledger.Ledger) -> None:
     """Readers of a read model tell from it whether everything of a run is folded."""
     t = led.tenant("usr_a")
-    empty = led.store.run_head("usr_a", t.start_run(session_id="s", run_id="run_e").run_id)
-    led.store.append(
-        [RunAppend("usr_a", "s", "run_x", 0, GENESIS, ())], returning=False
-    )  # registered, no events
+    just_started = led.store.run_head("usr_a", t.start_run(session_id="s", run_id="run_e").run_id)
     run = t.start_run(session_id="s")
     with run.turn():
         run.message_received(content="hi")
@@ -599,11 +619,9 @@ def test_a_run_head_says_where_its_last_event_is_in_the_log(led: ledger.Ledger) 
     last = led.store.read_log(START, 1000)[-1]
     head = led.store.run_head("usr_a", run.run_id)
     assert head is not None and head.cursor == last.cursor and head.version == 3
-    assert empty is not None and empty.cursor is not None  # its run_started
-    bare = led.store.run_head("usr_a", "run_x")
-    assert bare is not None and (bare.version, bare.cursor) == (0, None)
+    assert just_started is not None and just_started.cursor is not None  # its run_started
     listed = {h.run_id: h.cursor for h in led.store.list_runs("usr_a", "s")}
-    assert listed[run.run_id] == last.cursor and listed["run_x"] is None
+    assert listed[run.run_id] == last.cursor and listed[just_started.run_id] == just_started.cursor
 
 
 @pytest.mark.parametrize("returning", [True, False])

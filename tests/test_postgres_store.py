@@ -154,14 +154,25 @@ def test_round_trip_exact(store: PostgresStore) -> None:
     assert store.max_position() == stored[-1].position
 
 
-def test_start_without_events_registers_run(store: PostgresStore) -> None:
-    assert store.append([RunAppend("u1", "s1", "r1", 0, GENESIS, ())]) == []
-    head = store.run_head("u1", "r1")
-    assert head is not None and (head.version, head.hash) == (0, GENESIS)
-    with pytest.raises(ConcurrencyError):
+def test_start_without_events_is_refused_and_registers_nothing(store: PostgresStore) -> None:
+    with pytest.raises(InvalidEvent, match="must hold its first event"):
         store.append([RunAppend("u1", "s1", "r1", 0, GENESIS, ())])
-    with pytest.raises(RunIdTaken):
-        store.append([RunAppend("u2", "s1", "r1", 0, GENESIS, ())])
+    assert store.run_head(None, "r1") is None
+
+
+def test_the_append_function_registers_no_run_without_events(
+    store: PostgresStore, raw: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """A client calling ``ledger_append`` itself with no events gets 0 inserted and no
+    run registered: verify reports a registered run without events as emptied."""
+    empty = "ARRAY[]::bigint[], ARRAY[]::text[], ARRAY[]::smallint[], ARRAY[]::timestamptz[]"
+    inserted = raw.execute(
+        f"SELECT ledger_append(NULL, NULL, 'u1', 'r1', 's1', {empty}, ARRAY[]::bytea[],"
+        " ARRAY[]::text[], ARRAY[]::bytea[], ARRAY[]::bytea[], 0, %s, NULL, true)",
+        (GENESIS,),
+    ).fetchone()
+    assert inserted == (0,)
+    assert store.run_head(None, "r1") is None
 
 
 def test_list_runs_oldest_first_and_scoped(store: PostgresStore) -> None:

@@ -13,6 +13,8 @@ Contract every implementation keeps (the backend test suite in tests/ checks it)
   tenant owns the id); otherwise the run's head must be exactly
   ``(expected_version, expected_hash)`` (``ConcurrencyError``) and the run must belong
   to ``user_id`` (``NotFound`` if it does not exist for that tenant).
+* A ``starts_run`` append brings the run's first events (``InvalidEvent`` if it has
+  none): a run is registered only together with them, which ``verify`` relies on.
 * The head check happens before any position is drawn where the backend allows it.
 * ``read_log`` returns committed events in log order strictly after ``after`` and
   never returns an event behind a cursor a reader has already been given while a
@@ -25,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 
-from ledger.errors import ConcurrencyError, RunEnded
+from ledger.errors import ConcurrencyError, InvalidEvent, RunEnded
 from ledger.records import (
     ENDING_TYPES,
     AuditRow,
@@ -185,6 +187,18 @@ class EventStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_starts(appends: Sequence[RunAppend]) -> None:
+    """Every store's first check of an append: InvalidEvent for one that would start a
+    run without events (nothing is written), since a run is registered only together
+    with its first events."""
+    for item in appends:
+        if item.starts_run and not item.events:
+            raise InvalidEvent(
+                f"run {item.run_id!r}: an append that starts a run must hold its first "
+                "event (a run is registered only together with its events); nothing written"
+            )
 
 
 def check_head(item: RunAppend, version: int, head_hash: bytes, head_type: str | None) -> None:

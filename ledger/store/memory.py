@@ -22,7 +22,7 @@ from ledger.records import (
     Tracking,
 )
 from ledger.records import stored as record_of
-from ledger.store.base import EventStore, RecordConflict, check_head
+from ledger.store.base import EventStore, RecordConflict, check_head, check_starts
 
 
 class MemoryStore(EventStore):
@@ -45,6 +45,7 @@ class MemoryStore(EventStore):
         tracking: Tracking | None = None,
         returning: bool = True,
     ) -> list[Record]:
+        check_starts(appends)
         with self._lock:
             new_runs: dict[str, RunHead] = {}
             for item in appends:

@@ -64,7 +64,7 @@ from ledger.records import (
 from ledger.records import stored as record_of
 from ledger.store import pg_append, pg_arrays
 from ledger.store import postgres_sql as q
-from ledger.store.base import EventStore, RecordConflict, check_head
+from ledger.store.base import EventStore, RecordConflict, check_head, check_starts
 from ledger.store.pg_notify import NoticeThrottle
 from ledger.store.pg_pool import LifoPool
 from ledger.store.postgres_schema import (
@@ -367,6 +367,7 @@ class PostgresStore(EventStore):
         tracking: Tracking | None = None,
         returning: bool = True,
     ) -> list[Record]:
+        check_starts(appends)
         if (
             len(appends) == 1
             and tracking is None
@@ -425,9 +426,7 @@ class PostgresStore(EventStore):
                 if item.events:
                     statement = q.START_RUN if item.starts_run else q.APPEND_RUN
                     cur.execute(statement, _event_params(item), prepare=True)
-                elif item.starts_run:
-                    cur.execute(q.REGISTER_RUN, _event_params(item), prepare=True)
-                else:
+                else:  # nothing to store, only the head to check
                     cur.execute(q.RUN_STATE, {"run_id": item.run_id}, prepare=True)
                 cursors.append(cur)
             tracking_cur = conn.cursor()
@@ -442,9 +441,6 @@ class PostgresStore(EventStore):
                     if len(rows) != len(item.events):
                         self._explain(conn, item)
                     stored.extend(_records(item, rows))
-                elif item.starts_run:
-                    if cur.rowcount != 1:
-                        self._explain(conn, item)
                 else:
                     self._judge(item, cur.fetchone())
             if tracking is not None and tracking_cur.rowcount != 1:

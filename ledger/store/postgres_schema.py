@@ -258,6 +258,14 @@ STEPS: tuple[Step, ...] = (
             *_tenant_policies("ledger_tracking"),
         ),
     ),
+    Step(
+        13,
+        "append function: no run registered without events",
+        # A call with empty arrays registered the run and stored nothing: a run no
+        # append could ever start again, which verify reports as emptied (its events
+        # deleted). Such a call now inserts nothing at all. CREATE OR REPLACE keeps grants.
+        (APPEND_FUNCTION,),
+    ),
 )
 
 LATEST = STEPS[-1].version

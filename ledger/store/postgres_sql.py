@@ -55,12 +55,13 @@ _KEY_IS_LIVE = """
 
 #: Start a run: register it and store its first events in one statement. The events
 #: are inserted (and positions drawn) only if this statement registered the run, which
-#: it does only if the append's key is live (no run is ever registered without events).
+#: it does only if there are events and the append's key is live (no run is ever
+#: registered without events: verify takes a registered run without any as emptied).
 START_RUN_QUIET = f"""
 WITH reg AS (
     INSERT INTO ledger_runs (run_id, user_id, session_id)
     SELECT %(run_id)s, %(user_id)s, %(session_id)s
-    WHERE true {_KEY_IS_LIVE}
+    WHERE cardinality(%(versions)b::bigint[]) > 0 {_KEY_IS_LIVE}
     ON CONFLICT (run_id) DO NOTHING
     RETURNING 1
 )
@@ -69,13 +70,6 @@ WITH reg AS (
 WHERE EXISTS (SELECT 1 FROM reg)
 """
 START_RUN = f"{START_RUN_QUIET}{_RETURNING}"
-
-#: Register a run that has no events yet (one row, or none if the id is taken).
-REGISTER_RUN = """
-INSERT INTO ledger_runs (run_id, user_id, session_id)
-VALUES (%(run_id)s, %(user_id)s, %(session_id)s)
-ON CONFLICT (run_id) DO NOTHING
-"""
 
 _ENDING = ", ".join(f"'{t}'" for t in sorted(ENDING_TYPES))
 

@@ -53,7 +53,7 @@ from ledger.records import (
     Tracking,
 )
 from ledger.store import sqlite_sql as sql
-from ledger.store.base import EventStore, RecordConflict, check_head
+from ledger.store.base import EventStore, RecordConflict, check_head, check_starts
 
 _Params = tuple[object, ...] | dict[str, object]
 _MAX_IDLE = 8
@@ -237,6 +237,7 @@ class SQLiteStore(EventStore):
         tracking: Tracking | None = None,
         returning: bool = True,
     ) -> list[Record]:
+        check_starts(appends)
         with self.transaction() as conn:
             records = self._write(conn, appends, tracking, returning)
             if self.before_commit is not None:
