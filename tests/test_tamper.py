@@ -204,3 +204,8 @@ def test_rows_that_disagree_with_the_runs_registry_are_reported(
     assert scoped.returncode == 1 and f"run {bad_run + suffix}" in scoped.stderr
     assert "Traceback" not in scoped.stderr
     assert verify_cli(url, "--run", good_run).returncode == 0
+    with ledger.connect(url) as led:
+        by_run = led.auditor().verify(run_id=bad_run + suffix)
+    # A run alone is read as its registered owner's (a primary key range): rows another
+    # user holds under its id are found by verify of every user or of that user (above).
+    assert by_run.ok is (user == "usr_forger")

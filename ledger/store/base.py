@@ -105,7 +105,12 @@ class EventStore(ABC):
 
         Rows are matched to the registry by ``run_id`` alone, so an event row of a run
         nobody registered, or registered to another user, is yielded too (with what the
-        registry says), never skipped: that is what a verifier must see."""
+        registry says), never skipped: that is what a verifier must see.
+
+        A ``run_id`` given alone is read as the run's registered owner's (a primary-key
+        range, not a walk of the whole log); rows of that run id under another user are
+        read by a scan of every user or of that user. A run id the registry does not
+        know is read under every user."""
 
     @abstractmethod
     def read_notifications(

@@ -176,6 +176,8 @@ class MemoryStore(EventStore):
     ) -> Iterator[AuditRow]:
         with self._lock:  # a snapshot: the scan must not see appends made while it runs
             runs = dict(self._runs)
+            if run_id is not None and user_id is None and run_id in runs:
+                user_id = runs[run_id].user_id  # the owner's rows, as every store reads
             log = [
                 r for r in self._log if user_id in (None, r.user_id) and run_id in (None, r.run_id)
             ]

@@ -629,8 +629,11 @@ class PostgresStore(EventStore):
     ) -> Iterator[AuditRow]:
         params = {"user_id": user_id, "run_id": run_id}
         with self._conn() as conn, conn.transaction():
-            conn.execute(q.AUDIT_SNAPSHOT)  # both statements below see the same rows
+            conn.execute(q.AUDIT_SNAPSHOT)  # the statements below see the same rows
             self._enter_scope(conn, user_id)
+            if run_id is not None and user_id is None:  # its owner's: a primary key range
+                owner = conn.execute(q.RUN_OWNER, params).fetchone()
+                params["user_id"] = None if owner is None else owner[0]
             # A server-side cursor: the rows arrive in batches, never the whole store.
             with conn.cursor("ledger_audit_scan", binary=True, row_factory=_audit_rows) as cur:
                 cur.execute(q.AUDIT_EVENTS, params)

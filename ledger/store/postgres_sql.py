@@ -297,6 +297,9 @@ _AUDIT_SCOPE = (
 #: The audit scan's transaction: one snapshot for its statements, and nothing written.
 AUDIT_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
+#: The user a run id is registered to (the scope of an audit of that run alone).
+RUN_OWNER = "SELECT user_id FROM ledger_runs WHERE run_id = %(run_id)s"
+
 #: Every stored event in scope beside the registry's entry for its run_id (NULLs: none),
 #: in (user, run, version) order: the primary key's, so the rows stream off the index.
 AUDIT_EVENTS = f"""

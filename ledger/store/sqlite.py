@@ -379,13 +379,17 @@ class SQLiteStore(EventStore):
     def audit_scan(
         self, user_id: str | None = None, run_id: str | None = None
     ) -> Iterator[AuditRow]:
-        scope = {"user_id": user_id, "run_id": run_id}
         with self._conn() as conn:
             # One read transaction: both statements see the same snapshot of the file
             # (ended by giving the connection back, which rolls back whatever is open).
             conn.execute(sql.BEGIN_READ)
+            if run_id is not None and user_id is None:
+                owner = conn.execute(sql.SELECT_RUN_OWNER, (run_id,)).fetchone()
+                user_id = None if owner is None else owner[0]
+            scope = {"user_id": user_id, "run_id": run_id}
+            given = (user_id is not None, run_id is not None)
             recorded_times: dict[str, datetime] = {}
-            rows = conn.execute(sql.AUDIT_EVENTS, scope)
+            rows = conn.execute(sql.audit_events(*given), scope)
             user = run = owner = session = None
             while batch := rows.fetchmany(_AUDIT_BATCH):
                 if len(recorded_times) > _AUDIT_BATCH:
@@ -397,7 +401,7 @@ class SQLiteStore(EventStore):
                         entry = conn.execute(sql.REGISTRATION, (run,)).fetchone()
                         owner, session = (None, None) if entry is None else entry
                     yield AuditRow(record.user_id, record.run_id, owner, session, record)
-            for owner, run, session in conn.execute(sql.AUDIT_EMPTY_RUNS, scope).fetchall():
+            for owner, run, session in conn.execute(sql.audit_empty_runs(*given), scope).fetchall():
                 yield AuditRow(owner, run, owner, session, None)
 
     @staticmethod

@@ -369,26 +369,41 @@ SELECT_LOG_HEAD = "SELECT tx_id, position FROM ledger_events ORDER BY position D
 
 # -- audit ----------------------------------------------------------------------------
 
-_AUDIT_SCOPE = (
-    "(:user_id IS NULL OR {t}.user_id = :user_id) AND (:run_id IS NULL OR {t}.run_id = :run_id)"
-)
 
-#: Every stored event in scope, in (user, run, version) order: the order of the
-#: (user_id, run_id, version) index. No join: looking the registry up once a run
-#: (REGISTRATION) costs a fifth of what a join's lookup on every row does.
-AUDIT_EVENTS = f"""
+def _audit_scope(table: str, user: bool, run: bool) -> str:
+    """The WHERE of an audit statement: only the columns given, so SQLite looks them up
+    in an index (``:x IS NULL OR col = :x`` would scan the whole table)."""
+    scope = [
+        f"{table}.{column} = :{column}"
+        for column, given in (("user_id", user), ("run_id", run))
+        if given
+    ]
+    return " AND ".join(scope) or "1"
+
+
+@functools.cache
+def audit_events(user: bool, run: bool) -> str:
+    """Every stored event in scope (of ``:user_id``, ``:run_id`` when given), in (user,
+    run, version) order: the order of the (user_id, run_id, version) index, which both
+    given make a range of. No join: looking the registry up once a run (REGISTRATION)
+    costs a fifth of what a join's lookup on every row does."""
+    return f"""
 SELECT {_EVENT_COLUMNS} FROM ledger_events AS e
-WHERE {_AUDIT_SCOPE.format(t="e")}
+WHERE {_audit_scope("e", user, run)}
 ORDER BY e.user_id, e.run_id, e.version
 """
+
 
 #: The registry's entry for a run id, whoever it belongs to.
 REGISTRATION = "SELECT user_id, session_id FROM ledger_runs WHERE run_id = ?"
 
-#: Registered runs in scope that hold no events of their owner.
-AUDIT_EMPTY_RUNS = f"""
+
+@functools.cache
+def audit_empty_runs(user: bool, run: bool) -> str:
+    """Registered runs in scope that hold no events of their owner."""
+    return f"""
 SELECT r.user_id, r.run_id, r.session_id FROM ledger_runs AS r
-WHERE {_AUDIT_SCOPE.format(t="r")} AND NOT EXISTS (
+WHERE {_audit_scope("r", user, run)} AND NOT EXISTS (
     SELECT 1 FROM ledger_events AS e WHERE e.user_id = r.user_id AND e.run_id = r.run_id)
 ORDER BY r.user_id, r.run_id
 """
