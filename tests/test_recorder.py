@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -145,6 +148,46 @@ def test_a_system_of_applications_follows_through_the_ledger(url: str) -> None:
         assert runner.get(Tally).recorder.max_tracking_id("Bank") == 4
     finally:
         runner.stop()
+
+
+#: A script as users write them: applications and a system runner in a function, the
+#: runner stopped, an application closed and then dropped (its ``__del__`` closes the
+#: factory a second time).
+_QUIET_EXIT = """
+    import sys
+    from eventsourcing.system import MultiThreadedRunner, SingleThreadedRunner, System
+    from tests.test_recorder import Bank, Tally
+
+    def main(url: str) -> None:
+        env = {"PERSISTENCE_MODULE": "ledger.recorder", "LEDGER_URL": url}
+        for runner_class in (SingleThreadedRunner, MultiThreadedRunner):
+            runner = runner_class(System(pipes=[[Bank, Tally]]), env=env)
+            runner.start()
+            try:
+                runner.get(Bank).open("ada")
+            finally:
+                runner.stop()
+        bank = Bank(env=env)
+        bank.open("grace")
+        bank.close()
+
+    main(sys.argv[1])
+"""
+
+
+def test_a_script_using_the_adapter_exits_without_noise(url: str) -> None:
+    """Nothing on stderr at interpreter exit: the factory closes its ledger once, so
+    the library's ``Application.__del__`` closing it again does nothing. (An
+    application still referenced from module globals at exit makes the library's
+    ``__del__`` print an ignored TypeError, with its own persistence modules too: see
+    README.md.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_QUIET_EXIT), url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 def test_an_applications_notifications_are_its_tenants_aggregate_events_only(url: str) -> None:
