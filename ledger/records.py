@@ -117,7 +117,7 @@ def stored(
     )
 
 
-class RunHead(msgspec.Struct, frozen=True):
+class RunHead(msgspec.Struct, frozen=True, gc=False):
     """A run's registration and its latest event (version 0 and genesis hash if none yet)."""
 
     user_id: str

@@ -10,29 +10,57 @@ none are not walked for it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+import msgspec
 
 from ledger.connection import Ledger
 from ledger.errors import NotFound
 from ledger.personal import Keyring, reveal
+from ledger.records import RunHead
 from ledger.store import EventStore
 from ledger.tenant import Tenant
 from projections.catalog import CONVERSATION, MEMORY, RUN_METADATA, default_projectors
 from projections.models import ConversationState, Memory, RunMetadata
+from projections.projector import Projector
 from projections.reading import Current, current
-from projections.reducers import RunFold
+from projections.reducers import RunFold, millis
 from projections.storage import storage_for
+from projections.storage.base import Stored
 
 M = TypeVar("M")
 
 
-#: ``ledger.read_side.RUN_ORDERS`` on a folded run: (sort key, largest first). A cost
-#: the price table does not know sorts below every known one.
-_RUN_ORDERS: dict[str, tuple[Callable[[RunFold], float], bool]] = {
+class _RunOrder(Protocol):
+    """What ``_RUN_ORDERS`` read of a run: a folded ``RunFold`` or a peeked ``_SortKeys``."""
+
+    started_at: datetime
+    updated_at: datetime
+    cost_usd: float | None
+    input_tokens: int
+    output_tokens: int
+
+
+class _SortKeys(msgspec.Struct, gc=False):
+    """The fields of a stored run's state the orders read (``RunFold``'s names and
+    defaults), decoded alone from every document a sorted, limited listing looks at:
+    only the runs it keeps are decoded whole (see docs/read-side.md)."""
+
+    started_at: datetime
+    updated_at: datetime
+    cost_usd: float | None = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+#: ``ledger.read_side.RUN_ORDERS`` on a run: (sort key, largest first). A cost the price
+#: table does not know sorts below every known one.
+_RUN_ORDERS: dict[str, tuple[Callable[[_RunOrder], float], bool]] = {
     "created": (lambda s: s.started_at.timestamp(), False),
     "cost": (lambda s: -1.0 if s.cost_usd is None else s.cost_usd, True),
-    "tokens": (lambda s: float(s.total_tokens), True),
-    "wall_time": (lambda s: float(s.wall_time_ms), True),
+    "tokens": (lambda s: float(s.input_tokens + s.output_tokens), True),
+    "wall_time": (lambda s: millis(s.started_at, s.updated_at), True),
 }
 
 
@@ -118,26 +146,37 @@ class ReadSide:
             (user, key): data for user, key, data in storage_for(store).scan(RUN_METADATA, user_id)
         }
         projector = self.projectors[RUN_METADATA]
-        found: list[tuple[RunFold, Current, str]] = []
-        for head in store.list_runs(user_id, session_id):
-            read = current(
-                self.ledger,
-                projector,
-                head.user_id,
-                head.run_id,
-                [head],
-                stored.get((head.user_id, head.run_id)),
-                store=store,
+
+        def read(head: RunHead) -> Current:
+            data = stored.get((head.user_id, head.run_id))
+            return current(
+                self.ledger, projector, head.user_id, head.run_id, [head], data, store=store
             )
-            if read.doc is not None:
-                found.append((read.doc.state, read, head.user_id))
-        if order_by is not None:  # on the folded states: only what is kept becomes a model
+
+        # Per run, what it sorts by, and its read if it had to be folded now. With a
+        # limit, a stored document that includes all of its run is only peeked at.
+        found: list[tuple[_RunOrder, RunHead, Current | None]] = []
+        for head in store.list_runs(user_id, session_id):
+            if limit is not None:
+                if order_by is None and len(found) == limit:
+                    break  # the first ``limit`` runs: the rest are not looked at
+                keys = _peeked(projector, head, stored.get((head.user_id, head.run_id)))
+                if keys is not None:
+                    found.append((keys, head, None))
+                    continue
+            got = read(head)
+            if got.doc is not None:
+                found.append((got.doc.state, head, got))
+        if order_by is not None:  # only what is kept becomes a model
             key, largest_first = _RUN_ORDERS[order_by]
             found.sort(key=lambda item: key(item[0]), reverse=largest_first)
-        return [
-            _opened(RunMetadata.from_state(state), read, user, keyring)
-            for state, read, user in found[:limit]
-        ]
+        kept = []
+        for _, head, folded in found[:limit]:
+            got = folded or read(head)  # a peeked run: read whole now
+            assert got.doc is not None  # (its stored document was peeked at)
+            model = RunMetadata.from_state(got.doc.state)
+            kept.append(_opened(model, got, head.user_id, keyring))
+        return kept
 
     def memories(self, tenant: Tenant, namespace: str | None) -> list[Memory]:
         """The tenant's current memories, optionally of one namespace."""
@@ -152,3 +191,13 @@ class ReadSide:
             for m in items
             if namespace in (None, m.namespace)
         ]
+
+
+def _peeked(projector: Projector[RunFold], head: RunHead, data: Stored | None) -> _SortKeys | None:
+    """What ``head``'s run sorts by, from its stored document (``data``) alone, if that
+    includes all of the run; None if not (none stored, or the run went on since: the
+    run is folded on read, ``projections.reading.current``)."""
+    if data is None:
+        return None
+    doc = projector.peek(data.head, _SortKeys, key=(head.user_id, head.run_id))
+    return doc.state if doc.folded(head) is None else None

@@ -182,6 +182,66 @@ def test_runs_come_ordered_and_limited_for_the_question_asked(led: ledger.Ledger
             t.runs(**bad)  # type: ignore[arg-type]
 
 
+def _sorted_listing(listing: list[Any], order_by: str) -> list[Any]:
+    """``listing`` (oldest first) sorted as the read side orders runs: largest first
+    (oldest first for "created"), an unknown cost below every known one, ties kept in
+    listing order."""
+    keys = {
+        "created": lambda m: m.started_at,
+        "cost": lambda m: -1.0 if m.cost_usd is None else m.cost_usd,
+        "tokens": lambda m: m.total_tokens,
+        "wall_time": lambda m: m.wall_time_ms,  # whole milliseconds below: not rounded
+    }
+    return sorted(listing, key=keys[order_by], reverse=order_by != "created")
+
+
+def test_a_top_k_of_runs_is_the_sorted_listing_of_all_including_runs_not_projected(
+    led: ledger.Ledger,
+) -> None:
+    # A top k decodes only what the runs sort by from each stored document (see
+    # projections.read_side): it must still see what the projector has not stored yet.
+    from ledger.read_side import RUN_ORDERS
+
+    a, b = led.tenant("usr_a"), led.tenant("usr_b")
+
+    def spend(run: ledger.Run, tokens: int, seconds: float, model: str = "gpt-4o") -> None:
+        run.model_responded(model=model, usage={"input_tokens": tokens}, occurred_at=at(seconds))
+
+    runs = {}
+    # Ties in every order (same usage and times), and an unknown model's null cost.
+    for name, tokens, seconds in [("r1", 500, 2), ("r2", 900, 1.5), ("r3", 500, 2),
+                                  ("r4", 100, 9), ("r5", 900, 1.5)]:  # fmt: skip
+        runs[name] = a.start_run(session_id=f"s_{name}", occurred_at=at(0))
+        spend(runs[name], tokens, seconds)
+    spend(a.start_run(session_id="s_x", occurred_at=at(0.5)), 10**6, 3, "in-house-7")
+    spend(b.start_run(session_id="s_b", occurred_at=at(0)), 10**7, 99)  # not usr_a's
+    ProjectorRunner(led, default_projectors()).catch_up()
+    # After the catch-up: a stored run goes on (its document is now behind: it would
+    # sort last on what is stored), new runs (none stored), and another tenant's.
+    spend(runs["r4"], 50_000, 30)
+    spend(a.start_run(session_id="s_new", occurred_at=at(1)), 20_000, 4)
+    a.start_run(session_id="s_idle", occurred_at=at(0.25))  # no usage: cost 0
+    spend(b.start_run(session_id="s_b2", occurred_at=at(0)), 10**7, 99)
+
+    def dumped(models: list[Any]) -> list[dict[str, Any]]:
+        return [m.model_dump(mode="json") for m in models]
+
+    everything = a.runs()
+    assert {m.user_id for m in everything} == {"usr_a"} and len(everything) == 8
+    across = led.auditor().runs_metadata()
+    for order_by in RUN_ORDERS:
+        expected, expected_across = (_sorted_listing(x, order_by) for x in (everything, across))
+        for limit in (0, 1, 2, 3, 5, 8, 20):
+            got = a.runs(order_by=order_by, limit=limit)
+            assert dumped(got) == dumped(expected[:limit]), (order_by, limit)
+            got = led.auditor().runs_metadata(order_by=order_by, limit=limit)
+            assert dumped(got) == dumped(expected_across[:limit]), (order_by, limit)
+        assert dumped(a.runs(order_by=order_by)) == dumped(expected)
+    assert a.runs(order_by="cost", limit=1)[0].run_id == runs["r4"].run_id
+    for limit in (0, 1, 4, 8, 20):
+        assert dumped(a.runs(limit=limit)) == dumped(everything[:limit])
+
+
 def test_the_cli_sorts_by_what_the_api_orders_by() -> None:
     from cli.app import SortKey
     from ledger.read_side import RUN_ORDERS
