@@ -1,9 +1,10 @@
 """``python -m bench [pg] [sqlite] [growth] [read] [verify] [replay] [--quick]``: run the
 benchmarks.
 
-pg, sqlite, growth: appends (benchmarks 1-3); read: the read side (benchmarks 4-6:
-rebuild, live lag, ``t.conversation()`` latency); verify: ``ledger verify`` over a
-store of 1,000,000 events against a floor that only selects them; replay:
+pg, sqlite, growth: appends (benchmarks 1-3); read: the read side (benchmarks 4-8:
+rebuild, live lag, ``t.conversation()`` latency, a long session, a top ten of runs);
+verify: ``ledger verify`` over a store of 1,000,000 events against a floor that only
+selects them; replay:
 ``t.replay()`` of a 1,000- and a 100,000-event run among 5,000,000 others.
 """
 

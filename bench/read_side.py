@@ -7,7 +7,9 @@
 * reads (``bench.read_side_reads``): ``t.conversation()`` latency with 100,000 sessions
   stored, caught up and one turn behind, Postgres and SQLite;
 * a long session (``bench.read_side_long``): what one more turn costs the projector and
-  a read in a 2,000-turn session, against a 10-turn one.
+  a read in a 2,000-turn session, against a 10-turn one;
+* a top ten of runs (``bench.read_side_runs``): ``t.runs(order_by=..., limit=10)`` of
+  one tenant with 100,000 runs stored, against listing them all, Postgres and SQLite.
 
 Each measurement repeats; the figures are medians over repeats, the ratios are of
 medians, and "per-repeat" is the range of the ratios of one repeat's pair.
@@ -135,9 +137,16 @@ def vacuum_read_models(url: str) -> None:
 
 
 def run(quick: bool = False) -> None:
-    from bench import read_side_live, read_side_long, read_side_reads, read_side_rebuild
+    from bench import (
+        read_side_live,
+        read_side_long,
+        read_side_reads,
+        read_side_rebuild,
+        read_side_runs,
+    )
 
     read_side_rebuild.run(quick)
     read_side_live.run(quick)
     read_side_reads.run(quick)
     read_side_long.run(quick)
+    read_side_runs.run(quick)
