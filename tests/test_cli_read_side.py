@@ -135,6 +135,19 @@ def test_a_corrupt_read_model_is_named_with_the_rebuild_that_mends_it(url: str) 
     assert mended.returncode == 0 and len(json.loads(mended.stdout)["messages"]) == 16
 
 
+def test_a_top_run_listing_names_a_corrupt_document_it_only_peeks_at(url: str) -> None:
+    # A sorted, limited listing decodes only the sort keys of most documents
+    # (projections.read_side._peeked): bytes that do not decode are still named.
+    runs = seed(url)
+    assert ledger_cli(url, "projections", "rebuild").returncode == 0
+    _corrupt(url, "run_metadata", "usr_a", runs["cheap"])  # not among the top one
+    broken = ledger_cli(url, "runs", "--user", "usr_a", "--sort", "cost", "--limit", "1")
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    (line,) = broken.stderr.strip().splitlines()
+    assert f"read model 'run_metadata': document {runs['cheap']!r} of 'usr_a' is corrupt" in line
+    assert line.endswith("rebuild it: ledger projections rebuild run_metadata")
+
+
 _CLI = (sys.executable, "-m", "cli")
 
 
