@@ -157,4 +157,7 @@ def _export_summary(directory: Path, report: ExportReport, kept: bool) -> None:
         markup=True,
     )
     if kept and report.ok:
-        render.out.print("digest matches the one kept: the exported events are unchanged")
+        render.out.print(
+            "digest matches the one kept: the exported events and their payloads are "
+            "unchanged (docs/compliance.md says what this proves)"
+        )

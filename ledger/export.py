@@ -6,15 +6,18 @@ An export is a directory holding two files:
   order. Each line is the stored envelope as it is, the payload as base64 of the exact
   stored bytes and the chain links in hex (an ``ExportedEvent``), which is everything
   needed to recompute every run's hash chain with ``ledger.chain`` and no database;
-  plus ``data``, the payload made readable (a reading aid: the evidence is ``payload``).
+  plus ``data``, the payload made readable (held to ``payload`` by the check wherever
+  the payload is plain; sealed personal content in it no offline check can open).
 * ``manifest.json``: what the export claims (a ``Manifest``): whose events, when, how
   many runs and events, each run's head (version and hash), the sha256 of
   events.jsonl and a digest of the exported events, in ``ledger.digest``'s form.
 
-``verify_export`` checks every chain and every claim of the manifest against the file.
-What no offline check can see is a forger who rewrites the file and the manifest
-consistently (the chain has no secret). Keep the digest that ``export_user`` returns
-somewhere else and pass it back as ``against``: rewriting any event changes it.
+``verify_export`` checks every chain, every line's form and ``data``, and every claim of
+the manifest against the file. It reads only regular files of the directory (never a
+link, a pipe or a device). What no offline check can see is a forger who rewrites the
+file and the manifest consistently (the chain has no secret; the manifest's digest is
+only self-consistent). Keep the digest that ``export_user`` returns somewhere else and
+pass it back as ``against``: rewriting any event changes it.
 
 Files are written under temporary names and renamed into place, the manifest last, so a
 crash never leaves a directory that looks like a complete export.
@@ -25,12 +28,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NamedTuple, cast
 
 import msgspec
 
@@ -40,6 +44,8 @@ from ledger.errors import InvalidEvent, LedgerError, NotFound
 from ledger.ids import check_id
 from ledger.integrity import ChainCheck, Problem, VerifyReport
 from ledger.records import GENESIS, LogCursor, Record
+from ledger.storable import MARKER
+from ledger.tenant import to_event
 
 if TYPE_CHECKING:
     from ledger.connection import Ledger
@@ -70,6 +76,8 @@ MANIFEST_FILE = "manifest.json"
 Progress = Callable[[int, int], None]
 
 Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class ExportTargetError(InvalidEvent):
@@ -80,7 +88,7 @@ class ExportUnreadable(InvalidEvent):
     """A directory is not a readable export: a file is missing, or is not what it must be."""
 
 
-class ExportedEvent(msgspec.Struct, frozen=True):
+class ExportedEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One line of events.jsonl: a stored event exactly as stored, plus readable ``data``.
 
     ``payload`` is base64 in JSON (the exact stored bytes: ciphertext where the payload
@@ -96,8 +104,8 @@ class ExportedEvent(msgspec.Struct, frozen=True):
     tx_id: int
     type: str
     schema: int
-    occurred_at: datetime
-    recorded_at: datetime
+    occurred_at: AwareTime
+    recorded_at: AwareTime
     key_id: str | None
     payload: bytes
     prev_hash: Hex32
@@ -145,29 +153,29 @@ class ExportedEvent(msgspec.Struct, frozen=True):
         )
 
 
-class RunEntry(msgspec.Struct, frozen=True):
+class RunEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One exported run as the manifest states it: how many events, and its head."""
 
     run_id: str
     session_id: str
-    events: int
-    head_version: int
+    events: Count
+    head_version: Count
     head_hash: Hex32
 
 
-class Counts(msgspec.Struct, frozen=True):
+class Counts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How many runs and events an export holds."""
 
-    runs: int
-    events: int
+    runs: Count
+    events: Count
 
 
-class Manifest(msgspec.Struct, frozen=True):
+class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """What an export claims; ``verify_export`` holds events.jsonl to every field of it."""
 
     format: str
     user_id: str
-    exported_at: datetime
+    exported_at: AwareTime
     counts: Counts
     runs: list[RunEntry]
     events_sha256: Hex32
@@ -369,45 +377,100 @@ def export_user(
     return manifest
 
 
+def _open_export_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file of the export itself.
+
+    A symbolic link (which could name any file of the auditor's machine, or a device
+    that never ends such as /dev/zero) or anything else that is not a regular file (a
+    named pipe would block the check forever) is ``ExportUnreadable``, as is a missing
+    or unreadable file; the check never follows a link out of the directory."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    what = "an export holds only regular files, never links or devices"
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ExportUnreadable(
+                f"{path} is a symbolic link (to a missing file); {what}"
+            ) from None
+        raise ExportUnreadable(
+            f"{path} is missing: not a ledger export, or an export that never completed"
+        ) from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise ExportUnreadable(f"{path} is a symbolic link; {what}") from None
+        raise ExportUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ExportUnreadable(f"{path} is {kind}; {what}")
+    return os.fdopen(fd, "rb")
+
+
+def _checked_id(where: str, field: str, value: str) -> None:
+    """``ExportUnreadable`` at ``where`` unless ``value`` is an id the ledger could have
+    stored (ids reach the auditor's terminal: no control characters, no escapes)."""
+    try:
+        check_id(field, value)
+    except InvalidEvent as exc:
+        raise ExportUnreadable(f"{where}: {exc}; the ledger never stores such an id") from None
+
+
 def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
     """The manifest of an export; ``ExportUnreadable`` saying why if there is none."""
     path = Path(directory) / MANIFEST_FILE
     if not Path(directory).is_dir():
         raise ExportUnreadable(f"{directory} is not a directory (expected a ledger export)")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ExportUnreadable(
-            f"{path} is missing: not a ledger export, or an export that never completed"
-        ) from None
-    except OSError as exc:
-        raise ExportUnreadable(f"cannot read {path}: {exc}") from None
+    with _open_export_file(path) as f:
+        try:
+            raw = f.read()
+        except OSError as exc:
+            raise ExportUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         manifest = msgspec.json.decode(raw, type=Manifest)
     except msgspec.MsgspecError as exc:
         raise ExportUnreadable(f"{path} is not a ledger export manifest: {exc}") from None
     if manifest.format != FORMAT:
         raise ExportUnreadable(f"{path}: unsupported export format {manifest.format!r}")
+    _checked_id(str(path), "user_id", manifest.user_id)
+    for number, entry in enumerate(manifest.runs):
+        _checked_id(f"{path} runs[{number}]", "run_id", entry.run_id)
+        _checked_id(f"{path} runs[{number}]", "session_id", entry.session_id)
     return manifest
 
 
-def _lines(path: Path, sha: Any) -> Iterator[tuple[int, Record]]:
+class _Line(NamedTuple):
+    """One line of events.jsonl: its number, its record, its ``data``, and whether it is
+    written exactly as ``export_user`` writes it (one key once, no added spaces or CRLF)."""
+
+    number: int
+    record: Record
+    data: dict[str, Any] | None
+    canonical: bool
+
+
+def _lines(path: Path, sha: Any) -> Iterator[_Line]:
     """The records of events.jsonl with their line numbers, hashing every byte read."""
     decoder = msgspec.json.Decoder(ExportedEvent)
-    try:
-        with open(path, "rb") as f:
+    encoder = msgspec.json.Encoder()
+    with _open_export_file(path) as f:
+        try:
             for number, line in enumerate(f, 1):
                 sha.update(line)
                 if not line.strip():
                     continue  # a stray blank line: only the file hash can mind it
                 try:
-                    yield number, decoder.decode(line).record()
+                    event = decoder.decode(line)
+                    record = event.record()
                 except (msgspec.MsgspecError, ValueError) as exc:
                     raise ExportUnreadable(f"{path} line {number}: {exc}") from None
-    except FileNotFoundError:
-        raise ExportUnreadable(f"{path} is missing: not a complete ledger export") from None
-    except OSError as exc:
-        raise ExportUnreadable(f"cannot read {path}: {exc}") from None
+                where = f"{path} line {number}"
+                for field in ("user_id", "session_id", "run_id"):
+                    _checked_id(where, field, getattr(event, field))
+                yield _Line(number, record, event.data, encoder.encode(event) + b"\n" == line)
+        except OSError as exc:
+            raise ExportUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def verify_export(
@@ -438,7 +501,8 @@ def verify_export(
     gaps: dict[str, _Gap] = {}  # runs whose chain broke on a version gap
     current: str | None = None
     check = ChainCheck()
-    for number, record in _lines(root / EVENTS_FILE, sha):
+    for line in _lines(root / EVENTS_FILE, sha):
+        number, record = line.number, line.record
         links.append(_Link(record.cursor, record.hash))
         if progress is not None and len(links) % 1000 == 0:
             progress(len(links), manifest.counts.events)
@@ -462,14 +526,9 @@ def verify_export(
                 gaps[record.run_id] = gap._replace(line=number)
         elif moved:
             note(_problem(record, f"line {number}: the run's events are not together (moved)"))
-        if record.user_id != manifest.user_id:
-            note(
-                _problem(
-                    record,
-                    f"line {number}: an event of user {record.user_id!r} in an export of "
-                    f"{manifest.user_id!r}",
-                )
-            )
+        flaw = _flaw(line, manifest.user_id)
+        if flaw is not None:
+            note(_problem(record, f"line {number}: {flaw}"))
     for run_id, gap in gaps.items():
         if gap.line is not None and found[run_id] is gap.problem:
             found[run_id] = msgspec.structs.replace(
@@ -513,6 +572,51 @@ def verify_export(
             "this is not the export that digest was taken of, or it was rewritten"
         )
     return report
+
+
+def _flaw(line: _Line, user_id: str) -> str | None:
+    """What is wrong with one line of an export of ``user_id`` besides its chain: how
+    it is written, its readable ``data``, or whose event it is."""
+    if not line.canonical:
+        return (
+            "not written as 'ledger audit export' writes it (a key given twice, keys "
+            "reordered, or spaces or line endings added): the line was edited"
+        )
+    if not _shows_payload(line.record, line.data):
+        return "data is not what the stored payload reads as (the readable copy was edited)"
+    if line.record.user_id != user_id:
+        return f"an event of user {line.record.user_id!r} in an export of {user_id!r}"
+    return None
+
+
+def _shows_payload(record: Record, data: dict[str, Any] | None) -> bool:
+    """Whether a line's ``data`` is what its stored payload reads as: equal wherever the
+    payload is plain; anything where it holds a sealed token (personal content that only
+    the user's key opens, which no offline check has); None where it cannot be read."""
+    try:
+        stored = msgspec.json.decode(msgspec.json.encode(to_event(record).data))
+    except (LedgerError, msgspec.MsgspecError, ValueError, TypeError):
+        return data is None
+    return data is not None and _same(stored, data, sealed=record.key_id is not None)
+
+
+def _same(stored: Any, shown: Any, *, sealed: bool) -> bool:
+    """``_shows_payload`` for one value of the payload (JSON-shaped) and its readable copy."""
+    if sealed and isinstance(stored, str) and stored.startswith(MARKER):
+        return True
+    if isinstance(stored, dict):
+        return (
+            isinstance(shown, dict)
+            and list(stored) == list(shown)
+            and all(_same(value, shown[key], sealed=sealed) for key, value in stored.items())
+        )
+    if isinstance(stored, list):
+        return (
+            isinstance(shown, list)
+            and len(stored) == len(shown)
+            and all(_same(a, b, sealed=sealed) for a, b in zip(stored, shown, strict=True))
+        )
+    return type(stored) is type(shown) and stored == shown
 
 
 def _problem(record: Record, reason: str) -> Problem:
