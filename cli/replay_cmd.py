@@ -70,9 +70,10 @@ def replay_command(
                 timeline.diff_summary(change)
             return
         point = _point(at, at_time)
-        events = [reveal_event(e, keyring) for e in lineage(store, user, run_id)]
+        one_read = keyring.for_read()
+        events = [reveal_event(e, one_read) for e in lineage(store, user, run_id)]
         cut = resolve(events, run_id, point)
-        state = replay(store, user, run_id, point, keyring)
+        state = replay(store, user, run_id, point, one_read)
     if json:
         render.print_json(state.model_dump(mode="json"))
         return
@@ -129,9 +130,10 @@ def tail_command(
                     time.sleep(wait)
                     continue
                 retry.succeeded()
+                batch = keyring.for_read()  # keys looked up once per batch shown
                 for r in records:
                     if run is None or r.run_id == run:
-                        e = readable_event(r, keyring)
+                        e = readable_event(r, batch)
                         render.out.print(
                             f"{e.recorded_at:%H:%M:%S.%f} {e.user_id} "
                             f"{e.run_id}/{e.version} {e.type} {render.preview(e)}",

@@ -143,7 +143,7 @@ class _Opened:
 
     An agent reads the same conversation on every call, and opening a token (base64,
     AES-GCM) is ~2.5 us of the ~4 us a token costs a read. Entries are served only
-    after the token's key was found live (``Keyring.reading_key``, with its expiry):
+    after the token's key was found live by the same read (``Keyring.reading_key``):
     so an erasure shows exactly as soon as it does without the cache. The user is part
     of the key (a token copied into another user's data must never open from here),
     and ``Keyring.forget`` drops the user's entries.
@@ -184,10 +184,12 @@ class _Opened:
 class Keyring:
     """The keys of every user, fetched from the store and cached in this process.
 
-    Live keys are cached for ``ttl`` seconds; a destroyed key is remembered for good.
-    An append made with a key another process destroyed meanwhile is refused by the
-    store (``KeyErased``) and retried by the run with a fresh key, so a stale cache
-    never writes content nobody can read.
+    A live key is cached for writing for ``ttl`` seconds: an append made with a key
+    another process destroyed meanwhile is refused by the store (``KeyErased``) and
+    retried by the run with a fresh key, so a stale cache never writes content nobody
+    can read. Reading never trusts a cache for a key being live: each read (``for_read``)
+    asks the store once per key it opens with, so an erasure made by any process shows
+    at the next read started after it. A destroyed key is remembered for good.
     """
 
     def __init__(
@@ -197,17 +199,30 @@ class Keyring:
         self._ttl = ttl
         self._lock = fresh_lock(self)
         self._writing: dict[str, tuple[WritingKey, float]] = {}
-        self._reading: dict[tuple[str, str], tuple[AESGCM | None, float]] = {}
+        self._destroyed: set[tuple[str, str]] = set()
+        #: In a view made by ``for_read``: the keys this read found, by (user, key id).
+        self._checked: dict[tuple[str, str], AESGCM | None] | None = None
         #: Plaintexts of tokens opened lately (``opened_bytes``; 0: none kept).
         self.opened = _Opened(opened_bytes)
+
+    def _view(
+        self, store: EventStore, checked: dict[tuple[str, str], AESGCM | None] | None
+    ) -> Keyring:
+        view = copy.copy(self)
+        view._store, view._checked = store, checked
+        shares_lock(view)
+        return view
 
     def through(self, store: EventStore) -> Keyring:
         """This keyring fetching keys through ``store`` (e.g. the auditor's view),
         sharing one cache, so an erasure forgotten here is forgotten there too."""
-        view = copy.copy(self)
-        view._store = store
-        shares_lock(view)
-        return view
+        return self._view(store, self._checked)
+
+    def for_read(self) -> Keyring:
+        """This keyring for one read (itself if it already is one): each key the read
+        opens with is looked up in the store once, on first use, never in an older
+        read's cache, so a key destroyed elsewhere reads as destroyed."""
+        return self if self._checked is not None else self._view(self._store, {})
 
     def writing_key(self, user_id: str) -> WritingKey:
         """The user's live key (created on first use) and its id."""
@@ -223,32 +238,36 @@ class Keyring:
         cipher = AESGCM(key)
         writing = WritingKey(key_id, cipher, _aad(user_id, key_id), f"{MARKER}{_WRITTEN}/{key_id}/")
         with self._lock:
+            self._writing = {u: w for u, w in self._writing.items() if w[1] > now}  # expired out
             self._writing[user_id] = (writing, now + self._ttl)
-            self._reading[(user_id, key_id)] = (cipher, now + self._ttl)
         return writing
 
     def reading_key(self, user_id: str, key_id: str) -> AESGCM | None:
-        """The key ``key_id`` of ``user_id``, or None once it is destroyed (or unknown)."""
-        now = time.monotonic()
+        """The key ``key_id`` of ``user_id``, or None once it is destroyed (or unknown):
+        looked up in the store once per read (``for_read``; outside one, every call)."""
+        found = (user_id, key_id)
         with self._lock:
-            cached = self._reading.get((user_id, key_id))
-        if cached is not None and (cached[0] is None or cached[1] > now):
-            return cached[0]
+            if found in self._destroyed:
+                return None
+        checked = self._checked
+        if checked is not None and found in checked:
+            return checked[found]
         key = self._store.read_key(user_id, key_id)
         cipher = None if key is None else AESGCM(key)
-        with self._lock:
-            self._reading[(user_id, key_id)] = (cipher, now + self._ttl)
+        if cipher is None:  # a key never comes back (and an unknown id never appears)
+            with self._lock:
+                self._destroyed.add(found)
+        if checked is not None:
+            checked[found] = cipher
         return cipher
 
     def forget(self, user_id: str) -> None:
-        """Drop what this process caches of ``user_id``'s keys (after an erasure)."""
+        """Drop what this process caches of ``user_id``'s keys and plaintexts (after an
+        erasure, or once an append found its cached key destroyed)."""
         with self._lock:
             entry = self._writing.pop(user_id, None)
             if entry is not None:
-                self._reading[(user_id, entry[0].key_id)] = (None, float("inf"))
-        for key_id in self._store.key_ids(user_id):
-            with self._lock:
-                self._reading.pop((user_id, key_id), None)
+                self._destroyed.add((user_id, entry[0].key_id))
         self.opened.drop(user_id)
 
 
@@ -463,7 +482,7 @@ class _Opener:
 
     def __init__(self, user_id: str, keyring: Keyring) -> None:
         self._user_id = user_id
-        self._keyring = keyring
+        self._keyring = keyring.for_read()
         #: key id -> (its cipher, or None once destroyed; the associated data)
         self._ciphers: dict[str, tuple[AESGCM | None, bytes]] = {}
 

@@ -81,7 +81,9 @@ def readable_events(
     """``readable_event`` of each record. One that no reader can decode (a row written
     behind the ledger's back) raises InvalidEvent naming it, or with ``mark_unreadable``
     comes back among the others with ``data`` saying why, and its stored bytes in
-    base64 (what a debugging tool shows: the rest of the run stays visible)."""
+    base64 (what a debugging tool shows: the rest of the run stays visible). Keys are
+    looked up once for them all (``Keyring.for_read``)."""
+    keyring = None if keyring is None else keyring.for_read()
     if not mark_unreadable:
         return [readable_event(r, keyring) for r in records]
     out = []

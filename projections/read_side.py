@@ -171,6 +171,7 @@ class ReadSide:
             key, largest_first = _RUN_ORDERS[order_by]
             found.sort(key=lambda item: key(item[0]), reverse=largest_first)
         kept = []
+        keyring = keyring.for_read()  # each key looked up once for the whole listing
         for _, head, folded in found[:limit]:
             got = folded or read(head)  # a peeked run: read whole now
             assert got.doc is not None  # (its stored document was peeked at)
@@ -186,8 +187,9 @@ class ReadSide:
         if read.doc is None:
             return []
         items = sorted(read.doc.state.current.values(), key=lambda m: (m.namespace, m.key))
+        keyring = self.ledger.keyring.for_read()  # each key looked up once for them all
         return [
-            _opened(Memory.from_item(m), read, user_id, self.ledger.keyring)
+            _opened(Memory.from_item(m), read, user_id, keyring)
             for m in items
             if namespace in (None, m.namespace)
         ]

@@ -201,6 +201,7 @@ def replay(
     With a ``keyring``, personal content is opened (or marked erased) event by event as
     it is folded, only for events that were sealed; without one it stays sealed."""
     upto = int(at) if isinstance(at, int) and at >= 1 else None
+    keyring = None if keyring is None else keyring.for_read()  # keys looked up once
     with gc_paused():
         records = lineage_records(store, user_id, run_id, upto)
         cut = resolve(records, run_id, at)

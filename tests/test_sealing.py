@@ -282,7 +282,6 @@ def test_opened_tokens_are_kept_per_user_and_never_outlive_their_key(
     drop it when the user is forgotten."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with ledger.connect(url, encrypt=True) as reader, ledger.connect(url, encrypt=True) as admin:
-        reader.keyring = personal.Keyring(reader.store, ttl=0.0)  # re-read keys every time
         token, run_id = _stored_content(reader, "usr_a")
         assert reader.tenant("usr_a").events(run_id)[-1].data["content"] == "the plain words"
         opened: list[str] = []
