@@ -49,6 +49,11 @@ class KeyErased(LedgerError):
     meanwhile); nothing was written. ``Run`` retries once with the user's new key."""
 
 
+class NotErasable(LedgerError):
+    """``forget`` cannot erase a user's personal content stored in the clear (written
+    with encryption off): no key covers it. With no key at all, nothing was done."""
+
+
 class InvalidSetting(LedgerError, ValueError):
     """A setting (an argument of ``connect`` or its environment variable) has a value
     it cannot take: names the setting, the value and what it accepts."""

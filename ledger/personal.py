@@ -457,6 +457,38 @@ def _protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
     return Unsealed(draft.type, payload.SCHEMA, draft.occurred_at, encoded, key_id)
 
 
+def holds_plain_content(type_: str, payload: bytes) -> bool:
+    """True if the stored ``payload`` of a ``type_`` event has a personal value that is
+    not a sealed token: written with encryption off (or, for errors and metadata
+    values, before they were sealed), so destroying a key cannot erase it."""
+    paths = _PATHS.get(type_)
+    if not paths:
+        return False
+    data = msgspec.json.decode(payload)
+    for _, field, each, attr in paths:
+        value = data.get(field) if isinstance(data, dict) else None
+        if not value:
+            continue
+        if each == "{}":
+            values = list(value.values()) if isinstance(value, dict) else []
+        elif each == "[]":
+            items = value if isinstance(value, list) else []
+            values = (
+                [i.get(attr) if isinstance(i, dict) else None for i in items] if attr else items
+            )
+        else:
+            values = [value]
+        if any(_plain(v) for v in values):
+            return True
+    return False
+
+
+def _plain(value: Any) -> bool:
+    if value is None or value == "":
+        return False
+    return not (isinstance(value, str) and value.startswith(MARKER))
+
+
 # -- revealing ---------------------------------------------------------------------------
 
 T = TypeVar("T")

@@ -125,13 +125,40 @@ def test_input_that_looks_sealed_is_refused(led: ledger.Ledger) -> None:
     assert run.version == 1
 
 
-def test_forget_with_encryption_off_says_nothing_could_be_shredded(sqlite_url: str) -> None:
+#: The events of ``_record`` that hold personal content (all but ``run_started``).
+_PERSONAL_EVENTS = 6
+
+
+def test_forget_with_encryption_off_refuses_to_claim_an_erasure(sqlite_url: str) -> None:
+    """Content stored in the clear cannot be shredded: never reported erased, and no
+    erasure is recorded that did not happen."""
     with ledger.connect(sqlite_url) as plain:  # SQLite: off by default
         assert not plain.encrypting
         run_id = _record(plain, "usr_a")
-        erasure = plain.forget("usr_a")
-        assert erasure.destroyed_keys == []
-        assert SECRET in plain.tenant("usr_a").events(run_id)[1].data["content"]
+        with pytest.raises(ledger.NotErasable, match=r"6 of their events .* in the clear"):
+            plain.forget("usr_a")
+        assert [r.run_id for r in plain.auditor().runs()] == [run_id]  # nothing recorded
+    done = ledger_cli(sqlite_url, "forget", "--user", "usr_a")
+    assert done.returncode == 1 and "forgot" not in done.stdout
+    assert "nothing can be erased" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_forget_of_content_partly_in_the_clear_says_how_much_it_could_not_erase(
+    sqlite_url: str,
+) -> None:
+    with ledger.connect(sqlite_url) as plain:  # the same user, before encryption was on
+        _record(plain, "usr_a", "sess_plain")
+    with ledger.connect(sqlite_url, encrypt=True) as led:
+        sealed = _record(led, "usr_a")
+    done = ledger_cli(sqlite_url, "forget", "--user", "usr_a", "--json")
+    assert done.returncode == 1, done.stderr
+    erasure = json.loads(done.stdout)
+    assert len(erasure["destroyed_keys"]) == 1
+    assert erasure["plain_events"] == _PERSONAL_EVENTS
+    assert f"only partly erased: {_PERSONAL_EVENTS} of their events" in done.stderr
+    with ledger.connect(sqlite_url, encrypt=True) as led:
+        assert SECRET not in _everything_readable(led, "usr_a", sealed)  # the sealed part went
+        assert led.forget("usr_a").plain_events == _PERSONAL_EVENTS  # and stays reported
 
 
 def test_postgres_encrypts_by_default(pg_url: str) -> None:
