@@ -17,7 +17,8 @@ that, and says how many events it could not erase (``ledger forget`` exits 1).
 
 Order: keys first, then the record. If the process dies between the two, the content
 is already gone and running ``forget`` again records the erasure (destroying nothing
-more). Backups taken *before* the erasure still hold the key material; see
+more): the record names every destroyed key of the user, so those of the interrupted
+run too. Backups taken *before* the erasure still hold the key material; see
 docs/compliance.md for what that means and how to close it.
 """
 
@@ -80,8 +81,12 @@ def forget(ledger: Ledger, user_id: str, reason: str | None = None) -> Erasure:
         )
     destroyed = store.destroy_keys(user_id)
     ledger.keyring.forget(user_id)
+    # The record names every destroyed key of the user, not only those destroyed now: a
+    # forget killed before recording is completed by the next, whose keys are all gone.
+    live = store.live_key(user_id)  # (one made meanwhile, if the user came back)
+    gone = [k for k in store.key_ids(user_id) if live is None or k != live[0]]
     run = ledger.tenant(user_id).start_run(session_id=ERASURE_SESSION, agent="ledger forget")
     with run.turn():
-        run._emit("user_erased", {"key_ids": destroyed, "reason": reason}, None)
+        run._emit("user_erased", {"key_ids": gone, "reason": reason}, None)
         run.complete()
     return Erasure(user_id, destroyed, run.run_id, plain)

@@ -8,6 +8,9 @@ content as erased, the erasure is an event, and other users are untouched.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import psycopg
@@ -352,3 +355,40 @@ def test_a_token_moved_into_another_users_data_is_unreadable_not_a_crash(pg_url:
         assert "usr_a" not in json.dumps(moved)  # A's message never shows up in B's data
         problems = led.auditor().verify().problems
         assert [(p.run_id, p.version) for p in problems] == [(b_run, 2)]
+
+
+#: A ``forget`` killed (SIGKILL) between destroying the keys and recording the erasure.
+_KILLED_FORGET = """
+import os, signal, sys
+import ledger
+from ledger.tenant import Tenant
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+Tenant.start_run = die  # the erasure's run: the keys are already destroyed by then
+with ledger.connect(sys.argv[1]) as led:
+    led.forget("usr_a")
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "pg_url"])
+def test_forget_killed_after_destroying_the_keys_is_completed_by_running_it_again(
+    request: pytest.FixtureRequest, backend: str
+) -> None:
+    url = str(request.getfixturevalue(backend))
+    with ledger.connect(url, encrypt=True) as led:
+        run_id = _record(led, "usr_a")
+        (key_id,) = led.store.key_ids("usr_a")
+    killed = subprocess.run([sys.executable, "-c", _KILLED_FORGET, url], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    with ledger.connect(url, encrypt=True) as led:  # the content is gone, unrecorded yet
+        assert SECRET not in _everything_readable(led, "usr_a", run_id)
+        assert [r.run_id for r in led.auditor().runs()] == [run_id]
+    done = ledger_cli(url, "forget", "--user", "usr_a", "--json")
+    assert done.returncode == 0, done.stderr
+    with ledger.connect(url, encrypt=True) as led:
+        erasure_run = json.loads(done.stdout)["run_id"]
+        (record,) = [e for e in led.tenant("usr_a").events(erasure_run) if e.type == "user_erased"]
+        assert record.data["key_ids"] == [key_id]  # named, though destroyed by the killed run
+        assert led.auditor().verify().ok
