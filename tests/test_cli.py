@@ -26,11 +26,6 @@ def ledger_cli(url: str, *args: str, stdin: str | None = None) -> subprocess.Com
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
-
-
 def event_line(run_id: str, content: str = "hi", user: str = "usr_a") -> str:
     return json.dumps(
         {

@@ -372,11 +372,9 @@ with ledger.connect(sys.argv[1]) as led:
 """
 
 
-@pytest.mark.parametrize("backend", ["sqlite_url", "pg_url"])
 def test_forget_killed_after_destroying_the_keys_is_completed_by_running_it_again(
-    request: pytest.FixtureRequest, backend: str
+    url: str,
 ) -> None:
-    url = str(request.getfixturevalue(backend))
     with ledger.connect(url, encrypt=True) as led:
         run_id = _record(led, "usr_a")
         (key_id,) = led.store.key_ids("usr_a")

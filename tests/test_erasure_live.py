@@ -8,8 +8,6 @@ user's content: every read checks the keys it opens with against the store.
 
 from __future__ import annotations
 
-import pytest
-
 import ledger
 from ledger.personal import ERASED
 from tests.test_cli import ledger_cli
@@ -17,11 +15,7 @@ from tests.test_erasure import SECRET, _everything_readable, _record
 from tests.test_sealed_errors import ERASED_NOW, WRITTEN, _read_back, _record_failures
 
 
-@pytest.mark.parametrize("backend", ["sqlite_url", "pg_url"])
-def test_a_long_lived_reader_shows_an_erasure_made_elsewhere_at_its_next_read(
-    request: pytest.FixtureRequest, backend: str
-) -> None:
-    url = str(request.getfixturevalue(backend))
+def test_a_long_lived_reader_shows_an_erasure_made_elsewhere_at_its_next_read(url: str) -> None:
     with ledger.connect(url, encrypt=True) as agent:
         run_id = _record(agent, "usr_a")
         failed = _record_failures(agent, "usr_a", "sess_2")
