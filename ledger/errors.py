@@ -50,8 +50,10 @@ class KeyErased(LedgerError):
 
 
 class NotErasable(LedgerError):
-    """``forget`` cannot erase a user's personal content stored in the clear (written
-    with encryption off): no key covers it. With no key at all, nothing was done."""
+    """``forget`` cannot make a user's content unrecoverable: it is stored in the clear
+    (written with encryption off; no key covers it), or a destroyed key's old bytes are
+    still in a SQLite WAL another connection is reading. Says what was done and what
+    to do."""
 
 
 class InvalidSetting(LedgerError, ValueError):

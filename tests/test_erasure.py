@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 from typing import Any
@@ -390,3 +391,38 @@ def test_forget_killed_after_destroying_the_keys_is_completed_by_running_it_agai
         (record,) = [e for e in led.tenant("usr_a").events(erasure_run) if e.type == "user_erased"]
         assert record.data["key_ids"] == [key_id]  # named, though destroyed by the killed run
         assert led.auditor().verify().ok
+
+
+def test_forget_on_sqlite_never_leaves_the_old_key_in_the_files_unsaid(tmp_path: Any) -> None:
+    """The destroyed key's old bytes leave the SQLite files only once the WAL is
+    checkpointed and truncated, which waits for every reader of the file: while one
+    holds a read open, forget says so (exit 1) and records nothing; run again once it
+    has ended, it completes."""
+    path = tmp_path / "ledger.db"
+    url = f"sqlite:///{path}?timeout=0.2"
+    with ledger.connect(url, encrypt=True) as led:
+        run_id = _record(led, "usr_a")
+        (key_id,) = led.store.key_ids("usr_a")
+        key = led.store.read_key("usr_a", key_id)
+    assert key is not None
+
+    def files_holding_the_key() -> list[str]:
+        return [p.name for p in tmp_path.iterdir() if key in p.read_bytes()]
+
+    reader = sqlite3.connect(path)  # another process's read, in progress
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM ledger_events").fetchone()
+    held = ledger_cli(url, "forget", "--user", "usr_a")
+    assert held.returncode == 1 and f"still in {path}" in held.stderr, held.stderr
+    assert "forget --user usr_a' again" in held.stderr and "Traceback" not in held.stderr
+    assert files_holding_the_key() != []
+    reader.rollback()
+    reader.close()
+    done = ledger_cli(url, "forget", "--user", "usr_a", "--json")
+    assert done.returncode == 0, done.stderr
+    assert files_holding_the_key() == []
+    with ledger.connect(url, encrypt=True) as led:
+        assert SECRET not in _everything_readable(led, "usr_a", run_id)
+        erasure_run = json.loads(done.stdout)["run_id"]
+        (record,) = [e for e in led.tenant("usr_a").events(erasure_run) if e.type == "user_erased"]
+        assert record.data["key_ids"] == [key_id]

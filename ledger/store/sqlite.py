@@ -39,6 +39,7 @@ from ledger.errors import (
     ConcurrencyError,
     InvalidSetting,
     KeyErased,
+    NotErasable,
     NotFound,
     RunIdTaken,
     StoreUnavailable,
@@ -529,8 +530,18 @@ class SQLiteStore(EventStore):
             conn.execute("PRAGMA secure_delete = ON")  # overwrite the old key bytes
         with self.transaction() as conn:
             destroyed = [r[0] for r in conn.execute(sql.DESTROY_KEYS, (user_id,)).fetchall()]
+        # And from the WAL, and the file's pages: checkpointing and truncating it waits
+        # (up to ``timeout``) for every reader, and until then the old bytes stay.
         with self._conn() as conn:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and drop them from the WAL
+            (busy, *_) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise NotErasable(
+                f"the keys of {user_id!r} are destroyed (their content reads as erased), but "
+                f"their old bytes are still in {self.path} (or its -wal): another connection "
+                f"kept a read of it open for over {self.timeout:g}s, so the write-ahead log "
+                "could not be checkpointed and truncated; nothing was recorded. "
+                f"Run 'ledger forget --user {user_id}' again once it has finished"
+            )
         return destroyed
 
     def close(self) -> None:
