@@ -140,3 +140,18 @@ def login_role(url: str, granted: str | None) -> Iterator[str]:
                 (role,),
             )
             conn.execute(f"DROP ROLE {role}")
+
+
+def migrate_until(conninfo: str, schema: str, version: int) -> None:
+    """Give ``schema`` the ledger of a release whose newest migration was ``version``
+    (today's steps up to it): the "previous release" fixture of the upgrade tests."""
+    from unittest import mock
+
+    from ledger.store import postgres_schema
+
+    steps = tuple(s for s in postgres_schema.STEPS if s.version <= version)
+    with (
+        mock.patch.multiple(postgres_schema, STEPS=steps, LATEST=version),
+        psycopg.connect(conninfo, autocommit=True) as conn,
+    ):
+        postgres_schema.migrate(conn, schema)

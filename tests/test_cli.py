@@ -300,7 +300,10 @@ def test_a_login_that_may_create_nothing_is_told_so_at_init(pg_url: str) -> None
             result = ledger_cli(login, command)
             assert result.returncode == 1 and "Traceback" not in result.stderr
             [line] = result.stderr.strip().splitlines()
-            assert line.startswith("error: Postgres refused: permission denied")
+            assert line.startswith("error: the ledger schema ") and "has no ledger yet" in line
+            assert (
+                "(permission denied for " in line and "run `ledger init` once as an admin" in line
+            )
 
 
 def test_a_missing_file_and_bad_usage_exit_2(url: str) -> None:

@@ -28,11 +28,11 @@ from ledger.errors import (
 )
 from ledger.recorder import DEFAULT_TENANT
 from ledger.records import START, Record, RunAppend, Tracking
-from ledger.store import postgres_schema
 from ledger.store.base import RecordConflict
 from ledger.store.postgres import PostgresStore, migrate, split_url
 from ledger.store.postgres_schema import LATEST, STEPS
 from ledger.store.postgres_schema import migrate as migrate_conn
+from tests.pg import migrate_until
 
 T0 = datetime(2024, 5, 17, 9, 30, 1, 123456, tzinfo=UTC)
 
@@ -693,18 +693,13 @@ def test_a_forked_child_gets_connections_of_its_own(pg_url: str) -> None:
         assert (report.ok, report.runs, report.events) == (True, 4, 2 + 20 + 1 + 3 * 21)
 
 
-def test_tracking_positions_from_before_tenants_are_the_default_tenants(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_tracking_positions_from_before_tenants_are_the_default_tenants(pg_url: str) -> None:
     """A schema of migration 11 (tracking rows by name only) upgrades in place: its
     positions are the eventsourcing adapter's default tenant's, not lost."""
     conninfo, schema = split_url(pg_url)
     assert schema is not None
+    migrate_until(conninfo, schema, 11)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        with monkeypatch.context() as old:
-            old.setattr(postgres_schema, "STEPS", STEPS[:11])
-            old.setattr(postgres_schema, "LATEST", 11)
-            migrate_conn(conn, schema)
         conn.execute(
             sql.SQL("INSERT INTO {}.ledger_tracking (name, position) VALUES ('Bank', 7)").format(
                 sql.Identifier(schema)

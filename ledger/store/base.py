@@ -27,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 
-from ledger.errors import ConcurrencyError, InvalidEvent, RunEnded
+from ledger.errors import ConcurrencyError, InvalidEvent, RunEnded, StoreUnavailable
 from ledger.records import (
     ENDING_TYPES,
     AuditRow,
@@ -229,3 +229,12 @@ class RecordConflict(Exception):
     Internal to the stores and the eventsourcing adapter, which maps it to the
     library's ``IntegrityError``.
     """
+
+
+def schema_too_new(found: int, latest: int) -> StoreUnavailable:
+    """The refusal of a store whose schema a later release has migrated past ``latest``:
+    this code would misread or break what that release stores, so it does not start."""
+    return StoreUnavailable(
+        f"this database is at schema version {found}, newer than this release's {latest}:"
+        " upgrade ledger"
+    )

@@ -36,7 +36,8 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import sql
 
-from ledger.errors import InvalidSetting
+from ledger.errors import AccessDenied, InvalidSetting
+from ledger.store.base import schema_too_new
 from ledger.store.postgres_sql import APPEND_FUNCTION
 
 #: Key of the advisory lock that serialises migrations (arbitrary, fixed forever).
@@ -337,13 +338,24 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
+#: Whether the schema, and its version table, exist. Read from the catalog tables with
+#: the statement's snapshot, not by ``to_regclass``/``to_regnamespace``, whose cached
+#: lookups can miss what another migrator committed while this one waited on the lock.
+_LEDGER_EXISTS = """
+SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %(schema)s),
+       EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %(schema)s AND c.relname = 'ledger_schema_version')
+"""
+
+
+def _ledger_exists(conn: psycopg.Connection[Any], schema: str) -> tuple[bool, bool]:
+    row = conn.execute(_LEDGER_EXISTS, {"schema": schema}).fetchone()
+    return (bool(row[0]), bool(row[1])) if row else (False, False)
+
+
 def current_version(conn: psycopg.Connection[Any], schema: str) -> int:
     """The schema's migration level (0 when it has no ledger yet); takes no lock."""
-    table = f"{check_schema_name(schema)}.ledger_schema_version"
-    row = conn.execute(
-        "SELECT CASE WHEN to_regclass(%(t)s) IS NULL THEN NULL ELSE 1 END", {"t": table}
-    ).fetchone()
-    if row is None or row[0] is None:
+    if not _ledger_exists(conn, check_schema_name(schema))[1]:
         return 0
     found = conn.execute(
         sql.SQL("SELECT coalesce(max(version), 0) FROM {}.ledger_schema_version").format(
@@ -359,39 +371,81 @@ def migrate(conn: psycopg.Connection[Any], schema: str = "public") -> int:
     Safe to call from many processes at once and any number of times. Runs in one
     transaction on ``conn`` (which must not be inside one already). A schema that is
     already current is recognised without a lock or any DDL, so application roles that
-    may not alter the schema can still ``connect``.
+    may not alter the schema can still ``connect``. A schema a later release migrated
+    further is refused (``StoreUnavailable``); one this login may not migrate gets
+    ``AccessDenied`` naming what to do, and nothing is changed.
     """
     check_schema_name(schema)
-    if current_version(conn, schema) >= LATEST:
+    found = current_version(conn, schema)
+    if found > LATEST:
+        raise schema_too_new(found, LATEST)
+    if found == LATEST:
         return 0
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        ensure_roles(conn)
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+    try:
+        with conn.transaction():
+            return _apply_steps(conn, schema)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _may_not_migrate(schema, found, exc) from exc
+
+
+def _may_not_migrate(
+    schema: str, found: int, exc: psycopg.errors.InsufficientPrivilege
+) -> AccessDenied:
+    """The refusal of a login that may not create or migrate the ledger: what and who."""
+    if found == 0:
+        state = "has no ledger yet, which this login may not create"
+        who = "an admin (a superuser)"
+    else:
+        state = (
+            f"is at version {found} and this release needs {LATEST},"
+            " which this login may not migrate"
+        )
+        who = (
+            "the owner of the ledger's tables and functions"
+            " (a login granted ledger_owner, or a superuser)"
+        )
+    return AccessDenied(
+        f"the ledger schema {schema!r} {state} ({exc.diag.message_primary}):"
+        f" run `ledger init` once as {who}, then connect again"
+    )
+
+
+def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
+    """The steps not yet recorded, under the migration lock, in the caller's transaction.
+
+    CREATE SCHEMA and the version table run only for a new ledger: CREATE SCHEMA needs
+    CREATE on the database (even with IF NOT EXISTS), which the owner of an existing
+    ledger need not have."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    current = current_version(conn, schema)  # another process may have migrated meanwhile
+    if current > LATEST:
+        raise schema_too_new(current, LATEST)
+    ensure_roles(conn)
+    if not _ledger_exists(conn, schema)[0]:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+    if current == 0:
         conn.execute(_VERSION_TABLE)
-        row = conn.execute("SELECT coalesce(max(version), 0) FROM ledger_schema_version").fetchone()
-        current = int(row[0]) if row else 0
-        schema_ident = sql.Identifier(schema).as_string(conn)
-        applied = 0
-        for step in STEPS:
-            if step.version <= current:
-                continue
-            for statement in step.statements:
-                conn.execute(statement.replace("{schema}", schema_ident))
-            conn.execute(
-                "INSERT INTO ledger_schema_version (version, name) VALUES (%s, %s)",
-                (step.version, step.name),
-            )
-            applied += 1
-        if applied:
-            hand_to_owner(conn, schema)
+    schema_ident = sql.Identifier(schema).as_string(conn)
+    applied = 0
+    for step in STEPS:
+        if step.version <= current:
+            continue
+        for statement in step.statements:
+            conn.execute(statement.replace("{schema}", schema_ident))
+        conn.execute(
+            "INSERT INTO ledger_schema_version (version, name) VALUES (%s, %s)",
+            (step.version, step.name),
+        )
+        applied += 1
+    if applied:
+        hand_to_owner(conn, schema)
     return applied
 
 
-#: Give the ledger's tables to ``ledger_owner`` when the current role may (a superuser,
-#: or a member of it that owns them); otherwise their creator stays their owner. The
-#: schema grant is skipped by a role that does not own the schema.
+#: Give the ledger's tables and functions to ``ledger_owner`` when the current role may
+#: (a superuser, or a member of it that owns them); otherwise their creator stays their
+#: owner. The schema grant is skipped by a role that does not own the schema.
 _HAND_TO_OWNER = f"""DO $$
 DECLARE t text;
 BEGIN
@@ -407,13 +461,22 @@ BEGIN
                    AND pg_has_role(current_user, c.relowner, 'USAGE') LOOP
             EXECUTE format('ALTER TABLE {{schema}}.%I OWNER TO {OWNER_ROLE}', t);
         END LOOP;
+        -- The functions too: a later step replaces ledger_append, which only its
+        -- owner may do.
+        FOR t IN SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = '{{schema}}'::regnamespace
+                   AND p.proname LIKE 'ledger%'
+                   AND p.proowner <> '{OWNER_ROLE}'::regrole
+                   AND pg_has_role(current_user, p.proowner, 'USAGE') LOOP
+            EXECUTE format('ALTER FUNCTION %s OWNER TO {OWNER_ROLE}', t);
+        END LOOP;
     END IF;
 END $$"""
 
 
 def hand_to_owner(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Give the ledger's tables in ``schema`` (read models included) to ``ledger_owner``
-    if the current role may, so any login granted ``ledger_owner`` can run migrations,
-    projector runners and erasure; a no-op for a role that may not."""
+    """Give the ledger's tables (read models included) and functions in ``schema`` to
+    ``ledger_owner`` if the current role may, so any login granted ``ledger_owner`` can
+    run migrations, projector runners and erasure; a no-op for a role that may not."""
     schema_ident = sql.Identifier(check_schema_name(schema)).as_string(conn)
     conn.execute(_HAND_TO_OWNER.replace("{schema}", schema_ident))

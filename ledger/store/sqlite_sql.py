@@ -17,7 +17,7 @@ import functools
 import sqlite3
 from typing import NamedTuple
 
-from ledger.errors import StoreUnavailable
+from ledger.store.base import schema_too_new
 
 #: Positional upper bound used where a statement takes an optional ``<=`` bound.
 MAX_INT = 2**63 - 1
@@ -172,16 +172,15 @@ def migrate(conn: sqlite3.Connection) -> int:
     many processes at once and any number of times.
     """
     current = _user_version(conn)
+    if current > LATEST:
+        raise schema_too_new(current, LATEST)
     if current == LATEST:
         return 0  # the common case: no write lock taken
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = _user_version(conn)  # another process may have migrated meanwhile
         if current > LATEST:
-            raise StoreUnavailable(
-                f"the ledger file has schema version {current}; this ledger only knows "
-                f"up to {LATEST} (upgrade run-ledger)"
-            )
+            raise schema_too_new(current, LATEST)
         pending = [step for step in STEPS if step.version > current]
         for step in pending:
             for statement in step.statements:

@@ -1,0 +1,178 @@
+"""Upgrading a ledger in use: the previous release's schema migrated in place by the
+owner while appenders use it, refused to logins that may not migrate it, and a later
+release's schema refused by this one. Real Postgres, real SQLite files, real processes.
+
+The previous release's schema is built by today's migration steps up to LATEST - 1
+(``tests.pg.migrate_until``): the steps are append-only, so that is the schema the
+previous release left.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import ledger
+from ledger.errors import AccessDenied, StoreUnavailable
+from ledger.store import postgres_schema
+from ledger.store import sqlite_sql as sqlite_schema
+from ledger.store.postgres import migrate, split_url
+from ledger.store.postgres_schema import LATEST, MIGRATION_LOCK
+from tests.pg import login_role, migrate_until, raw_connection
+from tests.test_cli import ledger_cli
+
+PREVIOUS = LATEST - 1
+CTX = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def previous_release(pg_url: str) -> str:
+    """A ledger URL whose schema the previous release made."""
+    conninfo, schema = split_url(pg_url)
+    assert schema is not None
+    migrate_until(conninfo, schema, PREVIOUS)
+    return pg_url
+
+
+def schema_versions(url: str) -> list[int]:
+    with raw_connection(url) as conn:
+        rows = conn.execute("SELECT version FROM ledger_schema_version ORDER BY 1").fetchall()
+    return [int(v) for (v,) in rows]
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    """A refusal as the CLI must give it: exit 1, one line on stderr, no traceback."""
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for part in parts:
+        assert part in lines[0]
+
+
+# -- the previous release's schema, migrated in place ---------------------------------
+
+
+def _open_append(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection inside a transaction that has called ``ledger_append`` (the append of
+    a process of the previous release, not yet committed)."""
+    conn = raw_connection(url)
+    conn.execute("SET lock_timeout = '5s'")  # a wait on any lock fails the test
+    conn.execute(
+        "SELECT ledger_append(NULL, 'u', 'u', 'r', 's', '{}', '{}', '{}', '{}', '{}',"
+        " '{}', '{}', '{}', 0, NULL, NULL, false)"
+    )
+    return conn
+
+
+def test_migrating_the_append_function_does_not_wait_for_appenders_in_flight(
+    previous_release: str,
+) -> None:
+    """Step LATEST replaces ``ledger_append`` while an appender's transaction that called
+    it is still open: CREATE OR REPLACE FUNCTION takes no lock such a transaction holds
+    (with ``lock_timeout`` set, any wait would fail the migration)."""
+    with _open_append(previous_release) as appender:
+        conninfo, schema = split_url(previous_release)
+        with psycopg.connect(conninfo, autocommit=True, options="-c lock_timeout=5s") as conn:
+            assert postgres_schema.migrate(conn, schema or "public") == 1
+        appender.commit()
+    assert schema_versions(previous_release) == list(range(1, LATEST + 1))
+
+
+def test_appenders_do_not_wait_for_a_migration_in_flight(previous_release: str) -> None:
+    """The reverse: while the migration that replaces ``ledger_append`` is uncommitted
+    (its lock held), appenders call the function and commit without waiting."""
+    conninfo, schema = split_url(previous_release)
+    with psycopg.connect(conninfo) as migrator:
+        migrator.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        migrator.execute(f"SET LOCAL search_path TO {schema}")
+        for statement in postgres_schema.STEPS[-1].statements:
+            migrator.execute(statement.replace("{schema}", str(schema)))
+        with _open_append(previous_release) as appender:
+            appender.commit()
+        migrator.rollback()
+
+
+def _migrate_in_a_process(url: str) -> int:
+    return migrate(url)
+
+
+def test_processes_migrating_the_previous_schema_at_once_apply_each_step_once(
+    previous_release: str,
+) -> None:
+    with _open_append(previous_release) as appender, CTX.Pool(4) as pool:
+        applied = pool.map(_migrate_in_a_process, [previous_release] * 4)
+        appender.commit()
+    assert sorted(applied) == [0, 0, 0, 1]
+    assert schema_versions(previous_release) == list(range(1, LATEST + 1))
+
+
+def test_a_ledger_owner_login_migrates_the_previous_release_schema(previous_release: str) -> None:
+    """The owner of the tables and functions need not have CREATE on the database (which
+    CREATE SCHEMA IF NOT EXISTS checks even for a schema that exists)."""
+    with login_role(previous_release, "ledger_owner") as owner:
+        assert migrate(owner) == 1
+    assert schema_versions(previous_release) == list(range(1, LATEST + 1))
+
+
+def test_an_app_login_cannot_migrate_and_is_told_who_can(previous_release: str) -> None:
+    with login_role(previous_release, "ledger_app") as app:
+        with pytest.raises(AccessDenied, match="run `ledger init` once as the owner"):
+            ledger.connect(app)
+        result = ledger_cli(app, "init")
+    one_error_line(result, f"at version {PREVIOUS} and this release needs {LATEST}", "ledger_owner")
+    assert schema_versions(previous_release) == list(range(1, PREVIOUS + 1))
+
+
+# -- a later release's schema ---------------------------------------------------------
+
+
+@pytest.fixture
+def later_release_pg(pg_url: str) -> Iterator[str]:
+    migrate(pg_url)
+    with raw_connection(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ledger_schema_version (version, name) VALUES (%s, 'a later one')",
+            (LATEST + 1,),
+        )
+    yield pg_url
+
+
+@pytest.fixture
+def later_release_sqlite(sqlite_url: str) -> str:
+    ledger.connect(sqlite_url).close()
+    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
+        conn.execute(f"PRAGMA user_version = {sqlite_schema.LATEST + 1:d}")
+    return sqlite_url
+
+
+@pytest.mark.parametrize("command", [["init"], ["runs", "--user", "u"], ["projections", "status"]])
+def test_a_later_releases_postgres_schema_is_refused(
+    later_release_pg: str, command: list[str]
+) -> None:
+    expected = f"this database is at schema version {LATEST + 1}, newer than this release's"
+    with pytest.raises(StoreUnavailable, match=expected):
+        ledger.connect(later_release_pg)
+    one_error_line(ledger_cli(later_release_pg, *command), expected, "upgrade ledger")
+    assert schema_versions(later_release_pg)[-1] == LATEST + 1
+
+
+@pytest.mark.parametrize("command", [["init"], ["runs", "--user", "u"], ["projections", "status"]])
+def test_a_later_releases_sqlite_file_is_refused(
+    later_release_sqlite: str, command: list[str]
+) -> None:
+    expected = (
+        f"this database is at schema version {sqlite_schema.LATEST + 1}, newer than this"
+        f" release's {sqlite_schema.LATEST}: upgrade ledger"
+    )
+    with pytest.raises(StoreUnavailable, match=expected):
+        ledger.connect(later_release_sqlite)
+    one_error_line(ledger_cli(later_release_sqlite, *command), expected)
+    path = Path(later_release_sqlite.removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (sqlite_schema.LATEST + 1,)
