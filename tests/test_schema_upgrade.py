@@ -12,6 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +112,59 @@ def test_processes_migrating_the_previous_schema_at_once_apply_each_step_once(
         appender.commit()
     assert sorted(applied) == [0, 0, 0, 1]
     assert schema_versions(previous_release) == list(range(1, LATEST + 1))
+
+
+def _migrate_with_lock_timeout(url: str, applied: list[object]) -> None:
+    conninfo, schema = split_url(url)
+    try:
+        with psycopg.connect(conninfo, autocommit=True, options="-c lock_timeout=100ms") as c:
+            applied.append(postgres_schema.migrate(c, schema or "public"))
+    except Exception as exc:
+        applied.append(exc)
+
+
+def _waits_on_the_migration_lock(url: str) -> bool:
+    with raw_connection(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_login_with_a_lock_timeout_queues_behind_another_migrator(
+    previous_release: str,
+) -> None:
+    """Deployments often set lock_timeout on their logins: a migrator that queues behind
+    another (processes starting at once) must wait for it, not fail on the timeout."""
+    applied: list[object] = []
+    with raw_connection(previous_release) as first:
+        first.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        second = threading.Thread(
+            target=_migrate_with_lock_timeout, args=(previous_release, applied)
+        )
+        second.start()
+        while second.is_alive() and not _waits_on_the_migration_lock(previous_release):
+            time.sleep(0.01)
+        time.sleep(0.5)  # it has waited past its lock_timeout (100 ms) by now
+        first.commit()
+    second.join()
+    assert applied == [1]
+
+
+def test_a_migration_that_waits_past_lock_timeout_changes_nothing_and_says_so(
+    previous_release: str,
+) -> None:
+    with raw_connection(previous_release) as holder:
+        holder.execute("LOCK TABLE ledger_schema_version IN ACCESS EXCLUSIVE MODE")
+        applied: list[object] = []
+        _migrate_with_lock_timeout(previous_release, applied)
+        holder.rollback()
+    [refused] = applied
+    assert isinstance(refused, StoreUnavailable)
+    assert "waited longer than lock_timeout" in str(refused)
+    assert "nothing was changed" in str(refused)
+    assert schema_versions(previous_release) == list(range(1, PREVIOUS + 1))
 
 
 def test_a_ledger_owner_login_migrates_the_previous_release_schema(previous_release: str) -> None:

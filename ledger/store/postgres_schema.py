@@ -3,8 +3,10 @@
 ``migrate`` runs every step not yet recorded in ``ledger_schema_version``, all in one
 transaction under ``pg_advisory_xact_lock(MIGRATION_LOCK)``: several processes
 starting at once queue on the lock, the first does the work and the others find
-nothing left to do. It also creates the store's schema if missing (inside the lock:
-concurrent ``CREATE SCHEMA IF NOT EXISTS`` can otherwise fail on a unique index).
+nothing left to do (they wait there whatever the login's ``lock_timeout``). It also
+creates the store's schema if missing (inside the lock: concurrent ``CREATE SCHEMA IF
+NOT EXISTS`` can otherwise fail on a unique index). A schema a later release migrated
+further is refused.
 
 Immutability (DESIGN.md invariant 1) is enforced by the database: row triggers refuse
 UPDATE and DELETE and statement triggers refuse TRUNCATE on the event and run tables,
@@ -36,7 +38,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import sql
 
-from ledger.errors import AccessDenied, InvalidSetting
+from ledger.errors import AccessDenied, InvalidSetting, StoreUnavailable
 from ledger.store.base import schema_too_new
 from ledger.store.postgres_sql import APPEND_FUNCTION
 
@@ -376,16 +378,23 @@ def migrate(conn: psycopg.Connection[Any], schema: str = "public") -> int:
     ``AccessDenied`` naming what to do, and nothing is changed.
     """
     check_schema_name(schema)
-    found = current_version(conn, schema)
-    if found > LATEST:
-        raise schema_too_new(found, LATEST)
-    if found == LATEST:
-        return 0
     try:
-        with conn.transaction():
-            return _apply_steps(conn, schema)
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise _may_not_migrate(schema, found, exc) from exc
+        found = current_version(conn, schema)
+        if found > LATEST:
+            raise schema_too_new(found, LATEST)
+        if found == LATEST:
+            return 0
+        try:
+            with conn.transaction():
+                return _apply_steps(conn, schema)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise _may_not_migrate(schema, found, exc) from exc
+    except psycopg.errors.LockNotAvailable as exc:
+        raise StoreUnavailable(
+            f"checking or migrating the ledger schema {schema!r} (to version {LATEST}) waited"
+            " longer than lock_timeout for a table other sessions hold; nothing was changed: run"
+            " `ledger init` again when they are done, or with a longer lock_timeout"
+        ) from exc
 
 
 def _may_not_migrate(
@@ -416,7 +425,11 @@ def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
     CREATE SCHEMA and the version table run only for a new ledger: CREATE SCHEMA needs
     CREATE on the database (even with IF NOT EXISTS), which the owner of an existing
     ledger need not have."""
+    # Queue behind another migrator however long it works, whatever lock_timeout the
+    # login has: it is doing this very work. The steps' own lock waits keep the login's.
+    conn.execute("SET LOCAL lock_timeout = 0")
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    conn.execute("SET LOCAL lock_timeout TO DEFAULT")
     current = current_version(conn, schema)  # another process may have migrated meanwhile
     if current > LATEST:
         raise schema_too_new(current, LATEST)
