@@ -453,6 +453,17 @@ def test_from_url_keeps_everything_in_its_schema(pg_url: str) -> None:
     assert where == (1,)
 
 
+def test_libpq_parameters_with_spaces_reach_the_server_from_a_url(pg_url: str) -> None:
+    """``options=-c lock_timeout=...`` (how a URL sets a deployment's lock_timeout) keeps
+    its space: libpq decodes %20 in a URL, not '+'."""
+    url = f"{pg_url}&options=-c%20lock_timeout%3D1234ms&application_name=ledger%20test"
+    with PostgresStore.from_url(url) as s, psycopg.connect(s.conninfo) as conn:
+        shown = conn.execute(
+            "SELECT current_setting('lock_timeout'), current_setting('application_name')"
+        ).fetchone()
+    assert shown == ("1234ms", "ledger test")
+
+
 def test_unreachable_server_is_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         PostgresStore("postgresql://root@127.0.0.1:1/nowhere", connect_timeout=2)

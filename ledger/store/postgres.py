@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -748,7 +748,8 @@ def _own_params(url: str) -> tuple[str, dict[str, list[str]]]:
             own.setdefault(key, []).append(value)
         else:
             rest.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), own
+    # quote, not quote_plus: libpq decodes %20 in a URL but leaves a "+" as it is.
+    return urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote))), own
 
 
 def _first(own: dict[str, list[str]], name: str) -> str | None:
