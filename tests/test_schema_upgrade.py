@@ -1,6 +1,7 @@
 """Upgrading a ledger in use: the previous release's schema migrated in place by the
 owner while appenders use it, refused to logins that may not migrate it, and a later
-release's schema refused by this one. Real Postgres, real SQLite files, real processes.
+release's schema refused by this one when it has a step earlier releases cannot run on,
+and used as it is when it only adds. Real Postgres, real SQLite files, real processes.
 
 The previous release's schema is built by today's migration steps up to LATEST - 1
 (``tests.pg.migrate_until``): the steps are append-only, so that is the schema the
@@ -14,8 +15,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from unittest import mock
 
 import psycopg
 import pytest
@@ -24,6 +24,7 @@ import ledger
 from ledger.errors import AccessDenied, StoreUnavailable
 from ledger.store import postgres_schema
 from ledger.store import sqlite_sql as sqlite_schema
+from ledger.store.base import Step
 from ledger.store.postgres import migrate, split_url
 from ledger.store.postgres_schema import LATEST, MIGRATION_LOCK
 from tests.pg import login_role, migrate_until, raw_connection
@@ -187,47 +188,66 @@ def test_an_app_login_cannot_migrate_and_is_told_who_can(previous_release: str) 
 # -- a later release's schema ---------------------------------------------------------
 
 
-@pytest.fixture
-def later_release_pg(pg_url: str) -> Iterator[str]:
-    migrate(pg_url)
-    with raw_connection(pg_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO ledger_schema_version (version, name) VALUES (%s, 'a later one')",
-            (LATEST + 1,),
-        )
-    yield pg_url
+#: A later release's newest step: one that only adds (earlier releases carry on), or
+#: one they cannot run on (``Step.breaks_older``: they refuse to start).
+ADDING = "CREATE TABLE ledger_later_release_note (note text)"
+LATER = {
+    "adds": lambda version: Step(version, "a later release adds", (ADDING,)),
+    "breaks": lambda version: Step(version, "a later release breaks", (ADDING,), True),
+}
 
 
-@pytest.fixture
-def later_release_sqlite(sqlite_url: str) -> str:
-    ledger.connect(sqlite_url).close()
-    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
-        conn.execute(f"PRAGMA user_version = {sqlite_schema.LATEST + 1:d}")
-    return sqlite_url
+def migrated_by_a_later_release(url: str, kind: str) -> None:
+    """Migrate ``url`` as a release with one more step than this one (of ``kind``)."""
+    module = sqlite_schema if url.startswith("sqlite") else postgres_schema
+    steps = (*module.STEPS, LATER[kind](module.LATEST + 1))
+    with mock.patch.multiple(module, STEPS=steps, LATEST=module.LATEST + 1):
+        ledger.connect(url).close()
+
+
+def stored_version(url: str) -> int:
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    return schema_versions(url)[-1]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def either_url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
 
 
 @pytest.mark.parametrize("command", [["init"], ["runs", "--user", "u"], ["projections", "status"]])
-def test_a_later_releases_postgres_schema_is_refused(
-    later_release_pg: str, command: list[str]
+def test_a_later_release_that_breaks_earlier_ones_is_refused(
+    either_url: str, command: list[str]
 ) -> None:
-    expected = f"this database is at schema version {LATEST + 1}, newer than this release's"
-    with pytest.raises(StoreUnavailable, match=expected):
-        ledger.connect(later_release_pg)
-    one_error_line(ledger_cli(later_release_pg, *command), expected, "upgrade ledger")
-    assert schema_versions(later_release_pg)[-1] == LATEST + 1
-
-
-@pytest.mark.parametrize("command", [["init"], ["runs", "--user", "u"], ["projections", "status"]])
-def test_a_later_releases_sqlite_file_is_refused(
-    later_release_sqlite: str, command: list[str]
-) -> None:
+    latest = sqlite_schema.LATEST if either_url.startswith("sqlite") else LATEST
+    migrated_by_a_later_release(either_url, "breaks")
     expected = (
-        f"this database is at schema version {sqlite_schema.LATEST + 1}, newer than this"
-        f" release's {sqlite_schema.LATEST}: upgrade ledger"
+        f"this database is at schema version {latest + 1}, newer than this release's"
+        f" {latest}, and its step {latest + 1} is one that earlier releases cannot run on:"
+        " upgrade ledger"
     )
     with pytest.raises(StoreUnavailable, match=expected):
-        ledger.connect(later_release_sqlite)
-    one_error_line(ledger_cli(later_release_sqlite, *command), expected)
-    path = Path(later_release_sqlite.removeprefix("sqlite:///"))
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (sqlite_schema.LATEST + 1,)
+        ledger.connect(either_url)
+    one_error_line(ledger_cli(either_url, *command), expected)
+    assert stored_version(either_url) == latest + 1
+
+
+def test_a_later_release_that_only_adds_leaves_this_one_working(either_url: str) -> None:
+    """A rolling deploy, or a rollback of the code: this release runs on the later
+    schema as it is (nothing migrated back), appends, reads and verifies."""
+    latest = sqlite_schema.LATEST if either_url.startswith("sqlite") else LATEST
+    migrated_by_a_later_release(either_url, "adds")
+    with ledger.connect(either_url) as led:
+        run = led.tenant("usr_a").start_run(session_id="s1")
+        with run.turn():
+            run.message_received(content="still here", role="user")
+        assert [m["content"] for m in led.tenant("usr_a").conversation("s1").messages] == [
+            "still here"
+        ]
+    result = ledger_cli(either_url, "verify")
+    assert result.returncode == 0, result
+    assert ledger_cli(either_url, "init").returncode == 0
+    assert stored_version(either_url) == latest + 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 from ledger.errors import ConcurrencyError, InvalidEvent, RunEnded, StoreUnavailable
 from ledger.records import (
@@ -231,10 +232,23 @@ class RecordConflict(Exception):
     """
 
 
-def schema_too_new(found: int, latest: int) -> StoreUnavailable:
-    """The refusal of a store whose schema a later release has migrated past ``latest``:
-    this code would misread or break what that release stores, so it does not start."""
+class Step(NamedTuple):
+    """One schema migration step: its version number, a name, and its DDL statements in order."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+    #: Whether releases before this step would misread or break the schema after it.
+    #: Recorded with the step, so that those releases refuse to start on it; a step
+    #: that only adds (a table, a column with a default, an index, a function that
+    #: does the same as before) leaves it False and earlier releases carry on.
+    breaks_older: bool = False
+
+
+def schema_too_new(found: int, latest: int, needs: int) -> StoreUnavailable:
+    """The refusal of a store that a later release migrated past ``latest`` with a step
+    (``needs``) that code before it would misread or break: this code does not start."""
     return StoreUnavailable(
-        f"this database is at schema version {found}, newer than this release's {latest}:"
-        " upgrade ledger"
+        f"this database is at schema version {found}, newer than this release's {latest},"
+        f" and its step {needs} is one that earlier releases cannot run on: upgrade ledger"
     )

@@ -33,13 +33,13 @@ of a pooled connection.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from ledger.errors import AccessDenied, InvalidSetting, StoreUnavailable
-from ledger.store.base import schema_too_new
+from ledger.store.base import Step, schema_too_new
 from ledger.store.postgres_sql import APPEND_FUNCTION
 
 #: Key of the advisory lock that serialises migrations (arbitrary, fixed forever).
@@ -70,14 +70,6 @@ def _tenant_policies(table: str) -> tuple[str, ...]:
         f" USING ({_TENANT}) WITH CHECK ({_TENANT})",
         f"CREATE POLICY {table}_auditor ON {table} FOR SELECT TO {AUDITOR_ROLE} USING (true)",
     )
-
-
-class Step(NamedTuple):
-    """One migration: its version number, a name, and its DDL statements in order."""
-
-    version: int
-    name: str
-    statements: tuple[str, ...]
 
 
 STEPS: tuple[Step, ...] = (
@@ -279,6 +271,24 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS ledger_schema_version (
     applied_at timestamptz NOT NULL DEFAULT now()
 )"""
 
+#: The latest step earlier releases cannot run on (0: none). The column that records
+#: them is added with the first such step (``_RECORD_BREAKING``), by whichever release
+#: has one: a schema without it has none.
+_RECORDS_BREAKING = """
+SELECT EXISTS (SELECT FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %(schema)s AND c.relname = 'ledger_schema_version'
+                 AND a.attname = 'breaks_older' AND NOT a.attisdropped)
+"""
+_BREAKING_STEP = """
+SELECT coalesce(max(version) FILTER (WHERE breaks_older), 0) FROM {}.ledger_schema_version
+"""
+_RECORD_BREAKING = (
+    "ALTER TABLE ledger_schema_version"
+    " ADD COLUMN IF NOT EXISTS breaks_older boolean NOT NULL DEFAULT false",
+    "INSERT INTO ledger_schema_version (version, name, breaks_older) VALUES (%s, %s, true)",
+)
+
 
 def ensure_roles(conn: psycopg.Connection[Any]) -> None:
     """Create the ledger's three roles if they do not exist (idempotent, race-safe)."""
@@ -380,9 +390,8 @@ def migrate(conn: psycopg.Connection[Any], schema: str = "public") -> int:
     check_schema_name(schema)
     try:
         found = current_version(conn, schema)
-        if found > LATEST:
-            raise schema_too_new(found, LATEST)
-        if found == LATEST:
+        if found >= LATEST:
+            _check_later(conn, schema, found)
             return 0
         try:
             with conn.transaction():
@@ -395,6 +404,20 @@ def migrate(conn: psycopg.Connection[Any], schema: str = "public") -> int:
             " longer than lock_timeout for a table other sessions hold; nothing was changed: run"
             " `ledger init` again when they are done, or with a longer lock_timeout"
         ) from exc
+
+
+def _check_later(conn: psycopg.Connection[Any], schema: str, found: int) -> None:
+    """Refuse a schema a later release migrated past ours with a step earlier releases
+    cannot run on (``Step.breaks_older``); one it only added to is used as it is."""
+    if found == LATEST:
+        return
+    recorded = conn.execute(_RECORDS_BREAKING, {"schema": schema}).fetchone()
+    if not (recorded and recorded[0]):
+        return  # no later step was one earlier releases cannot run on
+    row = conn.execute(sql.SQL(_BREAKING_STEP).format(sql.Identifier(schema))).fetchone()
+    breaking = int(row[0]) if row else 0
+    if breaking > LATEST:
+        raise schema_too_new(found, LATEST, breaking)
 
 
 def _may_not_migrate(
@@ -431,8 +454,9 @@ def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
     conn.execute("SET LOCAL lock_timeout TO DEFAULT")
     current = current_version(conn, schema)  # another process may have migrated meanwhile
-    if current > LATEST:
-        raise schema_too_new(current, LATEST)
+    if current >= LATEST:
+        _check_later(conn, schema, current)
+        return 0
     ensure_roles(conn)
     if not _ledger_exists(conn, schema)[0]:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
@@ -446,10 +470,15 @@ def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
             continue
         for statement in step.statements:
             conn.execute(statement.replace("{schema}", schema_ident))
-        conn.execute(
-            "INSERT INTO ledger_schema_version (version, name) VALUES (%s, %s)",
-            (step.version, step.name),
-        )
+        if step.breaks_older:
+            add_column, record = _RECORD_BREAKING
+            conn.execute(add_column)
+            conn.execute(record, (step.version, step.name))
+        else:
+            conn.execute(
+                "INSERT INTO ledger_schema_version (version, name) VALUES (%s, %s)",
+                (step.version, step.name),
+            )
         applied += 1
     if applied:
         hand_to_owner(conn, schema)

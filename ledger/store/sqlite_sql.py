@@ -15,20 +15,11 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from typing import NamedTuple
 
-from ledger.store.base import schema_too_new
+from ledger.store.base import Step, schema_too_new
 
 #: Positional upper bound used where a statement takes an optional ``<=`` bound.
 MAX_INT = 2**63 - 1
-
-
-class Step(NamedTuple):
-    """One migration: its version number, a name, and its DDL statements in order."""
-
-    version: int
-    name: str
-    statements: tuple[str, ...]
 
 
 STEPS: tuple[Step, ...] = (
@@ -164,6 +155,14 @@ CHECK_KEY = "SELECT 1 FROM ledger_keys WHERE key_id = ? AND user_id = ? AND key 
 
 LATEST = STEPS[-1].version
 
+#: The steps earlier releases cannot run on (``Step.breaks_older``): the table is made
+#: with the first such step, by whichever release has one; a file without it has none.
+BREAKING_STEP = "SELECT coalesce(max(version), 0) FROM ledger_schema_breaks"
+RECORD_BREAKING_STEP = (
+    "CREATE TABLE IF NOT EXISTS ledger_schema_breaks (version INTEGER PRIMARY KEY)",
+    "INSERT INTO ledger_schema_breaks (version) VALUES (?)",
+)
+
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the file behind ``conn`` up to ``LATEST``; return how many steps ran.
@@ -172,19 +171,24 @@ def migrate(conn: sqlite3.Connection) -> int:
     many processes at once and any number of times.
     """
     current = _user_version(conn)
-    if current > LATEST:
-        raise schema_too_new(current, LATEST)
-    if current == LATEST:
+    if current >= LATEST:
+        _check_later(conn, current)
         return 0  # the common case: no write lock taken
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = _user_version(conn)  # another process may have migrated meanwhile
-        if current > LATEST:
-            raise schema_too_new(current, LATEST)
+        if current >= LATEST:
+            _check_later(conn, current)
+            conn.execute("ROLLBACK")
+            return 0
         pending = [step for step in STEPS if step.version > current]
         for step in pending:
             for statement in step.statements:
                 conn.execute(statement)
+            if step.breaks_older:
+                make_table, record = RECORD_BREAKING_STEP
+                conn.execute(make_table)
+                conn.execute(record, (step.version,))
         conn.execute(f"PRAGMA user_version = {LATEST:d}")
         conn.execute("COMMIT")
     except BaseException:
@@ -192,6 +196,20 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
         raise
     return len(pending)
+
+
+def _check_later(conn: sqlite3.Connection, current: int) -> None:
+    """Refuse a file a later release migrated past ours with a step earlier releases
+    cannot run on (``Step.breaks_older``); one it only added to is used as it is."""
+    if current <= LATEST:
+        return
+    try:
+        row = conn.execute(BREAKING_STEP).fetchone()
+    except sqlite3.OperationalError:  # no such table: no later step was one
+        return
+    breaking = int(row[0])
+    if breaking > LATEST:
+        raise schema_too_new(current, LATEST, breaking)
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
