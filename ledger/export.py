@@ -40,7 +40,7 @@ import msgspec
 
 from ledger import digest as log_digest
 from ledger.auditor import Auditor
-from ledger.errors import InvalidEvent, LedgerError, NotFound
+from ledger.errors import IntegrityError, InvalidEvent, LedgerError, NotFound
 from ledger.ids import check_id
 from ledger.integrity import ChainCheck, Problem, VerifyReport
 from ledger.records import GENESIS, LogCursor, Record
@@ -195,6 +195,16 @@ class ExportReport(VerifyReport):
     def ok(self) -> bool:
         """True when every chain and every claim of the manifest checked out."""
         return not self.problems and not self.issues
+
+    def raise_for_problems(self) -> ExportReport:
+        """``VerifyReport.raise_for_problems``, and ``IntegrityError`` naming the first
+        issue with the export as a whole when every chain checked out."""
+        super().raise_for_problems()
+        if self.issues:
+            raise IntegrityError(
+                f"export of user {self.user_id!r} does not verify: {self.issues[0]}"
+            )
+        return self
 
 
 class _Link(NamedTuple):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from ledger.chain import GENESIS, recompute
+from ledger.errors import IntegrityError
 from ledger.records import AuditRow, Record
 
 
@@ -35,6 +36,21 @@ class VerifyReport(msgspec.Struct):
     def ok(self) -> bool:
         """True when every chain checked out."""
         return not self.problems
+
+    def raise_for_problems(self) -> VerifyReport:
+        """Raise ``IntegrityError`` naming the run and version of the first problem
+        (``run_id``/``version`` on the error too); return this report when there is none."""
+        if not self.problems:
+            return self
+        first = self.problems[0]
+        others = len(self.problems) - 1
+        more = f" ({others} other run{'s' if others != 1 else ''} also failed)" if others else ""
+        raise IntegrityError(
+            f"run {first.run_id!r} of user {first.user_id!r} fails verification at version "
+            f"{first.version}: {first.reason}{more}",
+            run_id=first.run_id,
+            version=first.version,
+        )
 
 
 class ChainCheck:

@@ -278,6 +278,8 @@ def test_a_consistent_rewrite_passes_alone_but_not_against_the_kept_digest(
     assert caught.returncode == 1
     assert "digest you kept" in caught.stderr
     assert verify_export(out, against=kept).issues[-1].startswith("the digest of the exported")
+    with pytest.raises(ledger.IntegrityError, match="the digest of the exported"):
+        verify_export(out, against=kept).raise_for_problems()
 
 
 def test_a_non_empty_directory_is_refused_and_nothing_is_written(url: str, tmp_path: Path) -> None:

@@ -127,6 +127,11 @@ def test_tampering_is_detected_and_located(
     assert verify_cli(url, "--run", good_run).returncode == 0
     with ledger.connect(url) as led:
         assert not led.auditor().verify(run_id=bad_run).ok
+        # CONTRACT.md: IntegrityError, "verify failed; names the run and version".
+        with pytest.raises(ledger.IntegrityError, match=f"at version {version}") as failed:
+            led.auditor().verify().raise_for_problems()
+        assert (failed.value.run_id, failed.value.version) == (bad_run, version)
+        assert led.auditor().verify(run_id=good_run).raise_for_problems().ok
 
 
 def test_a_row_whose_payload_type_was_changed_is_reported_not_crashed_on(sqlite_url: str) -> None:
