@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.exceptions import TyperException
 
 import ledger
 from cli import audit_cmd, context, forget_cmd, projections_cmd, render, replay_cmd
@@ -264,6 +265,13 @@ def exit_code(exc: ledger.LedgerError) -> int:
     return 2 if isinstance(exc, ledger.InvalidEvent | ledger.InvalidSetting) else 1
 
 
+def usage_error_line(exc: TyperException) -> str:
+    """CONTRACT.md's one line for bad usage: what is wrong, and where the usage is."""
+    context = getattr(exc, "ctx", None)
+    where = "" if context is None else f" (see '{context.command_path} --help')"
+    return f"error: {exc.format_message()}{where}"
+
+
 def _quiet_pipeline_aftermath(record: logging.LogRecord) -> bool:
     """Drop psycopg's warning that a pipeline could not be closed cleanly: it follows an
     error inside the pipeline, which the command already reports as its one line."""
@@ -276,9 +284,17 @@ def main() -> None:
     if not debug:
         logging.getLogger("psycopg").addFilter(_quiet_pipeline_aftermath)
     try:
-        app()  # standalone: usage errors print help and exit 2
+        code = app(standalone_mode=False)  # the parser's errors come here, not as a box
+    except TyperException as exc:  # bad usage: an unknown option, a missing --user, ...
+        if exc.format_message():  # (empty: the help was printed, for a bare group)
+            render.err.print(usage_error_line(exc), markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        render.err.print("error: aborted")
+        sys.exit(1)
     except (ledger.LedgerError, OSError) as exc:  # OSError: the disk (full, read-only, gone)
         if debug:
             raise
         render.err.print(f"error: {exc}", markup=False)
         sys.exit(exit_code(exc) if isinstance(exc, ledger.LedgerError) else 1)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n

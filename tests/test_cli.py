@@ -252,6 +252,14 @@ BAD_INPUT = {
     "append of another tenant's run": (["append", "{file}"], 2),
     "a directory that is not there": (["--url", "sqlite:///{new}/ledger.db", "runs"], 1),
     "a malformed Postgres URL": (["--url", "postgresql://x@[::1/db", "init"], 2),
+    # Bad usage the parser finds is one line too (CONTRACT.md), not a usage box.
+    "state without --user": (["state", "sess_1"], 2),
+    "memory without --user": (["memory"], 2),
+    "an unknown option": (["runs", "--no-such-option"], 2),
+    "a version that is not a number": (["replay", "{run}", "--at", "x"], 2),
+    "a negative --last": (["state", "sess_1", "--user", "usr_a", "--last", "-1"], 2),
+    "no such command": (["no-such-command"], 2),
+    "export without --out": (["audit", "export", "--user", "usr_a"], 2),
 }
 
 
