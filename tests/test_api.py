@@ -668,3 +668,54 @@ def test_reads_name_an_id_of_the_wrong_type(store_url: str, read: Any, field: st
         t.start_run(session_id="s").message_received(content="hi")
         with pytest.raises(ledger.InvalidEvent, match=field):
             read(t)
+
+
+def test_the_contracts_example_runs_as_written(led: ledger.Ledger) -> None:
+    """CONTRACT.md's Python API, every call with the keywords it shows, and what each
+    gives back; its errors, and their one base."""
+    t = led.tenant("usr_xyz")
+    run = t.start_run(session_id="sess_abc123", run_id=None, agent=None, model="gpt-4o",
+                      metadata=None)  # fmt: skip
+    assert run.run_id and run.version == 1
+    with run.turn():
+        run.message_received(content="hi", role="user")
+        run.model_responded(model="gpt-4o", content="",
+                            tool_calls=[{"id": "call_1", "name": "search",
+                                         "arguments": {"q": "x"}}],
+                            usage={"input_tokens": 1200, "output_tokens": 40},
+                            latency_ms=800)  # fmt: skip
+        run.tool_called(call_id="call_1", name="search", input={"q": "x"})
+        run.tool_returned(call_id="call_1", name="search", output={"hits": []}, duration_ms=120)
+    run.retry_attempted(what="model", attempt=2, error="429", delay_ms=500)
+    run.step_completed(step="plan", index=1)
+    run.memory_written(namespace="prefs", key="tone", value="brief")
+    run.memory_forgotten(namespace="prefs", key="tone")
+    run.complete(output=None)
+    failed = t.start_run(session_id="sess_abc123")
+    failed.tool_called(call_id="call_2", name="search", input={})
+    failed.tool_returned(call_id="call_2", name="search", error="timeout")
+    failed.fail(error="gave up")
+
+    assert t.run(run.run_id).version == run.version == 10
+    events = t.events(run.run_id)
+    assert [e.version for e in events] == list(range(1, 11))
+    for e in events:
+        assert isinstance(e.type, str) and isinstance(e.position, int)
+        assert isinstance(e.occurred_at, datetime) and isinstance(e.recorded_at, datetime)
+        assert isinstance(e.data, dict) and isinstance(e.hash, str)
+    assert [m.run_id for m in t.runs(session_id=None)] == [run.run_id, failed.run_id]
+    assert t.run_metadata(run.run_id).status == "completed"
+    conversation = t.conversation("sess_abc123")
+    assert conversation.run_metadata.tool_calls == 2 and conversation.run_metadata.retries == 1
+    assert conversation.messages[-1]["error"] == "timeout"
+    assert t.memories(namespace=None) == []
+    assert t.replay(run.run_id, at=None).status == "completed"
+    assert t.replay(failed.run_id, at=2).pending_tool_calls[0].call_id == "call_2"
+    assert t.replay(run.run_id, at=events[1].recorded_at).version == 5  # the whole turn
+    assert led.auditor().verify().ok
+
+    for error in (ledger.ConcurrencyError, ledger.NotFound, ledger.InvalidEvent,
+                  ledger.IntegrityError):  # fmt: skip
+        assert issubclass(error, ledger.LedgerError)
+    with pytest.raises(ledger.NotFound):
+        led.tenant("usr_other").replay(run.run_id)
