@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import ledger.store.sqlite as sqlite_store
 from ledger.chain import GENESIS, Unsealed, canonical_time, recompute, seal
 from ledger.errors import (
     ConcurrencyError,
@@ -473,6 +475,50 @@ def test_processes_opening_a_new_file_at_once(db: Path) -> None:
         assert {"ledger_runs", "ledger_events", "ledger_tracking"} <= set(names)
     finally:
         raw.close()
+
+
+#: The tests' bound on the -wal file (the store's own is 32 MiB). Without a bound of its
+#: own the file reaches at least SQLite's automatic checkpoint of 1,000 pages (4.1 MB).
+WAL_LIMIT = 1024 * 1024
+
+
+def _wal_worker(path: str, worker: int, appends: int, gate: Any) -> None:
+    sqlite_store.WAL_LIMIT_BYTES = WAL_LIMIT
+    gate.wait()
+    with SQLiteStore(path) as store:
+        run = f"w{worker}"
+        store.append([start("usr", run, b"start")])
+        for _ in range(appends):
+            store.append([follow(store, "usr", run, *[os.urandom(1500) for _ in range(3)])])
+
+
+def test_writers_of_several_processes_keep_the_wal_bounded(db: Path) -> None:
+    """Writers committing back to back from several processes starve SQLite's automatic
+    checkpoint (it never waits): the -wal file grew to 568 MB in a minute of six agents.
+    A writer past the limit checkpoints and truncates it."""
+    workers, appends = 3, 300
+    wal = Path(f"{db}-wal")
+    sizes: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.002):
+            with contextlib.suppress(FileNotFoundError):  # none yet, or removed at close
+                sizes.append(wal.stat().st_size)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    gate = SPAWN.Barrier(workers)
+    try:
+        _run_processes(_wal_worker, [(str(db), w, appends, gate) for w in range(workers)])
+    finally:
+        done.set()
+        watcher.join()
+    assert max(sizes) < 3 * WAL_LIMIT, f"-wal file peaked at {max(sizes):,} bytes"
+    with SQLiteStore(db) as store:
+        log = store.read_log(START, limit=100_000)
+    assert len(log) == workers * (1 + 3 * appends)
+    assert len({r.position for r in log}) == len(log)
 
 
 def test_tracking_positions_from_before_tenants_are_the_default_tenants(tmp_path: Path) -> None:

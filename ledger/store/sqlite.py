@@ -17,6 +17,13 @@ Design (DESIGN.md "Write path invariants"):
   triggers present, SQLite's truncate optimisation is off too). SQLite has no
   privileges, so ``DROP TABLE`` by whoever holds the file cannot be refused; the hash
   chain still makes such tampering evident.
+* The write-ahead log is kept bounded (``WAL_LIMIT_BYTES``). SQLite's own automatic
+  checkpoint never waits, so with writers of several processes committing back to back
+  (each writer's snapshot is also a reader of the log) the log is never wholly copied
+  back and never rewound: it grew to 568 MB in a minute of six agents. A writer that
+  finds the -wal file past the limit after its commit checkpoints the log and truncates
+  it, waiting at most ``_CHECKPOINT_WAIT`` for others to leave it; a reader that keeps an
+  old snapshot (an audit's scan) puts the next try off by another ``WAL_LIMIT_BYTES``.
 * Connections are pooled (one per concurrent caller, ``check_same_thread=False``);
   nothing about the file's contents is cached, so other processes' writes are seen.
 """
@@ -60,6 +67,11 @@ _Params = tuple[object, ...] | dict[str, object]
 _MAX_IDLE = 8
 _AUDIT_BATCH = 2000
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+#: The -wal file's size past which a committing writer checkpoints and truncates it.
+WAL_LIMIT_BYTES = 32 * 1024 * 1024
+#: How long that checkpoint waits for other writers and readers (it holds up writers).
+_CHECKPOINT_WAIT = 0.25
 
 _write_locks: dict[str, threading.Lock] = {}
 _write_locks_guard = threading.Lock()
@@ -110,6 +122,8 @@ class SQLiteStore(EventStore):
         self._idle: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._write_lock = _write_lock_for(str(resolved))
+        self._wal = Path(f"{resolved}-wal")
+        self._next_checkpoint = WAL_LIMIT_BYTES  # -wal bytes at which to try one
         conn = self._connect()
         try:
             self._prepare(conn)
@@ -153,6 +167,7 @@ class SQLiteStore(EventStore):
                 cached_statements=64,
             )
             conn.execute(sql.SET_SYNCHRONOUS)
+            conn.execute(sql.SET_WAL_SIZE_LIMIT.format(limit=WAL_LIMIT_BYTES))
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         return conn
@@ -276,6 +291,51 @@ class SQLiteStore(EventStore):
                 self._give_back(conn)
         finally:
             lock.release()
+        self._bound_wal()
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection, wait: float) -> tuple[int, int, int]:
+        """``CHECKPOINT_TRUNCATE``, retried for up to ``wait`` seconds while another
+        connection's checkpoint (SQLite's automatic one after each commit past 1,000
+        pages) holds the checkpoint lock: that lock is not waited for by the busy
+        handler, the checkpoint reports (1, -1, -1) at once."""
+        deadline = time.monotonic() + wait
+        while True:
+            busy, frames, copied = conn.execute(sql.CHECKPOINT_TRUNCATE).fetchone()
+            if frames != -1 or time.monotonic() > deadline:
+                return busy, frames, copied
+            time.sleep(0.001)
+
+    def _wal_size(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except OSError:  # no -wal file (yet)
+            return 0
+
+    def _bound_wal(self) -> None:
+        """After a commit: checkpoint and truncate the -wal file once past WAL_LIMIT_BYTES."""
+        size = self._wal_size()
+        if size < self._next_checkpoint:
+            return
+        try:
+            conn = self._borrow()
+        except StoreUnavailable:
+            return  # closed meanwhile: the commit stands
+        try:
+            # At once, while the write lock just released is still free: writers of
+            # other processes sleep in their busy handlers and would take it first.
+            conn.execute(sql.SET_BUSY_TIMEOUT.format(ms=int(_CHECKPOINT_WAIT * 1000)))
+            try:
+                done = not self._checkpoint(conn, _CHECKPOINT_WAIT)[0]
+            finally:
+                conn.execute(sql.SET_BUSY_TIMEOUT.format(ms=int(self.timeout * 1000)))
+        except sqlite3.Error:
+            done = False  # the commit stands; the next writer past the limit tries again
+        finally:
+            self._give_back(conn)
+        if not done:  # kept (an old snapshot) or just emptied by another process
+            done = (size := self._wal_size()) < WAL_LIMIT_BYTES
+        self._next_checkpoint = WAL_LIMIT_BYTES if done else size + WAL_LIMIT_BYTES
 
     def read_as(
         self, user_id: str | None, statement: str, params: dict[str, Any]
@@ -533,7 +593,7 @@ class SQLiteStore(EventStore):
         # And from the WAL, and the file's pages: checkpointing and truncating it waits
         # (up to ``timeout``) for every reader, and until then the old bytes stay.
         with self._conn() as conn:
-            (busy, *_) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            (busy, *_) = conn.execute(sql.CHECKPOINT_TRUNCATE).fetchone()
         if busy:
             raise NotErasable(
                 f"the keys of {user_id!r} are destroyed (their content reads as erased), but "

@@ -221,6 +221,15 @@ def _user_version(conn: sqlite3.Connection) -> int:
 
 SET_WAL = "PRAGMA journal_mode = WAL"
 SET_SYNCHRONOUS = "PRAGMA synchronous = NORMAL"
+#: The -wal file's size to cut back to whenever SQLite rewinds it (``{limit:d}`` bytes).
+SET_WAL_SIZE_LIMIT = "PRAGMA journal_size_limit = {limit:d}"
+#: Milliseconds a connection's statements wait for a lock (``{ms:d}``).
+SET_BUSY_TIMEOUT = "PRAGMA busy_timeout = {ms:d}"
+
+# -- write-ahead log --------------------------------------------------------------------
+
+#: Copy all of it, wait (busy timeout) for writers and readers to leave it, empty it.
+CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
 
 # -- write path ---------------------------------------------------------------------
 
