@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import multiprocessing
 import os
@@ -519,6 +520,45 @@ def test_writers_of_several_processes_keep_the_wal_bounded(db: Path) -> None:
         log = store.read_log(START, limit=100_000)
     assert len(log) == workers * (1 + 3 * appends)
     assert len({r.position for r in log}) == len(log)
+
+
+#: The byte of the -shm file whose lock SQLite's checkpointers take (WAL_CKPT_LOCK).
+_CHECKPOINT_LOCK_BYTE = 121
+
+
+def _hold_checkpoint_lock(shm: str, held: Any, release: Any) -> None:
+    with open(shm, "r+b") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX, 1, _CHECKPOINT_LOCK_BYTE)
+        held.set()
+        release.wait(60)
+
+
+def test_forget_waits_for_another_processs_checkpoint(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint running elsewhere (every writer's after its commit, once the log is
+    past 1,000 pages) made destroy_keys report the WAL untruncatable at once."""
+    with SQLiteStore(db) as store:
+        store.add_key("usr", "k1", bytes(32))
+        held, release = SPAWN.Event(), SPAWN.Event()
+        holder = SPAWN.Process(target=_hold_checkpoint_lock, args=(f"{db}-shm", held, release))
+        holder.start()
+        try:
+            assert held.wait(30)
+            real_sleep = sqlite_store.time.sleep
+
+            def release_then_sleep(seconds: float) -> None:  # the first retry frees it
+                release.set()
+                holder.join(30)
+                real_sleep(seconds)
+
+            monkeypatch.setattr(sqlite_store.time, "sleep", release_then_sleep)
+            assert store.destroy_keys("usr") == ["k1"]
+        finally:
+            release.set()
+            holder.join(30)
+        assert not holder.is_alive() and holder.exitcode == 0
+        assert Path(f"{db}-wal").stat().st_size == 0
 
 
 def test_tracking_positions_from_before_tenants_are_the_default_tenants(tmp_path: Path) -> None:

@@ -593,7 +593,7 @@ class SQLiteStore(EventStore):
         # And from the WAL, and the file's pages: checkpointing and truncating it waits
         # (up to ``timeout``) for every reader, and until then the old bytes stay.
         with self._conn() as conn:
-            (busy, *_) = conn.execute(sql.CHECKPOINT_TRUNCATE).fetchone()
+            (busy, *_) = self._checkpoint(conn, self.timeout)
         if busy:
             raise NotErasable(
                 f"the keys of {user_id!r} are destroyed (their content reads as erased), but "
