@@ -23,7 +23,7 @@ Design (DESIGN.md "Write path invariants"):
   back and never rewound: it grew to 568 MB in a minute of six agents. A writer that
   finds the -wal file past the limit after its commit checkpoints the log and truncates
   it, waiting at most ``_CHECKPOINT_WAIT`` for others to leave it; a reader that keeps an
-  old snapshot (an audit's scan) puts the next try off by another ``WAL_LIMIT_BYTES``.
+  old snapshot (an audit's scan) puts the next try off by a quarter of the limit.
 * Connections are pooled (one per concurrent caller, ``check_same_thread=False``);
   nothing about the file's contents is cached, so other processes' writes are seen.
 """
@@ -335,7 +335,9 @@ class SQLiteStore(EventStore):
             self._give_back(conn)
         if not done:  # kept (an old snapshot) or just emptied by another process
             done = (size := self._wal_size()) < WAL_LIMIT_BYTES
-        self._next_checkpoint = WAL_LIMIT_BYTES if done else size + WAL_LIMIT_BYTES
+        # Kept: try again soon (the read may end any time), after a quarter of the limit
+        # more, not at each commit (a try holds writers up for up to _CHECKPOINT_WAIT).
+        self._next_checkpoint = WAL_LIMIT_BYTES if done else size + WAL_LIMIT_BYTES // 4
 
     def read_as(
         self, user_id: str | None, statement: str, params: dict[str, Any]
