@@ -606,3 +606,22 @@ def test_tracking_positions_from_before_tenants_are_the_default_tenants(tmp_path
         assert store.max_tracking("usr_other", "Bank") is None
     finally:
         store.close()
+
+
+def test_destroying_keys_zeroes_their_bytes_on_the_connection_it_uses_and_no_other_after(
+    db: Path,
+) -> None:
+    """The key row is rewritten with secure_delete on (its old bytes zeroed as the page
+    changes), and the pooled connection gets its own setting back: left on, every later
+    delete of that process zero-filled pages it did not need to."""
+    key = b"\x5a" * 16 + b"key-bytes-to-go!"
+    with SQLiteStore(db) as store:
+        store.add_key("usr", "k1", key)
+        with store._conn() as conn:
+            (before,) = conn.execute(sql.SECURE_DELETE).fetchone()
+        assert store.destroy_keys("usr") == ["k1"]
+        with store._conn() as conn:
+            assert conn.execute(sql.SECURE_DELETE).fetchone() == (before,)
+    for path in db.parent.iterdir():
+        if path.name.startswith(db.name):
+            assert key not in path.read_bytes(), path

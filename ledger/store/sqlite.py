@@ -588,10 +588,15 @@ class SQLiteStore(EventStore):
             return [r[0] for r in conn.execute(sql.KEY_IDS, (user_id,)).fetchall()]
 
     def destroy_keys(self, user_id: str) -> list[str]:
-        with self._conn() as conn:
-            conn.execute("PRAGMA secure_delete = ON")  # overwrite the old key bytes
         with self.transaction() as conn:
-            destroyed = [r[0] for r in conn.execute(sql.DESTROY_KEYS, (user_id,)).fetchall()]
+            # Overwrite the old key bytes as the rows change, on this very connection
+            # (a pooled one: the setting is put back for whatever it does next).
+            (secure,) = conn.execute(sql.SECURE_DELETE).fetchone()
+            conn.execute(sql.SET_SECURE_DELETE.format(on=1))
+            try:
+                destroyed = [r[0] for r in conn.execute(sql.DESTROY_KEYS, (user_id,)).fetchall()]
+            finally:
+                conn.execute(sql.SET_SECURE_DELETE.format(on=int(secure)))
         # And from the WAL, and the file's pages: checkpointing and truncating it waits
         # (up to ``timeout``) for every reader, and until then the old bytes stay.
         with self._conn() as conn:

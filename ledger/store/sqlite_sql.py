@@ -152,6 +152,9 @@ UPDATE ledger_keys SET key = NULL, destroyed_at = strftime('%Y-%m-%dT%H:%M:%fZ',
 WHERE user_id = ? AND key IS NOT NULL RETURNING key_id
 """
 CHECK_KEY = "SELECT 1 FROM ledger_keys WHERE key_id = ? AND user_id = ? AND key IS NOT NULL"
+#: Whether freed content is overwritten with zeros (on while keys are destroyed).
+SECURE_DELETE = "PRAGMA secure_delete"
+SET_SECURE_DELETE = "PRAGMA secure_delete = {on:d}"
 
 LATEST = STEPS[-1].version
 
