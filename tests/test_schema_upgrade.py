@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from types import ModuleType
 from unittest import mock
 
 import psycopg
@@ -197,9 +198,14 @@ LATER = {
 }
 
 
+def schema_of(url: str) -> ModuleType:
+    """The module of ``url``'s backend's migration steps (``STEPS``, ``LATEST``)."""
+    return sqlite_schema if url.startswith("sqlite") else postgres_schema
+
+
 def migrated_by_a_later_release(url: str, kind: str) -> None:
     """Migrate ``url`` as a release with one more step than this one (of ``kind``)."""
-    module = sqlite_schema if url.startswith("sqlite") else postgres_schema
+    module = schema_of(url)
     steps = (*module.STEPS, LATER[kind](module.LATEST + 1))
     with mock.patch.multiple(module, STEPS=steps, LATEST=module.LATEST + 1):
         ledger.connect(url).close()
@@ -212,42 +218,34 @@ def stored_version(url: str) -> int:
     return schema_versions(url)[-1]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def either_url(request: pytest.FixtureRequest) -> str:
-    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(name))
-
-
 @pytest.mark.parametrize("command", [["init"], ["runs", "--user", "u"], ["projections", "status"]])
-def test_a_later_release_that_breaks_earlier_ones_is_refused(
-    either_url: str, command: list[str]
-) -> None:
-    latest = sqlite_schema.LATEST if either_url.startswith("sqlite") else LATEST
-    migrated_by_a_later_release(either_url, "breaks")
+def test_a_later_release_that_breaks_earlier_ones_is_refused(url: str, command: list[str]) -> None:
+    latest = schema_of(url).LATEST
+    migrated_by_a_later_release(url, "breaks")
     expected = (
         f"this database is at schema version {latest + 1}, newer than this release's"
         f" {latest}, and its step {latest + 1} is one that earlier releases cannot run on:"
         " upgrade ledger"
     )
     with pytest.raises(StoreUnavailable, match=expected):
-        ledger.connect(either_url)
-    one_error_line(ledger_cli(either_url, *command), expected)
-    assert stored_version(either_url) == latest + 1
+        ledger.connect(url)
+    one_error_line(ledger_cli(url, *command), expected)
+    assert stored_version(url) == latest + 1
 
 
-def test_a_later_release_that_only_adds_leaves_this_one_working(either_url: str) -> None:
+def test_a_later_release_that_only_adds_leaves_this_one_working(url: str) -> None:
     """A rolling deploy, or a rollback of the code: this release runs on the later
     schema as it is (nothing migrated back), appends, reads and verifies."""
-    latest = sqlite_schema.LATEST if either_url.startswith("sqlite") else LATEST
-    migrated_by_a_later_release(either_url, "adds")
-    with ledger.connect(either_url) as led:
+    latest = schema_of(url).LATEST
+    migrated_by_a_later_release(url, "adds")
+    with ledger.connect(url) as led:
         run = led.tenant("usr_a").start_run(session_id="s1")
         with run.turn():
             run.message_received(content="still here", role="user")
         assert [m["content"] for m in led.tenant("usr_a").conversation("s1").messages] == [
             "still here"
         ]
-    result = ledger_cli(either_url, "verify")
+    result = ledger_cli(url, "verify")
     assert result.returncode == 0, result
-    assert ledger_cli(either_url, "init").returncode == 0
-    assert stored_version(either_url) == latest + 1
+    assert ledger_cli(url, "init").returncode == 0
+    assert stored_version(url) == latest + 1
