@@ -181,11 +181,6 @@ def test_status_says_the_read_model_is_of_a_later_release(led: ledger.Ledger) ->
     assert not current.outdated and not current.needs_rebuild
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
-
-
 def test_runner_processes_of_two_releases_at_once_end_on_the_newer_version_rebuilt_once(
     url: str,
 ) -> None:
