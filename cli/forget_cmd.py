@@ -34,8 +34,9 @@ def forget_command(
     if erasure.plain_events:
         raise NotErasable(
             f"user {erasure.user_id!r} is only partly erased: {erasure.plain_events} of their "
-            "events hold personal content stored in the clear (written with encryption off "
-            "or before errors and metadata were sealed), which no key covers. Remove it "
+            "events hold personal content stored in the clear (written with encryption off, "
+            "before errors and metadata were sealed, or aggregate state stored through the "
+            "eventsourcing recorder), which no key covers. Remove it "
             "with the ledger's data; keep encryption on so new content can be forgotten"
         )
 

@@ -53,7 +53,7 @@ class Erasure(msgspec.Struct, frozen=True):
 def plain_events(store: EventStore, user_id: str) -> int:
     """How many of ``user_id``'s events hold personal content stored in the clear."""
     return sum(
-        holds_plain_content(record.type, record.payload)
+        holds_plain_content(record.type, record.payload, record.key_id)
         for head in store.list_runs(user_id)
         for record in store.read_run(user_id, head.run_id)
     )
@@ -74,7 +74,8 @@ def forget(ledger: Ledger, user_id: str, reason: str | None = None) -> Erasure:
     if plain and not store.key_ids(user_id):
         raise NotErasable(
             f"user {user_id!r}: nothing can be erased: {plain} of their events hold personal "
-            "content stored in the clear (written with encryption off), which no key covers; "
+            "content stored in the clear (written with encryption off, or aggregate state "
+            "stored through the eventsourcing recorder), which no key covers; "
             "nothing was destroyed or recorded. Remove it with the ledger's data (e.g. the "
             "SQLite file), and connect with encryption on (LEDGER_ENCRYPT=1) so new content "
             "can be forgotten"

@@ -457,10 +457,17 @@ def _protect_one(draft: Draft, sealer: Sealer | None) -> Unsealed:
     return Unsealed(draft.type, payload.SCHEMA, draft.occurred_at, encoded, key_id)
 
 
-def holds_plain_content(type_: str, payload: bytes) -> bool:
+def holds_plain_content(type_: str, payload: bytes, key_id: str | None = None) -> bool:
     """True if the stored ``payload`` of a ``type_`` event has a personal value that is
     not a sealed token: written with encryption off (or, for errors and metadata
-    values, before they were sealed), so destroying a key cannot erase it."""
+    values, before they were sealed), so destroying a key cannot erase it.
+
+    A type outside the catalog is an eventsourcing aggregate's (``ledger.recorder``):
+    its state is stored byte for byte as the application gave it, nothing of it sealed
+    (``key_id`` None), and what it holds is the application's to know: it counts
+    unless it is empty."""
+    if type_ not in _CATALOG_TYPES:
+        return key_id is None and bool(payload)
     paths = _PATHS.get(type_)
     if not paths:
         return False
@@ -481,6 +488,9 @@ def holds_plain_content(type_: str, payload: bytes) -> bool:
         if any(_plain(v) for v in values):
             return True
     return False
+
+
+_CATALOG_TYPES = frozenset(CATALOG.names)
 
 
 def _plain(value: Any) -> bool:

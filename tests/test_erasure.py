@@ -426,3 +426,30 @@ def test_forget_on_sqlite_never_leaves_the_old_key_in_the_files_unsaid(tmp_path:
         erasure_run = json.loads(done.stdout)["run_id"]
         (record,) = [e for e in led.tenant("usr_a").events(erasure_run) if e.type == "user_erased"]
         assert record.data["key_ids"] == [key_id]
+
+
+def test_aggregate_state_stored_through_the_eventsourcing_recorder_is_never_reported_erased(
+    url: str,
+) -> None:
+    """An eventsourcing application kept under a user's tenant (``LEDGER_TENANT``) stores
+    its aggregates' state byte for byte, sealed by nobody: ``forget`` cannot shred it,
+    so it must count it as content in the clear, never report the user forgotten."""
+    import uuid
+
+    from eventsourcing.persistence import StoredEvent
+
+    from ledger.recorder import LedgerRecorder
+
+    state = json.dumps({"owner": SECRET}).encode()
+    with ledger.connect(url, encrypt=True) as led:
+        LedgerRecorder(led.store, "usr_a").insert_events(
+            [StoredEvent(uuid.uuid4(), 1, "bank:AccountOpened", state)]
+        )
+        with pytest.raises(ledger.NotErasable, match=r"1 of their events"):
+            led.forget("usr_a")  # nothing else of theirs: no key, nothing recorded
+        assert {r.session_id for r in led.auditor().runs()} == {""}
+        _record(led, "usr_a")
+    done = ledger_cli(url, "forget", "--user", "usr_a", "--json")
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["plain_events"] == 1
+    assert "only partly erased: 1 of their events" in done.stderr
