@@ -169,6 +169,19 @@ class Tenant:
         )
         return readable_events(records, self._ledger.keyring, mark_unreadable=mark_unreadable)
 
+    def _first_erased_version(self, run_id: str) -> int | None:
+        """The first version of the run whose sealed content was erased (``ledger
+        forget`` destroyed its key), or None: known by its key, not by its text, so
+        content a user wrote as ``[erased]`` is never taken for an erasure."""
+        keyring = self._ledger.keyring.for_read()
+        for record in self._ledger.store.read_run(self.user_id, run_id):
+            if (
+                record.key_id is not None
+                and keyring.reading_key(self.user_id, record.key_id) is None
+            ):
+                return record.version
+        return None
+
     def runs(
         self,
         session_id: str | None = None,

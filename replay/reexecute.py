@@ -192,6 +192,20 @@ def reexecute(
 ) -> ReexecutionReport:
     """Run ``agent`` against run ``run_id``'s recording; report the first divergence."""
     events = tenant.events(run_id)
+    version = tenant._first_erased_version(run_id)
+    erased = next((e for e in events if e.version == version), None)
+    if erased is not None:  # the recording can neither answer the agent nor judge it
+        return ReexecutionReport(
+            run_id=run_id,
+            events_compared=0,
+            divergence=Divergence(
+                version=erased.version,
+                expected={"type": erased.type, "data": _comparable(erased.data)},
+                actual=None,
+                reason=f"the recording's content at version {erased.version} was erased "
+                "(ledger forget): an erased run cannot be re-executed",
+            ),
+        )
     session = ReplaySession(events)
     try:
         agent(session)

@@ -85,3 +85,26 @@ def test_the_replay_session_never_calls_out(recorded: tuple[ledger.Tenant, str])
     first = session.llm(model="anything")
     assert first["tool_calls"][0]["name"] == "weather"
     assert session.tool("weather", city="ignored")["temp"] == 3
+
+
+def test_a_run_whose_content_was_erased_is_reported_and_never_re_executed(
+    url: str, example: dict[str, Any]
+) -> None:
+    """After ``forget`` the recording answers with ``[erased]`` (a tool call's arguments
+    included): agent code fed that either crashes (``{**"[erased]"}``) or is reported as
+    having changed. The erased version is reported instead, the agent never run."""
+    with ledger.connect(url, encrypt=True) as led:
+        t = led.tenant("usr_x")
+        run = t.start_run(session_id="s", model="gpt-4o")
+        example["weather_agent"](
+            LiveSession(run, example["fake_llm"], example["tools"], inputs=["Oslo?"])
+        )
+        led.forget("usr_x")
+
+        def never(session: Any) -> None:
+            raise AssertionError("the agent was fed erased content")
+
+        report = reexecute(t, run.run_id, never)
+        assert report.divergence is not None and report.events_compared == 0
+        assert report.divergence.version == 2 and report.divergence.actual is None
+        assert "erased" in report.divergence.reason and "ledger forget" in report.divergence.reason
