@@ -20,7 +20,11 @@ def forget_command(
         typer.Option("--user", help="The user (tenant) to forget.", callback=identifier("--user")),
     ],
     reason: Annotated[
-        str | None, typer.Option(help="Why (kept in the erasure record, e.g. a ticket id).")
+        str | None,
+        typer.Option(
+            help="Why (kept in the erasure record in the clear, for good: a ticket id, "
+            "never personal data)."
+        ),
     ] = None,
     json: JsonFlag = False,
 ) -> None:
