@@ -18,8 +18,11 @@ that, and says how many events it could not erase (``ledger forget`` exits 1).
 Order: keys first, then the record. If the process dies between the two, the content
 is already gone and running ``forget`` again records the erasure (destroying nothing
 more): the record names every destroyed key of the user, so those of the interrupted
-run too. Backups taken *before* the erasure still hold the key material; see
-docs/compliance.md for what that means and how to close it.
+run too. On Postgres the store's ``destroy_keys`` returns only once every transaction
+running when the keys went has ended, so an append that checked a key just before is
+logged (and acknowledged) before the record, never after it. Backups taken *before*
+the erasure still hold the key material; see docs/compliance.md for what that means
+and how to close it.
 """
 
 from __future__ import annotations

@@ -52,8 +52,9 @@ class KeyErased(LedgerError):
 class NotErasable(LedgerError):
     """``forget`` cannot make a user's content unrecoverable: it is stored in the clear
     (written with encryption off; no key covers it), or a destroyed key's old bytes are
-    still in a SQLite WAL another connection is reading. Says what was done and what
-    to do."""
+    still in a SQLite WAL another connection is reading, or (Postgres) a transaction
+    that began before the keys were destroyed is still running, so the erasure cannot
+    yet be recorded after it. Says what was done and what to do."""
 
 
 class InvalidSetting(LedgerError, ValueError):

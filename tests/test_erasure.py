@@ -12,6 +12,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -453,3 +457,153 @@ def test_aggregate_state_stored_through_the_eventsourcing_recorder_is_never_repo
     assert done.returncode == 1, done.stderr
     assert json.loads(done.stdout)["plain_events"] == 1
     assert "only partly erased: 1 of their events" in done.stderr
+
+
+# -- forget racing an append (Postgres: appends check the key at READ COMMITTED) ---------
+
+
+@contextmanager
+def _append_held_open(
+    writer: ledger.Ledger, run: ledger.Run, content: str
+) -> Iterator[Callable[[], None]]:
+    """``run.message_received(content)`` in a thread, held open inside its transaction
+    after the key check (``writer``'s ``before_commit`` hook) until the yielded function
+    is called or the block ends; re-raises what the append raised."""
+    checked, release = threading.Event(), threading.Event()
+    failed: list[BaseException] = []
+
+    def hold() -> None:
+        checked.set()
+        release.wait(120)
+
+    def append() -> None:
+        try:
+            run.message_received(content=content)
+        except BaseException as exc:
+            failed.append(exc)
+
+    writer.store.before_commit = hold
+    appending = threading.Thread(target=append)
+    appending.start()
+    try:
+        assert checked.wait(120), "the append never reached its commit"
+
+        def commit() -> None:
+            release.set()
+            appending.join()
+            writer.store.before_commit = None
+
+        yield commit
+    finally:
+        release.set()
+        appending.join()
+    if failed:
+        raise failed[0]
+
+
+def _log_place(led: ledger.Ledger, user_id: str, run_id: str, type_: str) -> tuple[int, int]:
+    """Where the run's (first) event of ``type_`` sits in log order: (tx_id, position)."""
+    (place,) = [
+        (r.tx_id, r.position) for r in led.store.read_run(user_id, run_id) if r.type == type_
+    ][:1]
+    return place
+
+
+def test_forget_is_recorded_after_every_append_that_raced_it(pg_url: str) -> None:
+    """An append whose transaction saw the key live before forget destroyed it commits
+    after that: forget waits for it before recording the erasure, so the log shows the
+    append (reading as erased) before the erasure, never stored "after" it; the writer's
+    next append finds the key destroyed and goes under a fresh one."""
+    with (
+        ledger.connect(pg_url, encrypt=True) as writer,
+        ledger.connect(pg_url, encrypt=True) as admin,
+    ):
+        run = writer.tenant("usr_a").start_run(session_id="sess_1")
+        done: list[ledger.Erasure] = []
+        forgetting = threading.Thread(target=lambda: done.append(admin.forget("usr_a")))
+        with _append_held_open(writer, run, "raced") as commit:
+            forgetting.start()
+            while admin.store.live_key("usr_a") is not None:  # destroyed, append still open
+                time.sleep(0.01)
+            forgetting.join(timeout=2)
+            returned_early = not forgetting.is_alive()
+            commit()
+        forgetting.join()
+        assert not returned_early, "forget returned while an append under the key was open"
+        run.message_received(content="after")  # the cached key is dead: a fresh key
+        (erasure,) = done
+        erased = _log_place(admin, "usr_a", erasure.run_id, "user_erased")
+        assert _log_place(admin, "usr_a", run.run_id, "message_received") < erased
+        events = writer.tenant("usr_a").events(run.run_id)
+        assert [e.data.get("content") for e in events[1:]] == [ERASED, "after"]
+        assert admin.auditor().verify().ok
+
+
+def test_forget_held_up_by_a_transaction_says_so_and_completes_when_run_again(
+    pg_url: str,
+) -> None:
+    """A transaction that began before the keys were destroyed and does not end keeps
+    forget from recording the erasure: after ``forget_timeout`` it exits 1 with one line
+    saying what was done and what to do, and run again once it has ended, it records."""
+    with ledger.connect(pg_url, encrypt=True) as led:
+        run_id = _record(led, "usr_a")
+    stuck = raw_connection(pg_url)  # e.g. a session left idle in a transaction
+    stuck.execute("SELECT 1").fetchone()
+    (pid,) = stuck.execute("SELECT pg_backend_pid()").fetchone() or ()
+    held = ledger_cli(f"{pg_url}&forget_timeout=0.5", "forget", "--user", "usr_a")
+    assert held.returncode == 1 and "Traceback" not in held.stderr, held.stderr
+    assert len(held.stderr.strip().splitlines()) == 1 and f"pid {pid}" in held.stderr
+    assert "forget --user usr_a' again" in held.stderr
+    with ledger.connect(pg_url, encrypt=True) as led:  # the content is gone, unrecorded yet
+        assert SECRET not in _everything_readable(led, "usr_a", run_id)
+        assert [r.run_id for r in led.auditor().runs()] == [run_id]
+    stuck.rollback()
+    stuck.close()
+    done = ledger_cli(pg_url, "forget", "--user", "usr_a", "--json")
+    assert done.returncode == 0, done.stderr
+    with ledger.connect(pg_url, encrypt=True) as led:
+        erasure_run = json.loads(done.stdout)["run_id"]
+        assert [e.type for e in led.tenant("usr_a").events(erasure_run)][1] == "user_erased"
+
+
+_WAITING_ON_A_LOCK = (
+    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def test_an_append_that_drew_no_transaction_id_yet_is_waited_for_too(pg_url: str) -> None:
+    """The key check and the first insert are one statement, but its snapshot is taken
+    before its transaction draws an id (at the insert), which may wait: here a run's
+    registration waits on another transaction holding the same run id, so the append's
+    id is drawn after the erasure's unless forget waits for it."""
+    with (
+        ledger.connect(pg_url, encrypt=True) as writer,
+        ledger.connect(pg_url, encrypt=True) as admin,
+    ):
+        writer.tenant("usr_a").start_run(session_id="sess_1", metadata={"note": "first"})
+        blocker = raw_connection(pg_url)
+        blocker.execute(
+            "INSERT INTO ledger_runs (run_id, user_id, session_id)"
+            " VALUES ('run_raced', 'usr_a', 's')"
+        )
+        started = threading.Thread(
+            target=writer.tenant("usr_a").start_run,
+            kwargs={"session_id": "sess_1", "run_id": "run_raced", "metadata": {"note": "raced"}},
+        )
+        started.start()
+        with raw_connection(pg_url, autocommit=True) as watcher:  # until it waits on the blocker
+            while not watcher.execute(_WAITING_ON_A_LOCK).fetchone():
+                time.sleep(0.01)
+        done: list[ledger.Erasure] = []
+        forgetting = threading.Thread(target=lambda: done.append(admin.forget("usr_a")))
+        forgetting.start()
+        while admin.store.live_key("usr_a") is not None:
+            time.sleep(0.01)
+        forgetting.join(timeout=2)
+        blocker.rollback()  # the run's registration goes ahead, under the key it checked
+        blocker.close()
+        started.join()
+        forgetting.join()
+        (erasure,) = done
+        erased = _log_place(admin, "usr_a", erasure.run_id, "user_erased")
+        assert _log_place(admin, "usr_a", "run_raced", "run_started") < erased

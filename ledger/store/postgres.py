@@ -48,6 +48,7 @@ from ledger.errors import (
     InvalidEvent,
     InvalidSetting,
     KeyErased,
+    NotErasable,
     NotFound,
     RunIdTaken,
     StoreUnavailable,
@@ -212,8 +213,10 @@ class PostgresStore(EventStore):
         max_size: int = 10,
         connect_timeout: int = 10,
         pool_timeout: float = 30.0,
+        forget_timeout: float = 60.0,
     ) -> None:
         self.schema = check_schema_name(schema or "public")
+        self.forget_timeout = forget_timeout
         params = conninfo_to_dict(conninfo)
         options = str(params.get("options") or "")
         options = f"{options} -c search_path={self.schema} -c TimeZone=UTC".strip()
@@ -269,10 +272,12 @@ class PostgresStore(EventStore):
         """A store for ``postgresql://...?schema=name&pool_timeout=seconds``; other
         parameters go to psycopg. ``pool_timeout`` (default 30): how long a call waits
         for a connection (the server down, or every connection busy) before
-        ``StoreUnavailable``."""
+        ``StoreUnavailable``. ``forget_timeout`` (default 60): how long ``forget`` waits
+        for the transactions running when it destroyed the keys (``destroy_keys``)."""
         conninfo, own = _own_params(url)
-        for value in own.get("pool_timeout", ()):
-            kwargs["pool_timeout"] = _seconds("pool_timeout", value)
+        for name in ("pool_timeout", "forget_timeout"):
+            for value in own.get(name, ()):
+                kwargs[name] = _seconds(name, value)
         return cls(conninfo, schema=_first(own, "schema"), **kwargs)
 
     def migrate(self) -> int:
@@ -706,11 +711,43 @@ class PostgresStore(EventStore):
         return list(rows)
 
     def destroy_keys(self, user_id: str) -> list[str]:
+        """Destroy the keys (committed at once), then return only once every transaction
+        that was running at that commit has ended.
+
+        An append checks its key is live at READ COMMITTED, with no lock (the hot path
+        stays one statement), so one whose snapshot saw the key before this commit may
+        commit after it, sealed under the dead key. Waiting it out orders every such
+        append before whatever the caller writes next (the erasure record) and lets
+        every later one find the key destroyed (``KeyErased``). Transactions with no
+        real id yet count too: their snapshot may predate the commit all the same.
+        Waits at most ``forget_timeout`` seconds, then ``NotErasable`` (the keys stay
+        destroyed: running forget again completes it)."""
         with self._conn() as conn:
             ids = [r[0] for r in conn.execute(q.DESTROY_KEYS, {"user_id": user_id}).fetchall()]
-            # Best effort: have the old key bytes' dead tuples reclaimed now, not later.
+            self._outlast(conn, user_id)
+            # Best effort: have the old key bytes' dead tuples reclaimed now, not later
+            # (after the wait: no snapshot from before the destruction holds them).
             conn.execute("VACUUM ledger_keys")
         return ids
+
+    def _outlast(self, conn: psycopg.Connection[Any], user_id: str) -> None:
+        """Wait until the transactions running now (on this database) have ended."""
+        deadline = time.monotonic() + self.forget_timeout
+        running = conn.execute(q.RUNNING_TRANSACTIONS, {"virtualxids": None}).fetchall()
+        while running:
+            if time.monotonic() >= deadline:
+                pids = ", ".join(f"pid {pid}" for _, pid in running)
+                raise NotErasable(
+                    f"the keys of {user_id!r} are destroyed (their content reads as erased), "
+                    "but the erasure is not recorded: transactions that began before that "
+                    f"were still running after {self.forget_timeout:g}s ({pids}; see "
+                    "pg_stat_activity), and appends among them must be logged before it. "
+                    "Let them finish or end them (pg_terminate_backend), then run "
+                    f"'ledger forget --user {user_id}' again"
+                )
+            time.sleep(0.01)
+            virtualxids = [virtualxid for virtualxid, _ in running]
+            running = conn.execute(q.RUNNING_TRANSACTIONS, {"virtualxids": virtualxids}).fetchall()
 
     def close(self) -> None:
         if self._pid != os.getpid():
@@ -727,7 +764,7 @@ class PostgresStore(EventStore):
 _fork_lock = forksafe.Lock()
 
 #: Query parameters of a ledger URL that are the ledger's own, not libpq's.
-_OWN_PARAMS = frozenset({"schema", "pool_timeout"})
+_OWN_PARAMS = frozenset({"schema", "pool_timeout", "forget_timeout"})
 
 
 def _own_params(url: str) -> tuple[str, dict[str, list[str]]]:

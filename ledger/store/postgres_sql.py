@@ -261,6 +261,21 @@ MAX_POSITION = f"SELECT max(position) FROM ledger_events WHERE {_HORIZON}"
 NEXT_XID = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
 HORIZON_PASSED = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %(xid)s::xid8"
 
+#: The transactions of this database running now, other than this session's own, by
+#: virtual transaction id (every transaction has one from its start, before it draws a
+#: real one at its first write), with their backends' pids; NULL ``virtualxids``: all,
+#: else only those still running of the ones given. Autovacuum never appends: skipped
+#: when the login may see a backend's type. pg_locks and pids are visible to any login.
+RUNNING_TRANSACTIONS = """
+SELECT l.virtualxid, l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'virtualxid' AND l.virtualxid = l.virtualtransaction
+  AND l.pid <> pg_backend_pid()
+  AND a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
+  AND (%(virtualxids)s::text[] IS NULL OR l.virtualxid = ANY(%(virtualxids)s::text[]))
+ORDER BY l.pid
+"""
+
 #: Move a tracking position forward; affects no row if it is not above the last one.
 UPSERT_TRACKING = """
 INSERT INTO ledger_tracking (user_id, name, position)
