@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 import ledger
@@ -210,11 +211,12 @@ def verify(
         taken = (
             log_digest.take(led.store, bars.counter("digest", report.events)) if digest else None
         )
-        matches = (
+        differs = (
             None
             if expected is None
-            else log_digest.check(led.store, expected, bars.counter("digest", expected.events))
+            else log_digest.mismatch(led.store, expected, bars.counter("digest", expected.events))
         )
+    matches = None if expected is None else differs is None
     result: dict[str, object] = {
         "ok": report.ok and matches is not False,
         "runs": report.runs,
@@ -234,9 +236,7 @@ def verify(
             render.out.print(str(taken), soft_wrap=True, markup=False)
         if matches is False:
             render.err.print(
-                "[red]DIGEST MISMATCH[/red]: events the digest covered were "
-                "changed, deleted or inserted",
-                markup=True,
+                f"[red]DIGEST MISMATCH[/red]: {escape(str(differs))}", markup=True, soft_wrap=True
             )
         elif matches:
             render.out.print(

@@ -66,8 +66,44 @@ def check(store: EventStore, digest: Digest, progress: Callable[[int], None] | N
     Every covered event's hash is recomputed from its stored bytes (envelope, payload
     and ``prev_hash``), not read from its hash column on trust: a payload changed under
     its old hash, a hash column changed alone, or both changed together, each fails."""
-    covered, proven = _chain(store, digest.horizon, progress, proving=True)
-    return proven and covered == digest
+    return mismatch(store, digest, progress) is None
+
+
+def mismatch(
+    store: EventStore, digest: Digest, progress: Callable[[int], None] | None = None
+) -> str | None:
+    """None if ``check`` passes, else one sentence saying what is off: the first covered
+    event whose stored bytes do not give its stored hash (by run, user and version), a
+    log that holds fewer or more events up to the horizon than the digest covered (one
+    that ends before the horizon: a digest of another ledger), or a different root."""
+    covered, altered, last = _chain(store, digest.horizon, progress, proving=True)
+    if altered is not None:
+        return (
+            f"run {altered.run_id} (user {altered.user_id}) at version {altered.version}: "
+            "its stored bytes do not give its stored hash (changed after the digest was taken)"
+        )
+    if covered == digest:
+        return None
+    other = "or the digest was taken of another ledger"
+    if covered.events < digest.events and (last is None or last < digest.horizon):
+        return (
+            f"the log ends before the digest's horizon ({_place(digest.horizon)}): it holds "
+            f"{covered.events} events, the digest covers {digest.events}; covered "
+            f"events were deleted, {other}"
+        )
+    if covered.events != digest.events:
+        return (
+            f"the log holds {covered.events} events up to the digest's horizon, the digest "
+            f"covers {digest.events}: events were deleted or inserted, {other}"
+        )
+    return (
+        f"the {digest.events} events up to the digest's horizon do not chain to its root: "
+        f"their hashes were rewritten (a run's chain recomputed), {other}"
+    )
+
+
+def _place(cursor: LogCursor) -> str:
+    return f"tx_id {cursor.tx_id}, position {cursor.position}"
 
 
 def _chain(
@@ -76,19 +112,21 @@ def _chain(
     progress: Callable[[int], None] | None,
     *,
     proving: bool = False,
-) -> tuple[Digest, bool]:
-    """The digest of the log (up to ``upto``) and, when ``proving``, whether every
-    event's stored hash is the one its stored bytes give (True when not proving)."""
+) -> tuple[Digest, Record | None, LogCursor | None]:
+    """The digest of the log (up to ``upto``); when ``proving``, the first event whose
+    stored hash is not the one its stored bytes give (None if every one is); and the
+    last cursor the log has at all (None if it is empty), read or not."""
     root = hashlib.sha256(_PREFIX.encode())
-    cursor, count, proven = START, 0, True
+    cursor, count, altered, last = START, 0, None, None
     while True:
-        batch = store.read_log(cursor, _BATCH)
-        if upto is not None:
-            batch = [r for r in batch if r.cursor <= upto]
+        read = store.read_log(cursor, _BATCH)
+        if read:
+            last = read[-1].cursor
+        batch = read if upto is None else [r for r in read if r.cursor <= upto]
         for record in batch:
             root.update(record.hash)
-            if proving and proven:
-                proven = _hash_is_its_bytes(record)
+            if proving and altered is None and not _hash_is_its_bytes(record):
+                altered = record
         if not batch:
             break
         count += len(batch)
@@ -97,7 +135,7 @@ def _chain(
             progress(len(batch))
         if upto is not None and cursor >= upto:
             break
-    return Digest(cursor if upto is None else upto, count, root.digest()), proven
+    return Digest(cursor if upto is None else upto, count, root.digest()), altered, last
 
 
 def _hash_is_its_bytes(record: Record) -> bool:

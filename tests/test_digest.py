@@ -11,6 +11,7 @@ import ledger
 from ledger.chain import recompute
 from ledger.digest import Digest, check, take
 from ledger.errors import InvalidEvent
+from ledger.records import LogCursor
 from tests.test_tamper import tamper_postgres, tamper_sqlite, verify_cli
 from tests.writers import turn
 
@@ -74,6 +75,43 @@ def test_a_tampered_covered_event_fails_the_digest(url: str) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert [(p["run_id"], p["version"]) for p in report["problems"]] == [(runs[1], 2)]
+
+
+def test_a_mismatch_names_the_covered_event_the_narrowed_check_cannot_see(url: str) -> None:
+    """--user narrows the chain check to usr_0; the digest still names usr_1's event."""
+    digest, runs = _covered_then_changed(url, "hash")
+    result = verify_cli(url, "--user", "usr_0", "--against", str(digest))
+    assert result.returncode == 1
+    assert f"run {runs[1]} (user usr_1) at version 3" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_tampered_event_after_the_horizon_leaves_the_digest_proven(url: str) -> None:
+    with ledger.connect(url) as led:
+        some_runs(led)
+        digest = take(led.store)
+        later = some_runs(led, 1)[0]
+    tamper(
+        url,
+        "UPDATE ledger_events SET hash = %s WHERE run_id = %s AND version = 2",
+        bytes(32),
+        later,
+    )
+    report = json.loads(verify_cli(url, "--against", str(digest), "--json").stdout)
+    assert report["digest_matches"] is True
+    assert [(p["run_id"], p["version"]) for p in report["problems"]] == [(later, 2)]
+
+
+def test_a_digest_beyond_the_log_says_the_log_ends_before_it(url: str) -> None:
+    """A digest of a longer log (another ledger's, or this one's before a deletion)."""
+    with ledger.connect(url) as led:
+        some_runs(led)
+        taken = take(led.store)
+    future = Digest(LogCursor(taken.horizon.tx_id + 100, 1), taken.events + 5, taken.root)
+    result = verify_cli(url, "--against", str(future))
+    assert result.returncode == 1
+    assert "the log ends before the digest's horizon" in result.stderr
+    assert f"it holds {taken.events} events, the digest covers {future.events}" in result.stderr
 
 
 def test_a_consistently_rewritten_chain_passes_verify_but_not_the_digest(url: str) -> None:
