@@ -260,9 +260,11 @@ def _check_target(target: Path) -> None:
                 f"{target} already holds an export, which is never overwritten: give a "
                 f"new or empty directory, or remove the old export first; {done}"
             )
-        if any(target.iterdir()):
+        held = sorted(entry.name for entry in target.iterdir())
+        if held:
             raise ExportTargetError(
-                f"{target} is not empty: an export goes into a new or empty directory; {done}"
+                f"{target} is not empty ({_holding(held)}): an export goes into a new or "
+                f"empty directory; {done}"
             )
     elif target.exists():
         raise ExportTargetError(
@@ -280,6 +282,23 @@ def _check_target(target: Path) -> None:
         return
     if not os.access(target, os.W_OK | os.X_OK):
         raise _unwritable(target, "permission denied")
+
+
+#: What ``export_user`` writes before renaming into place: left only by an export that
+#: was killed (or that is still running).
+_PARTIALS = (f".{EVENTS_FILE}.partial", f".{MANIFEST_FILE}.partial")
+
+
+def _holding(names: list[str]) -> str:
+    """What a directory holds, for an error: its first names (hidden ones too, which
+    ``ls`` does not show), and what a leftover of an interrupted export is."""
+    shown = ", ".join(repr(name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
+    if any(name in _PARTIALS for name in names):
+        return (
+            f"it holds {shown}: the remains of an export that was interrupted, or that is "
+            "still running; remove them once none runs"
+        )
+    return f"it holds {shown}"
 
 
 def _unwritable(target: Path, why: str) -> ExportTargetError:
@@ -326,8 +345,7 @@ def export_user(
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _unwritable(target, exc.strerror or str(exc)) from None
-    events_tmp = target / f".{EVENTS_FILE}.partial"
-    manifest_tmp = target / f".{MANIFEST_FILE}.partial"
+    events_tmp, manifest_tmp = (target / name for name in _PARTIALS)
     written: list[Path] = []  # only what this call created is removed on failure
     try:
         total = sum(run.version for run in runs)

@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -292,6 +293,38 @@ def test_a_non_empty_directory_is_refused_and_nothing_is_written(url: str, tmp_p
     assert "not empty" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+KILLED_MID_EXPORT = """
+import os, signal, sys
+import ledger
+from ledger.auditor import Auditor
+from ledger.export import export_user
+real = Auditor.records
+def records(self, run_id, **kwargs):
+    if getattr(self, "read_one", False):
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9, with the first run written
+    self.read_one = True
+    return real(self, run_id, **kwargs)
+Auditor.records = records
+with ledger.connect(sys.argv[1]) as led:
+    export_user(led, "usr_a", sys.argv[2])
+"""
+
+
+def test_an_export_killed_mid_way_is_refused_and_named_as_such(url: str, tmp_path: Path) -> None:
+    """kill -9 leaves a hidden partial file, which ``ls`` does not show: verify refuses the
+    directory, and the next export into it says what is there and why."""
+    record_runs(url, "usr_a", runs=2)
+    out = tmp_path / "export"
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_EXPORT, url, str(out)], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name for p in out.iterdir()] == [".events.jsonl.partial"]
+    checked = offline_verify(out)
+    assert checked.returncode == 2 and "manifest.json is missing" in checked.stderr
+    again = ledger_cli(url, "audit", "export", "--user", "usr_a", "--out", str(out))
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
+    assert "'.events.jsonl.partial'" in again.stderr and "interrupted" in again.stderr
 
 
 def _a_file(out: Path) -> Path:
