@@ -260,6 +260,10 @@ def demo() -> None:
     render.out.print(f"\nnext: ledger events {run_id} --json   |   ledger runs   |   ledger verify")
 
 
+#: The exit status of a command stopped by SIGINT (128 + 2, as shells report it).
+INTERRUPTED = 130
+
+
 def exit_code(exc: ledger.LedgerError) -> int:
     """CONTRACT.md exit codes: 2 for bad input, 1 for everything that failed."""
     return 2 if isinstance(exc, ledger.InvalidEvent | ledger.InvalidSetting) else 1
@@ -297,4 +301,11 @@ def main() -> None:
             raise
         render.err.print(f"error: {exc}", markup=False)
         sys.exit(exit_code(exc) if isinstance(exc, ledger.LedgerError) else 1)
+    if code == INTERRUPTED:  # typer turns Ctrl-C (KeyboardInterrupt) into a silent 130
+        render.err.print(
+            "error: interrupted (Ctrl-C) before the command finished; what it was doing "
+            "is not done (a verify proved nothing)",
+            markup=False,
+            soft_wrap=True,
+        )
     sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import msgspec
 import pytest
@@ -210,3 +212,32 @@ def test_against_recomputes_covered_hashes_from_the_stored_bytes(url: str, chang
     assert report["problems"] == [] and report["digest_matches"] is False
     readable = verify_cli(url, "--user", "usr_0", "--against", str(digest))
     assert readable.returncode == 1 and "DIGEST MISMATCH" in readable.stderr
+
+
+INTERRUPTED_VERIFY = """
+import os, signal, sys, time
+from ledger import digest
+from cli.app import main
+signal.signal(signal.SIGINT, signal.default_int_handler)
+def mismatch(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, while the digest is being checked
+    time.sleep(60)
+digest.mismatch = mismatch
+sys.argv = ["ledger", "--url", sys.argv[1], "verify", "--against", sys.argv[2], "--json"]
+main()
+"""
+
+
+def test_ctrl_c_during_verify_is_one_line_and_non_zero(sqlite_url: str) -> None:
+    with ledger.connect(sqlite_url) as led:
+        some_runs(led, 1)
+        digest = take(led.store)
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_VERIFY, sqlite_url, str(digest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 130 and result.stdout == ""
+    assert result.stderr.startswith("error: interrupted (Ctrl-C)"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
