@@ -25,7 +25,9 @@ from ledger.records import START, LogCursor, Record
 from ledger.store.base import EventStore
 
 _PREFIX = "ledger-digest-v1"
-_FORMAT = re.compile(rf"^{_PREFIX}:(\d+):(\d+):(\d+):([0-9a-f]{{64}})$")
+#: The root in either case of hex: a digest pasted through a tool that upper-cases it
+#: is the same digest (``bytes.fromhex`` reads both).
+_FORMAT = re.compile(rf"^{_PREFIX}:([0-9]+):([0-9]+):([0-9]+):([0-9a-fA-F]{{64}})$")
 _BATCH = 5000
 
 

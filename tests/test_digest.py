@@ -46,6 +46,8 @@ def test_a_digest_round_trips_as_text(url: str) -> None:
     assert digest.events == 18
     assert Digest.parse(str(digest)) == digest
     assert Digest.parse(f"  {digest}\n") == digest
+    prefix, _, root = str(digest).rpartition(":")
+    assert Digest.parse(f"{prefix}:{root.upper()}") == digest
     for bad in ["", "ledger-digest-v1:1:2:3:zz", str(digest)[:-1], "sha256:abc"]:
         with pytest.raises(InvalidEvent, match="not a ledger digest"):
             Digest.parse(bad)
