@@ -270,6 +270,11 @@ def _check_target(target: Path) -> None:
         raise ExportTargetError(
             f"{target} is a file, not a directory: give a new or empty directory; {done}"
         )
+    elif target.is_symlink():
+        raise ExportTargetError(
+            f"{target} is a symbolic link to {os.readlink(target)}, which does not exist: "
+            f"give a new or empty directory, or create the one it names; {done}"
+        )
     else:
         nearest = next(p for p in target.absolute().parents if p.exists())
         if not nearest.is_dir():

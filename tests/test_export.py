@@ -337,6 +337,11 @@ def _under_a_file(out: Path) -> Path:
     return out / "export"
 
 
+def _a_dangling_link(out: Path) -> Path:
+    out.symlink_to(out.parent / "gone")
+    return out
+
+
 def _a_previous_export(out: Path) -> Path:
     out.mkdir()
     (out / MANIFEST_FILE).write_text("{}")
@@ -350,6 +355,7 @@ def _a_previous_export(out: Path) -> Path:
         (_a_file, "is a file, not a directory"),
         (_under_a_file, "cannot create it there: .* is a file"),
         (_a_previous_export, "already holds an export"),
+        (_a_dangling_link, "is a symbolic link to .*gone, which does not exist"),
     ],
 )
 def test_a_bad_out_path_is_one_line_naming_it_and_nothing_is_written(
