@@ -113,6 +113,36 @@ def test_with_no_tenant_set_the_app_role_sees_nothing(seeded: str, table: str) -
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
 
 
+#: Columns to change, beside ``user_id``, in a copy of a row (unique across tenants).
+_UNIQUE_ELSEWHERE = {"ledger_runs": "run_id = 'run_nobody'", "ledger_keys": "key_id = 'k_nobody'"}
+
+
+def _copy_a_row_to_tenant(url: str, table: str, tenant: str) -> None:
+    """As the owner, a copy of one row of ``table`` belonging to ``tenant``."""
+    changes = ", ".join(("user_id = %s", *filter(None, [_UNIQUE_ELSEWHERE.get(table)])))
+    with raw_connection(url, autocommit=True) as conn:
+        conn.execute(f"CREATE TEMP TABLE copied AS SELECT * FROM {table} LIMIT 1")
+        conn.execute(f"UPDATE copied SET {changes}", (tenant,))
+        conn.execute(f"INSERT INTO {table} OVERRIDING SYSTEM VALUE SELECT * FROM copied")
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
+def test_an_empty_tenant_setting_is_no_tenant(seeded: str, table: str) -> None:
+    """A pooled connection keeps ``ledger.user_id`` as '' after a transaction that set it
+    locally: raw SQL there, with no tenant set, must see nothing and write nothing, not
+    the rows of a tenant '' that every such connection shares."""
+    _copy_a_row_to_tenant(seeded, table, "")
+    with _as(seeded, APP_ROLE, None) as conn:
+        with conn.transaction():
+            conn.execute("SELECT set_config('ledger.user_id', 'usr_a', true)")
+        assert conn.execute("SELECT current_setting('ledger.user_id')").fetchone() == ("",)
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute(
+                "INSERT INTO ledger_runs (run_id, user_id, session_id) VALUES ('r', '', 's')"
+            )
+
+
 def test_the_app_role_cannot_insert_rows_of_another_tenant(
     app_a: psycopg.Connection[Any],
 ) -> None:

@@ -27,7 +27,9 @@ from ledger.store import postgres_schema
 from ledger.store import sqlite_sql as sqlite_schema
 from ledger.store.base import Step
 from ledger.store.postgres import migrate, split_url
-from ledger.store.postgres_schema import LATEST, MIGRATION_LOCK
+from ledger.store.postgres_schema import LATEST, MIGRATION_LOCK, TENANT_ROWS
+from ledger.store.postgres_sql import APPEND_FUNCTION
+from projections.storage import postgres_sql as read_model_sql
 from tests.pg import login_role, migrate_until, raw_connection
 from tests.test_cli import ledger_cli
 
@@ -41,6 +43,19 @@ def previous_release(pg_url: str) -> str:
     conninfo, schema = split_url(pg_url)
     assert schema is not None
     migrate_until(conninfo, schema, PREVIOUS)
+    return pg_url
+
+
+#: The latest step that replaces ``ledger_append`` (later steps may lock tables).
+APPEND_STEP = max(s.version for s in postgres_schema.STEPS if APPEND_FUNCTION in s.statements)
+
+
+@pytest.fixture
+def before_the_append_step(pg_url: str) -> str:
+    """A ledger URL whose schema the release before ``APPEND_STEP`` made."""
+    conninfo, schema = split_url(pg_url)
+    assert schema is not None
+    migrate_until(conninfo, schema, APPEND_STEP - 1)
     return pg_url
 
 
@@ -75,17 +90,21 @@ def _open_append(url: str) -> psycopg.Connection[tuple[object, ...]]:
 
 
 def test_migrating_the_append_function_does_not_wait_for_appenders_in_flight(
-    previous_release: str,
+    before_the_append_step: str,
 ) -> None:
-    """Step LATEST replaces ``ledger_append`` while an appender's transaction that called
-    it is still open: CREATE OR REPLACE FUNCTION takes no lock such a transaction holds
-    (with ``lock_timeout`` set, any wait would fail the migration)."""
-    with _open_append(previous_release) as appender:
-        conninfo, schema = split_url(previous_release)
-        with psycopg.connect(conninfo, autocommit=True, options="-c lock_timeout=5s") as conn:
+    """``APPEND_STEP`` replaces ``ledger_append`` while an appender's transaction that
+    called it is still open: CREATE OR REPLACE FUNCTION takes no lock such a transaction
+    holds (with ``lock_timeout`` set, any wait would fail the migration)."""
+    steps = tuple(s for s in postgres_schema.STEPS if s.version <= APPEND_STEP)
+    with _open_append(before_the_append_step) as appender:
+        conninfo, schema = split_url(before_the_append_step)
+        with (
+            mock.patch.multiple(postgres_schema, STEPS=steps, LATEST=APPEND_STEP),
+            psycopg.connect(conninfo, autocommit=True, options="-c lock_timeout=5s") as conn,
+        ):
             assert postgres_schema.migrate(conn, schema or "public") == 1
         appender.commit()
-    assert schema_versions(previous_release) == list(range(1, LATEST + 1))
+    assert schema_versions(before_the_append_step) == list(range(1, APPEND_STEP + 1))
 
 
 def test_appenders_do_not_wait_for_a_migration_in_flight(previous_release: str) -> None:
@@ -95,11 +114,30 @@ def test_appenders_do_not_wait_for_a_migration_in_flight(previous_release: str) 
     with psycopg.connect(conninfo) as migrator:
         migrator.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         migrator.execute(f"SET LOCAL search_path TO {schema}")
-        for statement in postgres_schema.STEPS[-1].statements:
+        for statement in postgres_schema.STEPS[APPEND_STEP - 1].statements:
             migrator.execute(statement.replace("{schema}", str(schema)))
         with _open_append(previous_release) as appender:
             appender.commit()
         migrator.rollback()
+
+
+def test_every_tenant_policy_of_an_earlier_ledger_takes_an_empty_tenant_for_none(
+    before_the_append_step: str,
+) -> None:
+    """Step 14 rewrites the policies the steps before it and the read models' tables
+    made, so '' (a pooled connection's setting after its first tenant) matches no row."""
+    before = "user_id = current_setting('ledger.user_id', true)"
+    with raw_connection(before_the_append_step, autocommit=True) as conn:
+        for statement in read_model_sql.SCHEMA:  # as the release before step 14 made them
+            conn.execute(statement.replace(TENANT_ROWS, before))
+    ledger.connect(before_the_append_step).close()
+    with raw_connection(before_the_append_step) as conn:
+        policies = conn.execute(
+            "SELECT tablename, coalesce(qual, '') || coalesce(with_check, '') FROM pg_policies"
+            " WHERE schemaname = current_schema() AND policyname LIKE '%_tenant'"
+        ).fetchall()
+    assert len(policies) == 6
+    assert all("nullif" in c.lower() for _, c in policies), policies
 
 
 def _migrate_in_a_process(url: str) -> int:
@@ -109,9 +147,8 @@ def _migrate_in_a_process(url: str) -> int:
 def test_processes_migrating_the_previous_schema_at_once_apply_each_step_once(
     previous_release: str,
 ) -> None:
-    with _open_append(previous_release) as appender, CTX.Pool(4) as pool:
+    with CTX.Pool(4) as pool:
         applied = pool.map(_migrate_in_a_process, [previous_release] * 4)
-        appender.commit()
     assert sorted(applied) == [0, 0, 0, 1]
     assert schema_versions(previous_release) == list(range(1, LATEST + 1))
 

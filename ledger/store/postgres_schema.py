@@ -56,7 +56,19 @@ OWNER_ROLE = "ledger_owner"
 #: The setting that names the tenant of the current transaction.
 TENANT_SETTING = "ledger.user_id"
 
-_TENANT = f"user_id = current_setting('{TENANT_SETTING}', true)"
+#: The row-level security condition of a tenant's rows: ``user_id`` is the tenant of the
+#: transaction. A setting of '' is no tenant, like one never set: a connection that ran
+#: one transaction with a local tenant keeps the setting, as '', afterwards, and must
+#: not then see (or write) rows of a tenant ''.
+TENANT_ROWS = f"user_id = nullif(current_setting('{TENANT_SETTING}', true), '')"
+
+#: The condition of steps 5 to 13, which took the '' of such a connection for a tenant.
+_TENANT_BEFORE_14 = f"user_id = current_setting('{TENANT_SETTING}', true)"
+
+#: Tables of tenant rows the app role reads and appends to, and those it only reads
+#: (the read models, made by ``projections.storage`` when first used).
+_TENANT_TABLES = ("ledger_runs", "ledger_events", "ledger_keys", "ledger_tracking")
+_READ_MODEL_TABLES = ("ledger_read_models", "ledger_read_model_pages")
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -67,8 +79,28 @@ def _tenant_policies(table: str) -> tuple[str, ...]:
     return (
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
         f"CREATE POLICY {table}_tenant ON {table} FOR ALL TO {APP_ROLE}"
-        f" USING ({_TENANT}) WITH CHECK ({_TENANT})",
+        f" USING ({_TENANT_BEFORE_14}) WITH CHECK ({_TENANT_BEFORE_14})",
         f"CREATE POLICY {table}_auditor ON {table} FOR SELECT TO {AUDITOR_ROLE} USING (true)",
+    )
+
+
+def _empty_tenant_is_none() -> tuple[str, ...]:
+    """Step 14's statements: every tenant policy on ``TENANT_ROWS`` (the read models'
+    too, where they exist already)."""
+    read_models = "".join(
+        f"""
+            IF to_regclass('{table}') IS NOT NULL THEN
+                ALTER POLICY {table}_tenant ON {table} USING ({TENANT_ROWS});
+            END IF;"""
+        for table in _READ_MODEL_TABLES
+    )
+    return (
+        *(
+            f"ALTER POLICY {table}_tenant ON {table}"
+            f" USING ({TENANT_ROWS}) WITH CHECK ({TENANT_ROWS})"
+            for table in _TENANT_TABLES
+        ),
+        f"DO $$ BEGIN {read_models}\n        END $$",
     )
 
 
@@ -260,6 +292,16 @@ STEPS: tuple[Step, ...] = (
         # append could ever start again, which verify reports as emptied (its events
         # deleted). Such a call now inserts nothing at all. CREATE OR REPLACE keeps grants.
         (APPEND_FUNCTION,),
+    ),
+    Step(
+        14,
+        "row-level security: an empty tenant setting is no tenant",
+        # The policies matched user_id = current_setting(...), and a pooled connection
+        # that ever ran a transaction with a local tenant keeps the setting as '' after
+        # it: raw SQL of the app role there, with no tenant set, read and wrote the rows
+        # of a tenant '' shared by every such connection instead of nothing. ALTER
+        # POLICY locks each table briefly (it waits for appends in flight).
+        _empty_tenant_is_none(),
     ),
 )
 

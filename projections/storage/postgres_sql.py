@@ -1,9 +1,7 @@
 """SQL of the read-model tables in the ledger's Postgres schema."""
 
-from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, TENANT_SETTING
+from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, TENANT_ROWS
 from projections.storage.base import Statements
-
-_TENANT = f"user_id = current_setting('{TENANT_SETTING}', true)"
 
 #: True when the tables and their row-level security are all in place already.
 SCHEMA_READY = """
@@ -29,7 +27,7 @@ def _tenant_reads(table: str) -> tuple[str, str]:
             IF NOT EXISTS (SELECT FROM pg_policies WHERE schemaname = current_schema()
                            AND tablename = '{table}') THEN
                 CREATE POLICY {table}_tenant ON {table}
-                    FOR SELECT TO {APP_ROLE} USING ({_TENANT});
+                    FOR SELECT TO {APP_ROLE} USING ({TENANT_ROWS});
                 CREATE POLICY {table}_auditor ON {table}
                     FOR SELECT TO {AUDITOR_ROLE} USING (true);
             END IF;
