@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import ledger
 from ledger.records import Tracking
+from ledger.store.postgres import migrate, split_url
 from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, OWNER_ROLE
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
@@ -478,3 +479,73 @@ def test_the_documented_deployment_agents_runner_and_auditor_logins(seeded: str)
             assert report.ok
             erased = auditor.auditor().events("run_usr_b")
             assert erased[1].data["content"] == "[erased]"
+
+
+# -- a schema any role may create in (``public`` before Postgres 15) -------------------
+
+
+@pytest.fixture
+def open_schema(pg_url: str) -> str:
+    """A migrated ledger (no read models yet) whose schema grants CREATE to the app role,
+    as ``public`` grants it to every role on servers before Postgres 15."""
+    migrate(pg_url)
+    with raw_connection(pg_url, autocommit=True) as conn:
+        conn.execute(f"GRANT CREATE ON SCHEMA {split_url(pg_url)[1]} TO {APP_ROLE}")
+    return pg_url
+
+
+#: The tables the read models' storage makes.
+READ_MODEL_TABLES = (
+    "ledger_projectors",
+    "ledger_read_models",
+    "ledger_read_model_pages",
+    "ledger_generations",
+)
+
+
+def _read_model_tables(url: str) -> list[tuple[str, str]]:
+    with raw_connection(url) as conn:
+        return conn.execute(
+            "SELECT relname, relowner::regrole::text FROM pg_class"
+            " WHERE relnamespace = current_schema()::regnamespace"
+            " AND relname = ANY(%s) ORDER BY relname",
+            (list(READ_MODEL_TABLES),),
+        ).fetchall()
+
+
+def test_an_app_login_never_makes_the_read_models_tables(open_schema: str) -> None:
+    """Their owner would read every tenant's read models past row-level security."""
+    with login_role(open_schema, APP_ROLE) as agent_url, ledger.connect(agent_url) as agent:
+        run = agent.tenant("usr_a").start_run(session_id="sess_a")
+        run.message_received(content="usr_a's question")
+        with pytest.raises(ledger.AccessDenied, match="ledger init"):
+            agent.tenant("usr_a").conversation("sess_a")
+        assert _read_model_tables(open_schema) == []
+
+
+def test_read_models_tables_an_app_login_made_first_are_refused(open_schema: str) -> None:
+    """A table an app login made before the first runner (its own, with a trigger or a
+    grant of its choosing) is never adopted, nor written to: the runner stops, naming it."""
+    with login_role(open_schema, APP_ROLE) as agent_url:
+        with raw_connection(agent_url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE ledger_read_models (user_id text NOT NULL, projection text"
+                " NOT NULL, generation integer NOT NULL, key text NOT NULL, doc bytea NOT NULL,"
+                " PRIMARY KEY (user_id, projection, generation, key))"
+            )
+            conn.execute("GRANT ALL ON ledger_read_models TO PUBLIC")
+        with pytest.raises(ledger.AccessDenied, match=r"ledger_read_models \(owned by ledger_"):
+            _seed(open_schema)  # as a superuser: appends, then a runner
+        with raw_connection(agent_url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM ledger_read_models").fetchone() == (0,)
+            conn.execute("DROP TABLE ledger_read_models")
+        with (
+            ledger.connect(agent_url) as agent,
+            pytest.raises(ledger.AccessDenied, match="ledger init"),
+        ):
+            agent.tenant("usr_a").conversation("sess_usr_a")  # no tables yet
+        with ledger.connect(open_schema) as led:
+            ProjectorRunner(led, default_projectors()).catch_up()
+        assert {owner for _, owner in _read_model_tables(open_schema)} == {OWNER_ROLE}
+        with ledger.connect(agent_url) as agent:
+            assert agent.tenant("usr_a").conversation("sess_usr_a").messages

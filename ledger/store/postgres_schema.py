@@ -529,7 +529,11 @@ def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
 
 #: Give the ledger's tables and functions to ``ledger_owner`` when the current role may
 #: (a superuser, or a member of it that owns them); otherwise their creator stays their
-#: owner. The schema grant is skipped by a role that does not own the schema.
+#: owner. The schema grant is skipped by a role that does not own the schema. Only what
+#: the ledger's makers made is given: a table whose owner is neither a superuser, nor
+#: a member of ``ledger_owner``, nor the owner of the events table was made by someone
+#: else (an app login, in a schema that lets any role create) and is left to them, with
+#: whatever triggers, rules or policies they gave it.
 _HAND_TO_OWNER = f"""DO $$
 DECLARE t text;
 BEGIN
@@ -542,7 +546,12 @@ BEGIN
                  WHERE c.relnamespace = '{{schema}}'::regnamespace AND c.relkind = 'r'
                    AND c.relname LIKE 'ledger%'
                    AND c.relowner <> '{OWNER_ROLE}'::regrole
-                   AND pg_has_role(current_user, c.relowner, 'USAGE') LOOP
+                   AND pg_has_role(current_user, c.relowner, 'USAGE')
+                   AND ((SELECT rolsuper FROM pg_roles WHERE oid = c.relowner)
+                        OR pg_has_role(c.relowner, '{OWNER_ROLE}', 'USAGE')
+                        OR c.relowner = (SELECT relowner FROM pg_class
+                                         WHERE oid = to_regclass('{{schema}}.ledger_events')))
+                   LOOP
             EXECUTE format('ALTER TABLE {{schema}}.%I OWNER TO {OWNER_ROLE}', t);
         END LOOP;
         -- The functions too: a later step replaces ledger_append, which only its

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ledger.errors import AccessDenied
 from ledger.records import LogCursor, RunHead
 from ledger.store.base import EventStore
 from ledger.store.postgres import PostgresStore
@@ -27,6 +28,36 @@ def _ready(conn: Any) -> bool:
     return bool(row and row[0])
 
 
+def _make_tables(conn: Any, schema: str) -> None:
+    """Make the read models' tables (or add what an earlier release's lack).
+
+    Only a login that may act as the owner of the store's tables may: a table an app
+    login made (where the schema lets any role create, as ``public`` did before
+    Postgres 15) would be that login's, and its owner reads every tenant's rows past
+    row-level security. A table someone else made is refused, naming it: its maker may
+    have given it triggers, rules or policies that would run for the runner."""
+    found = conn.execute(sql.MAY_MAKE).fetchone()
+    if not (found and found[0]):
+        raise AccessDenied(
+            f"the read models' tables in schema {schema!r} are missing or not as the ledger"
+            " makes them, and this login may not make them: run `ledger init` once as"
+            " ledger_owner or a superuser, then connect again"
+        )
+    hand_to_owner(conn, schema)  # runners log in as its members
+    foreign = conn.execute(sql.FOREIGN_TABLES, {"tables": list(sql.TABLES)}).fetchall()
+    if foreign:
+        owned = ", ".join(f"{table} (owned by {owner})" for table, owner in foreign)
+        raise AccessDenied(
+            f"tables of the read models in schema {schema!r} were made by a role that does"
+            f" not own the ledger: {owned}; drop them (as their owner or a superuser) and"
+            " run `ledger init` again; keep the app role from creating in that schema"
+            f" (REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC)"
+        )
+    for statement in sql.SCHEMA:
+        conn.execute(statement)
+    hand_to_owner(conn, schema)
+
+
 class PostgresStorage(SQLStorage):
     """Documents and projector rows in tables beside ``ledger_events``.
 
@@ -46,9 +77,7 @@ class PostgresStorage(SQLStorage):
                 # built the tables must not run the DDL again, whose exclusive locks
                 # deadlock with readers that already use the tables.
                 if not _ready(conn):
-                    for statement in sql.SCHEMA:
-                        conn.execute(statement)
-                    hand_to_owner(conn, store.schema)  # runners log in as its members
+                    _make_tables(conn, store.schema)
             found = conn.execute(sql.HAS_LZ4).fetchone()
         self._lz4 = bool(found and found[0])
 

@@ -3,9 +3,25 @@
 from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, TENANT_ROWS
 from projections.storage.base import Statements
 
-#: True when the tables and their row-level security are all in place already.
-SCHEMA_READY = """
+#: The read models' tables.
+TABLES = (
+    "ledger_projectors",
+    "ledger_read_models",
+    "ledger_read_model_pages",
+    "ledger_generations",
+)
+
+#: The owner of the store's tables, whom the read models' tables must belong to too: the
+#: owner of a table bypasses its row-level security.
+_STORE_OWNER = "(SELECT relowner FROM pg_class WHERE oid = to_regclass('ledger_events'))"
+
+#: True when the tables and their row-level security are all in place already, the
+#: tables the store's owner's.
+SCHEMA_READY = f"""
 SELECT to_regclass('ledger_projectors') IS NOT NULL
+   AND NOT EXISTS (SELECT FROM pg_class WHERE relnamespace = current_schema()::regnamespace
+                   AND relname IN ({", ".join(f"'{t}'" for t in TABLES)})
+                   AND relowner <> {_STORE_OWNER})
    AND (SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()
         AND tablename = 'ledger_read_models') >= 2
    AND EXISTS (SELECT FROM information_schema.columns WHERE table_schema = current_schema()
@@ -13,6 +29,17 @@ SELECT to_regclass('ledger_projectors') IS NOT NULL
    AND (SELECT count(*) FROM pg_policies WHERE schemaname = current_schema()
         AND tablename = 'ledger_read_model_pages') >= 2
    AND to_regclass('ledger_generations') IS NOT NULL
+"""
+
+
+#: Whether the login may make the tables (it may act as the owner of the store's), and
+#: the tables that exist already but belong to someone else, with their owners.
+MAY_MAKE = f"SELECT pg_has_role(current_user, {_STORE_OWNER}, 'USAGE')"
+FOREIGN_TABLES = f"""
+SELECT relname, relowner::regrole::text FROM pg_class
+WHERE relnamespace = current_schema()::regnamespace
+  AND relname = ANY(%(tables)s::text[]) AND relowner <> {_STORE_OWNER}
+ORDER BY relname
 """
 
 
