@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import ledger
 from ledger.records import Tracking
 from ledger.store.postgres import migrate, split_url
-from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, OWNER_ROLE
+from ledger.store.postgres_schema import APP_ROLE, AUDITOR_ROLE, OWNER_ROLE, ensure_roles
 from projections.catalog import default_projectors
 from projections.runner import ProjectorRunner
 from projections.status import status
@@ -501,6 +501,23 @@ READ_MODEL_TABLES = (
     "ledger_read_model_pages",
     "ledger_generations",
 )
+
+
+def test_an_app_login_never_makes_the_ledger(pg_url: str) -> None:
+    """An agent started before ``ledger init`` where it may create would make the ledger
+    itself, own every table and so read every tenant past row-level security."""
+    with raw_connection(pg_url, autocommit=True) as conn:
+        ensure_roles(conn)
+        conn.execute(f"CREATE SCHEMA {split_url(pg_url)[1]}")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA {split_url(pg_url)[1]} TO {APP_ROLE}")
+    with login_role(pg_url, APP_ROLE) as agent_url:
+        with pytest.raises(ledger.AccessDenied, match=r"no ledger yet.*ledger init"):
+            ledger.connect(agent_url)
+        with raw_connection(pg_url) as conn:
+            made = conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+            ).fetchall()
+        assert made == []
 
 
 def _read_model_tables(url: str) -> list[tuple[str, str]]:

@@ -484,6 +484,25 @@ def _may_not_migrate(
     )
 
 
+#: Refuse (as Postgres refuses a login without the privileges) a login that acts as
+#: ``ledger_app`` and is neither a superuser, nor a member of ``ledger_owner``, nor the
+#: owner of the ledger's tables. Where the schema lets every role create (``public``
+#: before Postgres 15), such a login, an agent started before ``ledger init``, would
+#: otherwise make the ledger itself and own its tables, and an owner bypasses their
+#: row-level security.
+_REFUSE_APP_LOGIN = f"""DO $$ BEGIN
+    IF pg_has_role(current_user, to_regrole('{APP_ROLE}'), 'USAGE')
+       AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT coalesce(pg_has_role(current_user, to_regrole('{OWNER_ROLE}'), 'USAGE'), false)
+       AND NOT coalesce(pg_has_role(current_user, (SELECT relowner FROM pg_class
+               WHERE oid = to_regclass('{{schema}}.ledger_events')), 'USAGE'), false)
+    THEN
+        RAISE EXCEPTION 'a login acting as {APP_ROLE} may not make or migrate the ledger'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$"""
+
+
 def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
     """The steps not yet recorded, under the migration lock, in the caller's transaction.
 
@@ -499,13 +518,14 @@ def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
     if current >= LATEST:
         _check_later(conn, schema, current)
         return 0
+    schema_ident = sql.Identifier(schema).as_string(conn)
+    conn.execute(_REFUSE_APP_LOGIN.replace("{schema}", schema_ident))
     ensure_roles(conn)
     if not _ledger_exists(conn, schema)[0]:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
     if current == 0:
         conn.execute(_VERSION_TABLE)
-    schema_ident = sql.Identifier(schema).as_string(conn)
     applied = 0
     for step in STEPS:
         if step.version <= current:
