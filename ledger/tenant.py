@@ -161,9 +161,15 @@ class Tenant:
         upto_version: int | None = None,
         mark_unreadable: bool = False,
     ) -> list[Event]:
-        """The run's events in version order (``mark_unreadable``: see
-        ``readable_events``)."""
-        self._head(run_id)
+        """The run's events in version order, those after ``after_version`` up to
+        ``upto_version`` (``mark_unreadable``: see ``readable_events``)."""
+        check_count("after_version", after_version)
+        check_count("upto_version", upto_version)
+        head = self._head(run_id)
+        if after_version >= head.version:
+            return []  # (a bound past the head would overflow a store's integers)
+        if upto_version is not None and upto_version >= head.version:
+            upto_version = None
         records = self._ledger.store.read_run(
             self.user_id, run_id, after_version=after_version, upto_version=upto_version
         )

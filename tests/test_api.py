@@ -192,6 +192,21 @@ def test_another_tenants_run_is_not_found_and_untouchable(led: ledger.Ledger) ->
     assert len(a.events(run.run_id)) == 6
 
 
+def test_a_range_of_events_takes_versions_only(led: ledger.Ledger) -> None:
+    """``t.events`` bounds: a version range past the head reads to the head; a bound
+    that is not a version is one InvalidEvent on every store (a str compared as text
+    on SQLite and raised TypeError on memory, a huge one overflowed SQLite)."""
+    t = led.tenant("usr_a")
+    run = t.start_run(session_id="s")
+    record_turn(run)
+    versions = [e.version for e in t.events(run.run_id, after_version=2, upto_version=2**70)]
+    assert versions == [3, 4, 5, 6]
+    assert t.events(run.run_id, after_version=2**70) == []
+    for bad in ({"after_version": "1"}, {"upto_version": "1"}, {"after_version": -1}):
+        with pytest.raises(InvalidEvent, match=f"{next(iter(bad))} must be a whole number"):
+            t.events(run.run_id, **bad)  # type: ignore[arg-type]
+
+
 def test_resume_continues_at_the_head(led: ledger.Ledger) -> None:
     t = led.tenant("usr_a")
     run = t.start_run(session_id="s")
