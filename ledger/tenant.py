@@ -134,7 +134,6 @@ class Tenant:
         ``parent_run_id``/``parent_version`` mark a fork (see ``fork``)."""
         session_id = check_id("session_id", session_id)
         run_id = check_id("run_id", run_id) if run_id is not None else new_run_id()
-        check_fork_point(self._ledger.store, self.user_id, parent_run_id, parent_version)
         started = CATALOG.validate(
             "run_started",
             {
@@ -145,6 +144,8 @@ class Tenant:
                 "parent_version": parent_version,
             },
         )
+        # After the fields' types are checked: the fork point is compared and looked up.
+        check_fork_point(self._ledger.store, self.user_id, parent_run_id, parent_version)
         run = Run(self, run_id, session_id, 0, GENESIS)
         run._emit("run_started", msgspec.to_builtins(started), occurred_at)
         return run

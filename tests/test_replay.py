@@ -171,6 +171,10 @@ def test_a_fork_names_a_point_of_its_own_tenants_run(led: ledger.Ledger) -> None
         (dict(parent_run_id=mine.run_id, parent_version=2), InvalidEvent, "versions 1..1"),
         (dict(parent_run_id=mine.run_id), InvalidEvent, "together"),
         (dict(parent_version=1), InvalidEvent, "together"),
+        # Not a version (a str raised TypeError), not an id: named before any lookup.
+        (dict(parent_run_id=mine.run_id, parent_version="1"), InvalidEvent, "parent_version"),
+        (dict(parent_run_id=theirs.run_id, parent_version="1"), InvalidEvent, "parent_version"),
+        (dict(parent_run_id=5, parent_version=1), InvalidEvent, "parent_run_id"),
     ]
     for parent, error, message in refused:
         with pytest.raises(error, match=message):
