@@ -494,6 +494,60 @@ def open_schema(pg_url: str) -> str:
     return pg_url
 
 
+def _schema_tables(url: str) -> list[str]:
+    with raw_connection(url) as conn:
+        return [
+            name
+            for (name,) in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+            )
+        ]
+
+
+@pytest.mark.parametrize("grantee", ["PUBLIC", APP_ROLE])
+def test_init_refuses_a_schema_others_may_create_in(pg_url: str, grantee: str) -> None:
+    """The migrator runs as an admin with the schema on its search_path: a role that may
+    create there could plant functions it would call. One line naming the REVOKE, exit
+    1, nothing made; ``connect``'s migration refuses the same."""
+    from tests.test_cli import ledger_cli
+
+    schema = split_url(pg_url)[1]
+    with raw_connection(pg_url, autocommit=True) as conn:
+        ensure_roles(conn)
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {grantee}")
+    result = ledger_cli(pg_url, "init")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert f"the ledger schema '{schema}' lets {grantee} create objects" in line
+    assert f"run `REVOKE CREATE ON SCHEMA {schema} FROM {grantee}` as its owner" in line
+    with pytest.raises(ledger.AccessDenied, match=f"REVOKE CREATE ON SCHEMA {schema}"):
+        ledger.connect(pg_url)
+    assert _schema_tables(pg_url) == []
+    with raw_connection(pg_url, autocommit=True) as conn:
+        conn.execute(f"REVOKE CREATE ON SCHEMA {schema} FROM {grantee}")
+    assert ledger_cli(pg_url, "init").returncode == 0
+
+
+def test_the_schema_the_ledger_makes_lets_no_other_role_create(pg_url: str) -> None:
+    """Made by ``ledger init``: its ACL is the ledger's, so it passes, and only its owner
+    and ``ledger_owner`` may create in it."""
+    assert migrate(pg_url) > 0
+    with raw_connection(pg_url) as conn:
+        creators = conn.execute(
+            "SELECT coalesce(nullif(a.grantee::regrole::text, '-'), 'PUBLIC')"
+            " FROM pg_namespace n, aclexplode(n.nspacl) a"
+            " WHERE n.nspname = current_schema() AND a.privilege_type = 'CREATE'"
+            " AND a.grantee <> n.nspowner"
+        ).fetchall()
+        may = conn.execute(
+            "SELECT has_schema_privilege(%s, current_schema(), 'CREATE'),"
+            " has_schema_privilege(%s, current_schema(), 'CREATE')",
+            (APP_ROLE, AUDITOR_ROLE),
+        ).fetchone()
+    assert creators == [(OWNER_ROLE,)] and may == (False, False)
+
+
 #: The tables the read models' storage makes.
 READ_MODEL_TABLES = (
     "ledger_projectors",

@@ -489,18 +489,78 @@ def _may_not_migrate(
 #: owner of the ledger's tables. Where the schema lets every role create (``public``
 #: before Postgres 15), such a login, an agent started before ``ledger init``, would
 #: otherwise make the ledger itself and own its tables, and an owner bypasses their
-#: row-level security.
+#: row-level security. It runs before the schema is known to be closed (see
+#: ``_OPEN_SCHEMA``), so its calls are qualified and its arguments of the exact types:
+#: a ``pg_has_role(name, regrole, text)`` planted in the schema would otherwise be
+#: called, as the migrating superuser, instead of pg_catalog's ``(name, oid, text)``.
 _REFUSE_APP_LOGIN = f"""DO $$ BEGIN
-    IF pg_has_role(current_user, to_regrole('{APP_ROLE}'), 'USAGE')
-       AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-       AND NOT coalesce(pg_has_role(current_user, to_regrole('{OWNER_ROLE}'), 'USAGE'), false)
-       AND NOT coalesce(pg_has_role(current_user, (SELECT relowner FROM pg_class
-               WHERE oid = to_regclass('{{schema}}.ledger_events')), 'USAGE'), false)
+    IF pg_catalog.pg_has_role(current_user, pg_catalog.to_regrole('{APP_ROLE}')::oid, 'USAGE')
+       AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       AND NOT coalesce(pg_catalog.pg_has_role(current_user,
+               pg_catalog.to_regrole('{OWNER_ROLE}')::oid, 'USAGE'), false)
+       AND NOT coalesce(pg_catalog.pg_has_role(current_user, (SELECT relowner
+               FROM pg_catalog.pg_class
+               WHERE oid = pg_catalog.to_regclass('{{schema}}.ledger_events')::oid), 'USAGE'),
+               false)
     THEN
         RAISE EXCEPTION 'a login acting as {APP_ROLE} may not make or migrate the ledger'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
 END $$"""
+
+
+#: Who, besides the schema's owner, may create in ``schema``: the grantees of CREATE in
+#: its ACL that are PUBLIC or that ``ledger_app`` or ``ledger_auditor`` inherit, and
+#: whether either role may create at all (through the owner's role, say). Every call is
+#: pg_catalog's, named so, and every operator's arguments are of exact types (which
+#: pg_catalog, searched first unless the search_path names it later, always answers): it
+#: runs before the schema is known not to hold objects planted by others.
+_OPEN_SCHEMA = f"""
+SELECT coalesce(pg_catalog.array_agg(DISTINCT CASE WHEN a.grantee = 0::oid THEN 'PUBLIC'
+                ELSE pg_catalog.quote_ident(r.rolname::text) END)
+                FILTER (WHERE a.grantee IS NOT NULL), '{{}}'),
+       coalesce(pg_catalog.bool_or(pg_catalog.has_schema_privilege(m.oid, n.oid, 'CREATE')),
+                false)
+FROM pg_catalog.pg_namespace n
+CROSS JOIN (SELECT oid FROM pg_catalog.pg_roles
+            WHERE rolname IN ('{APP_ROLE}', '{AUDITOR_ROLE}')) m
+LEFT JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a
+       ON a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+          AND (a.grantee = 0::oid OR pg_catalog.pg_has_role(m.oid, a.grantee, 'USAGE'))
+LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+WHERE n.nspname = %(schema)s::name
+"""
+
+
+def refuse_open_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """AccessDenied (nothing changed: the caller rolls back) if roles other than the
+    schema's owner, ``ledger_owner`` and superusers may create in ``schema``.
+
+    Refused, not warned about: the migration runs as a superuser or the ledger's owner
+    with ``schema`` on its ``search_path``, and a role that may create there can plant
+    a function or operator of a better-matching signature than pg_catalog's for any of
+    the migration's unqualified calls, which the migrator then runs with its own
+    privileges (CVE-2018-1058), or a table the ledger would use. A warning would be
+    printed after that already happened, and ``connect`` migrates where no one reads
+    stderr. An admin closes the schema with one statement, the one named. A schema the
+    ledger makes itself grants CREATE to no one else (no ACL: its owner only), so it
+    passes, unless default privileges an admin set open it, which is refused the same.
+    """
+    row = conn.execute(_OPEN_SCHEMA, {"schema": schema}).fetchone()
+    grantees, may_create = (list(row[0]), bool(row[1])) if row else ([], False)
+    if not may_create:
+        return
+    if grantees:
+        who = ", ".join(grantees)
+        fix = f"run `REVOKE CREATE ON SCHEMA {schema} FROM {who}` as its owner"
+    else:
+        who = f"{APP_ROLE} or {AUDITOR_ROLE} (through a role they are members of)"
+        fix = f"make sure neither {APP_ROLE} nor {AUDITOR_ROLE} is a member of its owner"
+    raise AccessDenied(
+        f"the ledger schema {schema!r} lets {who} create objects in it, which could plant"
+        f" tables or functions the ledger's owner would use; nothing was changed: {fix},"
+        " then run `ledger init` again"
+    )
 
 
 def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
@@ -523,6 +583,7 @@ def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
     ensure_roles(conn)
     if not _ledger_exists(conn, schema)[0]:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    refuse_open_schema(conn, schema)
     conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
     if current == 0:
         conn.execute(_VERSION_TABLE)
