@@ -548,6 +548,36 @@ def test_the_schema_the_ledger_makes_lets_no_other_role_create(pg_url: str) -> N
     assert creators == [(OWNER_ROLE,)] and may == (False, False)
 
 
+#: Functions an app login plants where it may create, each a better match than
+#: pg_catalog's for a call the ledger made unqualified (the CVE-2018-1058 pattern).
+PLANTED = (
+    "cardinality(bigint[]) RETURNS integer",  # ledger_append's, on every append
+    "format(text, text) RETURNS text",  # hand_to_owner's, as a runner making read models
+)
+
+
+def test_functions_planted_in_the_schema_are_not_called(open_schema: str) -> None:
+    """Where an app login may still create (CREATE granted after init), what it plants
+    never runs in an appender's transaction, nor in a runner's (a superuser here)."""
+    with (
+        login_role(open_schema, APP_ROLE) as agent_url,
+        raw_connection(agent_url, autocommit=True) as conn,
+    ):
+        for signature in PLANTED:
+            conn.execute(
+                f"CREATE FUNCTION {signature} LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'planted function called'; END $$"
+            )
+            function = signature.partition(" RETURNS")[0]
+            conn.execute(f"ALTER FUNCTION {function} OWNER TO {APP_ROLE}")  # outlives the login
+    with ledger.connect(open_schema) as led:
+        run = led.tenant("usr_a").start_run(session_id="sess_a")
+        run.message_received(content="hello")
+        ProjectorRunner(led, default_projectors()).catch_up()
+        assert led.tenant("usr_a").conversation("sess_a").messages
+    assert {owner for _, owner in _read_model_tables(open_schema)} == {OWNER_ROLE}
+
+
 #: The tables the read models' storage makes.
 READ_MODEL_TABLES = (
     "ledger_projectors",

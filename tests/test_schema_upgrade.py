@@ -122,16 +122,18 @@ def test_appenders_do_not_wait_for_a_migration_in_flight(previous_release: str) 
 
 
 def test_every_tenant_policy_of_an_earlier_ledger_takes_an_empty_tenant_for_none(
-    before_the_append_step: str,
+    pg_url: str,
 ) -> None:
     """Step 14 rewrites the policies the steps before it and the read models' tables
     made, so '' (a pooled connection's setting after its first tenant) matches no row."""
+    conninfo, schema = split_url(pg_url)
+    migrate_until(conninfo, str(schema), 13)
     before = "user_id = current_setting('ledger.user_id', true)"
-    with raw_connection(before_the_append_step, autocommit=True) as conn:
+    with raw_connection(pg_url, autocommit=True) as conn:
         for statement in read_model_sql.SCHEMA:  # as the release before step 14 made them
             conn.execute(statement.replace(TENANT_ROWS, before))
-    ledger.connect(before_the_append_step).close()
-    with raw_connection(before_the_append_step) as conn:
+    ledger.connect(pg_url).close()
+    with raw_connection(pg_url) as conn:
         policies = conn.execute(
             "SELECT tablename, coalesce(qual, '') || coalesce(with_check, '') FROM pg_policies"
             " WHERE schemaname = current_schema() AND policyname LIKE '%_tenant'"

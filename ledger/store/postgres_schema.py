@@ -303,6 +303,15 @@ STEPS: tuple[Step, ...] = (
         # POLICY locks each table briefly (it waits for appends in flight).
         _empty_tenant_is_none(),
     ),
+    Step(
+        15,
+        "append function: calls qualified with pg_catalog",
+        # ledger_append called cardinality(...) unqualified: a role that may create in
+        # the ledger's schema could plant a better-matching cardinality(bigint[]) there,
+        # run in every appender's transaction. CREATE OR REPLACE keeps grants and takes
+        # no lock an appender holds.
+        (APPEND_FUNCTION,),
+    ),
 )
 
 LATEST = STEPS[-1].version
@@ -351,11 +360,11 @@ def ensure_roles(conn: psycopg.Connection[Any]) -> None:
 #: the events table (superuser, BYPASSRLS, or the privileges of its owner), and which of
 #: the ledger's roles' privileges (and so policies) it holds through inheritance.
 _LOGIN_ROLES = f"""
-SELECT r.rolsuper OR r.rolbypassrls OR pg_has_role(current_user, c.relowner, 'USAGE'),
-       pg_has_role(current_user, '{APP_ROLE}', 'USAGE'),
-       pg_has_role(current_user, '{AUDITOR_ROLE}', 'USAGE')
+SELECT r.rolsuper OR r.rolbypassrls OR pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE'),
+       pg_catalog.pg_has_role(current_user, '{APP_ROLE}', 'USAGE'),
+       pg_catalog.pg_has_role(current_user, '{AUDITOR_ROLE}', 'USAGE')
 FROM pg_roles r, pg_class c
-WHERE r.rolname = current_user AND c.oid = to_regclass(%(events)s)
+WHERE r.rolname = current_user AND c.oid = pg_catalog.to_regclass(%(events)s)::oid
 """
 
 
@@ -614,11 +623,14 @@ def _apply_steps(conn: psycopg.Connection[Any], schema: str) -> int:
 #: the ledger's makers made is given: a table whose owner is neither a superuser, nor
 #: a member of ``ledger_owner``, nor the owner of the events table was made by someone
 #: else (an app login, in a schema that lets any role create) and is left to them, with
-#: whatever triggers, rules or policies they gave it.
+#: whatever triggers, rules or policies they gave it. The runner calls it on a ledger
+#: already made, as a member of ``ledger_owner`` or a superuser: its calls are qualified
+#: (a ``format(text, text)`` planted in the schema would match better than pg_catalog's
+#: variadic one, and compose what EXECUTE runs).
 _HAND_TO_OWNER = f"""DO $$
 DECLARE t text;
 BEGIN
-    IF pg_has_role(current_user, '{OWNER_ROLE}', 'MEMBER') THEN
+    IF pg_catalog.pg_has_role(current_user, '{OWNER_ROLE}', 'MEMBER') THEN
         BEGIN
             EXECUTE 'GRANT USAGE, CREATE ON SCHEMA {{schema}} TO {OWNER_ROLE}';
         EXCEPTION WHEN insufficient_privilege THEN NULL;
@@ -627,13 +639,13 @@ BEGIN
                  WHERE c.relnamespace = '{{schema}}'::regnamespace AND c.relkind = 'r'
                    AND c.relname LIKE 'ledger%'
                    AND c.relowner <> '{OWNER_ROLE}'::regrole
-                   AND pg_has_role(current_user, c.relowner, 'USAGE')
+                   AND pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')
                    AND ((SELECT rolsuper FROM pg_roles WHERE oid = c.relowner)
-                        OR pg_has_role(c.relowner, '{OWNER_ROLE}', 'USAGE')
+                        OR pg_catalog.pg_has_role(c.relowner, '{OWNER_ROLE}', 'USAGE')
                         OR c.relowner = (SELECT relowner FROM pg_class
                                          WHERE oid = to_regclass('{{schema}}.ledger_events')))
                    LOOP
-            EXECUTE format('ALTER TABLE {{schema}}.%I OWNER TO {OWNER_ROLE}', t);
+            EXECUTE pg_catalog.format('ALTER TABLE {{schema}}.%I OWNER TO {OWNER_ROLE}', t);
         END LOOP;
         -- The functions too: a later step replaces ledger_append, which only its
         -- owner may do.
@@ -641,8 +653,8 @@ BEGIN
                  WHERE p.pronamespace = '{{schema}}'::regnamespace
                    AND p.proname LIKE 'ledger%'
                    AND p.proowner <> '{OWNER_ROLE}'::regrole
-                   AND pg_has_role(current_user, p.proowner, 'USAGE') LOOP
-            EXECUTE format('ALTER FUNCTION %s OWNER TO {OWNER_ROLE}', t);
+                   AND pg_catalog.pg_has_role(current_user, p.proowner, 'USAGE') LOOP
+            EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO {OWNER_ROLE}', t);
         END LOOP;
     END IF;
 END $$"""

@@ -16,8 +16,8 @@ from ledger.records import ENDING_TYPES
 #: security reads the tenant from the setting; see postgres_schema). A NULL role keeps
 #: the login's own: the store passes one when the login already acts as that role.
 SET_SCOPE = """
-SELECT CASE WHEN %(role)s::text IS NOT NULL THEN set_config('role', %(role)s, true) END,
-       set_config('ledger.user_id', %(user_id)s, true)
+SELECT CASE WHEN %(role)s::text IS NOT NULL THEN pg_catalog.set_config('role', %(role)s, true)
+       END, pg_catalog.set_config('ledger.user_id', %(user_id)s, true)
 """
 
 #: Columns of ``ledger_events`` in the field order of ``ledger.records.Record``.
@@ -61,7 +61,7 @@ START_RUN_QUIET = f"""
 WITH reg AS (
     INSERT INTO ledger_runs (run_id, user_id, session_id)
     SELECT %(run_id)s, %(user_id)s, %(session_id)s
-    WHERE cardinality(%(versions)b::bigint[]) > 0 {_KEY_IS_LIVE}
+    WHERE pg_catalog.cardinality(%(versions)b::bigint[]) > 0 {_KEY_IS_LIVE}
     ON CONFLICT (run_id) DO NOTHING
     RETURNING 1
 )
@@ -122,6 +122,14 @@ def _in_function(statement: str) -> str:
 #: START_RUN_QUIET or APPEND_RUN_QUIET, and returns how many events it inserted. One
 #: statement instead of a pipelined pair: one round of socket waits a turn, not two.
 #: SECURITY INVOKER (the default): the insert runs as ``p_role``, under its policies.
+#: Its calls are qualified (``pg_catalog.cardinality``, ``pg_catalog.set_config``): the
+#: body resolves names on the caller's search_path, which holds the ledger's schema, and
+#: a ``cardinality(bigint[])`` created there would match better than pg_catalog's
+#: ``cardinality(anyarray)`` and run in the appender's transaction (the CVE-2018-1058
+#: pattern). Qualified rather than ``SET search_path`` on the function: a SET clause
+#: saves and restores the setting on every call of the hot path. Its operators take
+#: arguments of exact types, which pg_catalog (searched first) answers; the
+#: multi-array ``unnest`` in FROM is expanded by the parser into pg_catalog's.
 APPEND_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION {{schema}}.ledger_append(
     {", ".join(f"p_{name} {type_}" for name, type_ in APPEND_PARAMS)}
@@ -129,10 +137,10 @@ CREATE OR REPLACE FUNCTION {{schema}}.ledger_append(
 DECLARE inserted bigint;
 BEGIN
     IF p_role IS NOT NULL THEN
-        PERFORM set_config('role', p_role, true);
+        PERFORM pg_catalog.set_config('role', p_role, true);
     END IF;
     IF p_tenant IS NOT NULL THEN
-        PERFORM set_config('ledger.user_id', p_tenant, true);
+        PERFORM pg_catalog.set_config('ledger.user_id', p_tenant, true);
     END IF;
     IF p_starts_run THEN
         {_in_function(START_RUN_QUIET)};
@@ -231,7 +239,7 @@ SELECT {RECORD_COLUMNS} FROM ledger_events
 WHERE {_AGGREGATE_EVENTS}
   AND position >= %(low)s::bigint
   AND position <= coalesce(%(stop)s::bigint, 9223372036854775807)
-  AND (cardinality(%(types)s::text[]) = 0 OR type = ANY(%(types)s::text[]))
+  AND (pg_catalog.cardinality(%(types)s::text[]) = 0 OR type = ANY(%(types)s::text[]))
   AND {_HORIZON}
 ORDER BY position
 LIMIT %(limit)s::bigint

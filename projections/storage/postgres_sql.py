@@ -13,7 +13,9 @@ TABLES = (
 
 #: The owner of the store's tables, whom the read models' tables must belong to too: the
 #: owner of a table bypasses its row-level security.
-_STORE_OWNER = "(SELECT relowner FROM pg_class WHERE oid = to_regclass('ledger_events'))"
+_STORE_OWNER = (
+    "(SELECT relowner FROM pg_class WHERE oid = pg_catalog.to_regclass('ledger_events')::oid)"
+)
 
 #: True when the tables and their row-level security are all in place already, the
 #: tables the store's owner's.
@@ -34,7 +36,7 @@ SELECT to_regclass('ledger_projectors') IS NOT NULL
 
 #: Whether the login may make the tables (it may act as the owner of the store's), and
 #: the tables that exist already but belong to someone else, with their owners.
-MAY_MAKE = f"SELECT pg_has_role(current_user, {_STORE_OWNER}, 'USAGE')"
+MAY_MAKE = f"SELECT pg_catalog.pg_has_role(current_user, {_STORE_OWNER}, 'USAGE')"
 FOREIGN_TABLES = f"""
 SELECT relname, relowner::regrole::text FROM pg_class
 WHERE relnamespace = current_schema()::regnamespace
