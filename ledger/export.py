@@ -19,8 +19,10 @@ file and the manifest consistently (the chain has no secret; the manifest's dige
 only self-consistent). Keep the digest that ``export_user`` returns somewhere else and
 pass it back as ``against``: rewriting any event changes it.
 
-Files are written under temporary names and renamed into place, the manifest last, so a
-crash never leaves a directory that looks like a complete export.
+Files are written under temporary names and linked into place, the manifest last, so a
+crash never leaves a directory that looks like a complete export; a name that is taken
+is never replaced, so an export never overwrites another one written into the same
+directory at the same time (the later one fails, leaving nothing of its own).
 """
 
 from __future__ import annotations
@@ -289,7 +291,7 @@ def _check_target(target: Path) -> None:
         raise _unwritable(target, "permission denied")
 
 
-#: What ``export_user`` writes before renaming into place: left only by an export that
+#: What ``export_user`` writes before linking into place: left only by an export that
 #: was killed (or that is still running).
 _PARTIALS = (f".{EVENTS_FILE}.partial", f".{MANIFEST_FILE}.partial")
 
@@ -313,10 +315,42 @@ def _unwritable(target: Path, why: str) -> ExportTargetError:
     )
 
 
+def _overtaken(target: Path) -> ExportTargetError:
+    """The error of an export that lost a race: another export into ``target`` got there
+    between this one's check of the directory and its writing into it."""
+    return ExportTargetError(
+        f"another export wrote to {target} first (after this one checked it was empty): an "
+        "export never overwrites another; nothing of this export was left there; give a "
+        "new or empty directory"
+    )
+
+
+def _create(temporary: Path, target: Path) -> BinaryIO:
+    """``temporary`` created for writing; ``_overtaken`` if it exists already (another
+    export into ``target`` is writing it: the check of the directory came before)."""
+    try:
+        return open(temporary, "xb")
+    except FileExistsError:
+        raise _overtaken(target) from None
+
+
+def _place(temporary: Path, final: Path) -> None:
+    """``temporary`` linked to its final name, never replacing a file there.
+
+    A hard link is created only if the name is free (``os.replace`` would silently put
+    this export's file over another's). The events go first and the manifest last, so a
+    manifest appears only next to the events it describes; ``_overtaken`` if another
+    export placed its files first."""
+    try:
+        os.link(temporary, final)
+    except FileExistsError:
+        raise _overtaken(final.parent) from None
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not possible everywhere (Windows); the renames are still atomic
+    except OSError:  # not possible everywhere (Windows); the links are still atomic
         return
     try:
         os.fsync(fd)
@@ -345,9 +379,11 @@ def export_user(
     runs = auditor.runs(user_id)
     if not runs:
         raise NotFound(f"user {user_id!r} not found")
-    created = not target.exists()
     try:
-        target.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True)
+        created = True
+    except FileExistsError:  # checked empty, or made by another export since: not ours
+        created = False
     except OSError as exc:
         raise _unwritable(target, exc.strerror or str(exc)) from None
     events_tmp, manifest_tmp = (target / name for name in _PARTIALS)
@@ -358,7 +394,7 @@ def export_user(
         sha = hashlib.sha256()
         links: list[_Link] = []
         entries: list[RunEntry] = []
-        with open(events_tmp, "xb") as out:
+        with _create(events_tmp, target) as out:
             written.append(events_tmp)
             for run in runs:
                 records = auditor.records(run.run_id, upto_version=run.version)
@@ -391,14 +427,16 @@ def export_user(
             events_sha256=sha.hexdigest(),
             digest=str(_digest_of(links)),
         )
-        with open(manifest_tmp, "xb") as out:
+        with _create(manifest_tmp, target) as out:
             written.append(manifest_tmp)
             out.write(msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n")
             out.flush()
             os.fsync(out.fileno())
         for temporary, final in ((events_tmp, EVENTS_FILE), (manifest_tmp, MANIFEST_FILE)):
-            os.replace(temporary, target / final)
+            _place(temporary, target / final)
             written.append(target / final)
+            temporary.unlink()
+            written.remove(temporary)
         _fsync_dir(target)
     except BaseException:
         for path in written:

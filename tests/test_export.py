@@ -22,6 +22,7 @@ import msgspec
 import pytest
 
 import ledger
+import ledger.export as export_module
 from ledger.chain import recompute
 from ledger.export import (
     EVENTS_FILE,
@@ -479,6 +480,63 @@ def test_a_failed_export_leaves_no_half_export(sqlite_url: str, tmp_path: Path) 
         with pytest.raises(OSError, match="disk full"):
             export_user(auditor, "usr_a", out)
     assert not out.exists()
+
+
+def exported_by(out: Path) -> str:
+    """Whose export ``out`` holds, once its events and manifest are checked to belong
+    together (the manifest's hashes are those of the events file next to it)."""
+    report = verify_export(out)
+    assert report.ok, (report.problems, report.issues)
+    assert sorted(p.name for p in out.iterdir()) == [EVENTS_FILE, MANIFEST_FILE]
+    return report.user_id
+
+
+def test_an_export_that_checked_first_never_overwrites_one_that_finished_first(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B checks DIR is empty, then A runs to the end, then B writes: B must fail, and
+    leave A's export whole (it used to rename its files over A's, silently)."""
+    record_runs(url, "usr_a", runs=1, turns=1)
+    record_runs(url, "usr_b", runs=1, turns=1)
+    out = tmp_path / "export"
+    real_check = export_module._check_target
+
+    def then_a_runs(target: Path) -> None:
+        real_check(target)
+        monkeypatch.setattr(export_module, "_check_target", real_check)
+        export_user(led, "usr_a", out)
+
+    with ledger.connect(url) as led:
+        monkeypatch.setattr(export_module, "_check_target", then_a_runs)
+        with pytest.raises(ExportTargetError) as lost:
+            export_user(led, "usr_b", out)
+    assert str(lost.value).startswith(f"another export wrote to {out} first")
+    assert exported_by(out) == "usr_a"
+
+
+def test_an_export_that_checked_first_never_takes_over_one_being_written(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B checked DIR before A created its temporary file; B runs while A writes it: B
+    fails without touching A's file, and A finishes."""
+    record_runs(sqlite_url, "usr_a", runs=2, turns=1)
+    record_runs(sqlite_url, "usr_b", runs=1, turns=1)
+    out = tmp_path / "export"
+    refusals: list[str] = []
+
+    def b_runs(done: int, total: int) -> None:
+        if refusals:
+            return
+        with monkeypatch.context() as checked_before:
+            checked_before.setattr(export_module, "_check_target", lambda target: None)
+            with pytest.raises(ExportTargetError) as lost:
+                export_user(led, "usr_b", out)
+        refusals.append(str(lost.value))
+
+    with ledger.connect(sqlite_url) as led:
+        export_user(led, "usr_a", out, progress=b_runs)
+    assert refusals and refusals[0].startswith(f"another export wrote to {out} first")
+    assert exported_by(out) == "usr_a"
 
 
 def stderr_on_a_terminal(url: str, *args: str) -> tuple[int, str, bytes]:
