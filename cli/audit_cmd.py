@@ -20,6 +20,7 @@ from rich.progress import (
 
 from cli import render
 from cli.context import JsonFlag, connect, identifier
+from ledger.errors import shown
 from ledger.export import ExportReport, export_user, verify_export
 
 app = typer.Typer(
@@ -111,7 +112,7 @@ def export_command(
         return
     render.out.print(
         f"exported {manifest.counts.events} events of {manifest.counts.runs} runs of user "
-        f"{manifest.user_id} to {out}",
+        f"{manifest.user_id} to {shown(out)}",
         markup=False,
     )
     render.out.print("digest (keep it outside the export; 'ledger verify --export DIR --against'):")
@@ -151,7 +152,7 @@ def _export_summary(directory: Path, report: ExportReport, kept: bool) -> None:
         else f"[red]{len(report.problems)} broken, {len(report.issues)} export issues[/red]"
     )
     render.out.print(
-        f"verified export {escape(str(directory))} of user {escape(report.user_id)}: "
+        f"verified export {escape(shown(directory))} of user {escape(report.user_id)}: "
         f"{report.runs} runs, {report.events} events, offline: {state}",
         soft_wrap=True,
         markup=True,

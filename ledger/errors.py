@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class LedgerError(Exception):
     """Base of every error the ledger raises on purpose."""
@@ -86,3 +88,12 @@ class ProjectorOutdated(LedgerError):
 class ReadModelCorrupt(LedgerError):
     """A stored read-model document (or one of its pages) does not decode: names the
     read model and the document, and the command that rebuilds it from the log."""
+
+
+def shown(text: str | os.PathLike[str]) -> str:
+    """``text`` (a path, say) as a message shows it on one line: as it is when every
+    character of it prints, else in Python's escaped form (quoted, with ``\\n``,
+    ``\\x1b``, ...), as a name the user gave or a file holds must never split an error
+    into lines nor send escape codes to the terminal it is printed on."""
+    plain = os.fspath(text)
+    return plain if plain.isprintable() else repr(plain)

@@ -42,7 +42,7 @@ import msgspec
 
 from ledger import digest as log_digest
 from ledger.auditor import Auditor
-from ledger.errors import IntegrityError, InvalidEvent, LedgerError, NotFound
+from ledger.errors import IntegrityError, InvalidEvent, LedgerError, NotFound, shown
 from ledger.ids import check_id
 from ledger.integrity import ChainCheck, Problem, VerifyReport
 from ledger.records import GENESIS, LogCursor, Record
@@ -256,36 +256,37 @@ def _check_target(target: Path) -> None:
     """ExportTargetError, naming ``target`` and what to do instead, unless an export can
     go there: a new directory under one that can be written, or an empty one."""
     done = "nothing was written"
+    named = shown(target)
     if target.is_dir():
         if (target / MANIFEST_FILE).exists():
             raise ExportTargetError(
-                f"{target} already holds an export, which is never overwritten: give a "
+                f"{named} already holds an export, which is never overwritten: give a "
                 f"new or empty directory, or remove the old export first; {done}"
             )
         held = sorted(entry.name for entry in target.iterdir())
         if held:
             raise ExportTargetError(
-                f"{target} is not empty ({_holding(held)}): an export goes into a new or "
+                f"{named} is not empty ({_holding(held)}): an export goes into a new or "
                 f"empty directory; {done}"
             )
     elif target.exists():
         raise ExportTargetError(
-            f"{target} is a file, not a directory: give a new or empty directory; {done}"
+            f"{named} is a file, not a directory: give a new or empty directory; {done}"
         )
     elif target.is_symlink():
         raise ExportTargetError(
-            f"{target} is a symbolic link to {os.readlink(target)}, which does not exist: "
+            f"{named} is a symbolic link to {shown(os.readlink(target))}, which does not exist: "
             f"give a new or empty directory, or create the one it names; {done}"
         )
     else:
         nearest = next(p for p in target.absolute().parents if p.exists())
         if not nearest.is_dir():
             raise ExportTargetError(
-                f"{target}: cannot create it there: {nearest} is a file, not a directory; "
+                f"{named}: cannot create it there: {shown(nearest)} is a file, not a directory; "
                 f"give a path under a directory; {done}"
             )
         if not os.access(nearest, os.W_OK | os.X_OK):
-            raise _unwritable(target, f"permission denied to create it in {nearest}")
+            raise _unwritable(target, f"permission denied to create it in {shown(nearest)}")
         return
     if not os.access(target, os.W_OK | os.X_OK):
         raise _unwritable(target, "permission denied")
@@ -310,7 +311,7 @@ def _holding(names: list[str]) -> str:
 
 def _unwritable(target: Path, why: str) -> ExportTargetError:
     return ExportTargetError(
-        f"cannot write an export to {target}: {why}; give a directory you can write to; "
+        f"cannot write an export to {shown(target)}: {why}; give a directory you can write to; "
         "nothing was written"
     )
 
@@ -319,7 +320,7 @@ def _overtaken(target: Path) -> ExportTargetError:
     """The error of an export that lost a race: another export into ``target`` got there
     between this one's check of the directory and its writing into it."""
     return ExportTargetError(
-        f"another export wrote to {target} first (after this one checked it was empty): an "
+        f"another export wrote to {shown(target)} first (after this one checked it was empty): an "
         "export never overwrites another; nothing of this export was left there; give a "
         "new or empty directory"
     )
@@ -462,20 +463,20 @@ def _open_export_file(path: Path) -> BinaryIO:
     except FileNotFoundError:
         if path.is_symlink():
             raise ExportUnreadable(
-                f"{path} is a symbolic link (to a missing file); {what}"
+                f"{shown(path)} is a symbolic link (to a missing file); {what}"
             ) from None
         raise ExportUnreadable(
-            f"{path} is missing: not a ledger export, or an export that never completed"
+            f"{shown(path)} is missing: not a ledger export, or an export that never completed"
         ) from None
     except OSError as exc:
         if path.is_symlink():
-            raise ExportUnreadable(f"{path} is a symbolic link; {what}") from None
-        raise ExportUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise ExportUnreadable(f"{shown(path)} is a symbolic link; {what}") from None
+        raise ExportUnreadable(f"cannot read {shown(path)}: {exc.strerror or exc}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise ExportUnreadable(f"{path} is {kind}; {what}")
+        raise ExportUnreadable(f"{shown(path)} is {kind}; {what}")
     return os.fdopen(fd, "rb")
 
 
@@ -492,22 +493,22 @@ def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
     """The manifest of an export; ``ExportUnreadable`` saying why if there is none."""
     path = Path(directory) / MANIFEST_FILE
     if not Path(directory).is_dir():
-        raise ExportUnreadable(f"{directory} is not a directory (expected a ledger export)")
+        raise ExportUnreadable(f"{shown(directory)} is not a directory (expected a ledger export)")
     with _open_export_file(path) as f:
         try:
             raw = f.read()
         except OSError as exc:
-            raise ExportUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise ExportUnreadable(f"cannot read {shown(path)}: {exc.strerror or exc}") from None
     try:
         manifest = msgspec.json.decode(raw, type=Manifest)
     except msgspec.MsgspecError as exc:
-        raise ExportUnreadable(f"{path} is not a ledger export manifest: {exc}") from None
+        raise ExportUnreadable(f"{shown(path)} is not a ledger export manifest: {exc}") from None
     if manifest.format != FORMAT:
-        raise ExportUnreadable(f"{path}: unsupported export format {manifest.format!r}")
-    _checked_id(str(path), "user_id", manifest.user_id)
+        raise ExportUnreadable(f"{shown(path)}: unsupported export format {manifest.format!r}")
+    _checked_id(shown(path), "user_id", manifest.user_id)
     for number, entry in enumerate(manifest.runs):
-        _checked_id(f"{path} runs[{number}]", "run_id", entry.run_id)
-        _checked_id(f"{path} runs[{number}]", "session_id", entry.session_id)
+        _checked_id(f"{shown(path)} runs[{number}]", "run_id", entry.run_id)
+        _checked_id(f"{shown(path)} runs[{number}]", "session_id", entry.session_id)
     return manifest
 
 
@@ -535,13 +536,13 @@ def _lines(path: Path, sha: Any) -> Iterator[_Line]:
                     event = decoder.decode(line)
                     record = event.record()
                 except (msgspec.MsgspecError, ValueError) as exc:
-                    raise ExportUnreadable(f"{path} line {number}: {exc}") from None
-                where = f"{path} line {number}"
+                    raise ExportUnreadable(f"{shown(path)} line {number}: {exc}") from None
+                where = f"{shown(path)} line {number}"
                 for field in ("user_id", "session_id", "run_id"):
                     _checked_id(where, field, getattr(event, field))
                 yield _Line(number, record, event.data, encoder.encode(event) + b"\n" == line)
         except OSError as exc:
-            raise ExportUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise ExportUnreadable(f"cannot read {shown(path)}: {exc.strerror or exc}") from None
 
 
 def verify_export(

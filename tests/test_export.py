@@ -375,6 +375,49 @@ def test_a_bad_out_path_is_one_line_naming_it_and_nothing_is_written(
     assert sorted(str(p) for p in area.rglob("*")) == before
 
 
+def one_line(text: str) -> str:
+    """The one line ``text`` must be: no other line, no terminal escape code."""
+    [line] = text.splitlines()
+    assert "\x1b" not in line and "\x07" not in line, line
+    return line
+
+
+@pytest.mark.parametrize(
+    "name", ["a\nb", "c\x1b]0;done\x07\x1b[2Jd", "e\rf\u2028g"], ids=["newline", "escape", "cr"]
+)
+def test_an_out_path_with_control_characters_is_shown_escaped_on_one_line(
+    name: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    """--out with a newline, a carriage return or a terminal escape in it: every message
+    naming it is still one line, with the path escaped as Python writes it."""
+    record_runs(sqlite_url, "usr_a", runs=1, turns=1)
+    out = tmp_path / name
+    escaped = repr(str(out))
+
+    done = ledger_cli(sqlite_url, "audit", "export", "--user", "usr_a", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    summary, *_ = done.stdout.splitlines(keepends=True)
+    assert one_line(summary).endswith(f" to {escaped}"), summary
+    assert len(done.stdout.splitlines()) == 3 and not done.stderr  # and the digest lines
+    assert exported_by(out) == "usr_a"  # written where asked, under the real name
+
+    again = ledger_cli(sqlite_url, "audit", "export", "--user", "usr_a", "--out", str(out))
+    assert again.returncode == 2 and not again.stdout
+    assert one_line(again.stderr).startswith(f"error: {escaped} already holds an export")
+
+    checked = offline_verify(out)
+    assert checked.returncode == 0 and not checked.stderr
+    assert one_line(checked.stdout).startswith(f"verified export {escaped} of user usr_a")
+
+    (out / MANIFEST_FILE).unlink()
+    missing = offline_verify(out)
+    assert missing.returncode == 2 and not missing.stdout
+    manifest_path = repr(str(out / MANIFEST_FILE))
+    assert one_line(missing.stderr) == f"error: {manifest_path} is missing: not a ledger " + (
+        "export, or an export that never completed"
+    )
+
+
 def test_a_directory_that_cannot_be_written_is_named(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
