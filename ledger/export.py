@@ -502,7 +502,9 @@ def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
     try:
         manifest = msgspec.json.decode(raw, type=Manifest)
     except msgspec.MsgspecError as exc:
-        raise ExportUnreadable(f"{shown(path)} is not a ledger export manifest: {exc}") from None
+        raise ExportUnreadable(
+            f"{shown(path)} is not a ledger export manifest: {shown(str(exc))}"
+        ) from None
     if manifest.format != FORMAT:
         raise ExportUnreadable(f"{shown(path)}: unsupported export format {manifest.format!r}")
     _checked_id(shown(path), "user_id", manifest.user_id)
@@ -536,7 +538,9 @@ def _lines(path: Path, sha: Any) -> Iterator[_Line]:
                     event = decoder.decode(line)
                     record = event.record()
                 except (msgspec.MsgspecError, ValueError) as exc:
-                    raise ExportUnreadable(f"{shown(path)} line {number}: {exc}") from None
+                    raise ExportUnreadable(
+                        f"{shown(path)} line {number}: {shown(str(exc))}"
+                    ) from None
                 where = f"{shown(path)} line {number}"
                 for field in ("user_id", "session_id", "run_id"):
                     _checked_id(where, field, getattr(event, field))

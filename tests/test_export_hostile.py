@@ -208,6 +208,14 @@ CASES: dict[str, Case] = {
         key_given_twice, 1, "line 2: not written as", against=True
     ),
     "a run id with a terminal escape": Case(escape_in_a_run_id, 2, "control characters"),
+    "manifest with a terminal escape in an unknown key": Case(
+        lambda out: edit_manifest(out, **{"\x1b[2Jx\ny": 1}), 2, "unknown field `\\x1b[2Jx\\ny`"
+    ),
+    "a line with a terminal escape in an unknown key": Case(
+        lambda out: write_events(out, b'{"\\u001b]0;ok\\u0007\\nz":1}\n'),
+        2,
+        "line 1: 'Object contains unknown field `\\x1b]0;ok\\x07\\nz`'",
+    ),
 }
 
 
