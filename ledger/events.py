@@ -241,6 +241,10 @@ class Catalog:
         """Every wire name in the catalog."""
         return tuple(self._types)
 
+    def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is a wire name of the catalog."""
+        return name in self._types
+
     def payload_type(self, name: str) -> type[Payload]:
         """The Struct for ``name``; InvalidEvent naming the known types if there is none."""
         try:

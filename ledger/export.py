@@ -300,13 +300,13 @@ _PARTIALS = (f".{EVENTS_FILE}.partial", f".{MANIFEST_FILE}.partial")
 def _holding(names: list[str]) -> str:
     """What a directory holds, for an error: its first names (hidden ones too, which
     ``ls`` does not show), and what a leftover of an interrupted export is."""
-    shown = ", ".join(repr(name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
+    first = ", ".join(repr(name) for name in names[:3]) + (", ..." if len(names) > 3 else "")
     if any(name in _PARTIALS for name in names):
         return (
-            f"it holds {shown}: the remains of an export that was interrupted, or that is "
+            f"it holds {first}: the remains of an export that was interrupted, or that is "
             "still running; remove them once none runs"
         )
-    return f"it holds {shown}"
+    return f"it holds {first}"
 
 
 def _unwritable(target: Path, why: str) -> ExportTargetError:

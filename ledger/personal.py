@@ -466,7 +466,7 @@ def holds_plain_content(type_: str, payload: bytes, key_id: str | None = None) -
     its state is stored byte for byte as the application gave it, nothing of it sealed
     (``key_id`` None), and what it holds is the application's to know: it counts
     unless it is empty."""
-    if type_ not in _CATALOG_TYPES:
+    if type_ not in CATALOG:
         return key_id is None and bool(payload)
     paths = _PATHS.get(type_)
     if not paths:
@@ -488,9 +488,6 @@ def holds_plain_content(type_: str, payload: bytes, key_id: str | None = None) -
         if any(_plain(v) for v in values):
             return True
     return False
-
-
-_CATALOG_TYPES = frozenset(CATALOG.names)
 
 
 def _plain(value: Any) -> bool:

@@ -104,7 +104,7 @@ class LedgerAggregateRecorder(AggregateRecorder):
         """Chain and append ``stored_events`` (and ``tracking``) in one transaction."""
         by_run: dict[str, list[StoredEvent]] = {}
         for event in stored_events:
-            if event.topic in CATALOG.names:
+            if event.topic in CATALOG:
                 # Stored as the ledger's own event type, its state would be read as that
                 # type's payload (schema 0, unvalidated) by every reader and projector.
                 raise InvalidEvent(

@@ -407,7 +407,7 @@ class Unfoldable(Exception):
 def decode(records: Sequence[Record]) -> list[Event]:
     """The catalog events among ``records`` (rows of other writers are not projected),
     as readers of the log get them, hashes and all."""
-    return [to_event(r) for r in records if r.type in _KNOWN_TYPES]
+    return [to_event(r) for r in records if r.type in CATALOG]
 
 
 def decode_for_fold(records: Sequence[Record], *, quiet: bool = False) -> tuple[list[Event], int]:
@@ -417,21 +417,18 @@ def decode_for_fold(records: Sequence[Record], *, quiet: bool = False) -> tuple[
     and reported (see the module docstring; ``quiet`` as for ``fold_stored``). Returns
     the events and how many records were skipped."""
     try:
-        return [to_event(r, hashes=False) for r in records if r.type in _KNOWN_TYPES], 0
+        return [to_event(r, hashes=False) for r in records if r.type in CATALOG], 0
     except Exception:  # (an upcaster may raise anything, as a reducer may)
         pass  # the slow way, one by one, to skip exactly the records that do not decode
     events, skipped = [], 0
     for record in records:
-        if record.type in _KNOWN_TYPES:
+        if record.type in CATALOG:
             try:
                 events.append(to_event(record, hashes=False))
             except Exception as exc:
                 skipped += 1
                 report(record, str(exc) if isinstance(exc, InvalidEvent) else repr(exc), quiet)
     return events, skipped
-
-
-_KNOWN_TYPES = frozenset(CATALOG.names)
 
 
 def report(event: Event | Record, why: str, quiet: bool = False) -> None:

@@ -90,14 +90,13 @@ def lineage_records(
     ``upto``: the run's own records stop at this version (its ancestors' stop at their
     fork points anyway), so a replay to an early version reads no more than it needs.
     """
-    known = frozenset(CATALOG.names)
     limit = None if upto is None else max(upto, 1)  # the first record tells a fork
     records = store.read_run(user_id, run_id, upto_version=limit)
     if not records and store.run_head(user_id, run_id) is None:
         raise NotFound(f"run {run_id!r} not found")
-    if limit is not None and records and records[0].type not in known:
+    if limit is not None and records and records[0].type not in CATALOG:
         records = store.read_run(user_id, run_id)  # which known event opens it? read on
-    own = [r for r in records if r.type in known]
+    own = [r for r in records if r.type in CATALOG]
     inherited: list[Record] = []
     if own and own[0].type == "run_started":
         started = to_event(own[0])
